@@ -1,0 +1,7 @@
+"""PRNet for TensorFlow 2: joint 3D face reconstruction and dense alignment from a UV position map.
+
+Data flows one way: image -> face crop -> network -> position map (crop pixels) ->
+vertices / landmarks / pose / depth in image pixels. See README.md for the conventions.
+"""
+
+__version__ = "0.1.0"

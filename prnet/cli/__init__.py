@@ -1,0 +1,1 @@
+"""Command-line tools (absl apps). Library code never imports from here."""

@@ -1,0 +1,46 @@
+"""Typed exceptions raised by the library.
+
+Every error a user can cause (bad file, missing weights, no face, ...) is a subclass of
+:class:`PRNetError`, carries a message that says what to do, and is turned into a one-line
+message plus a non-zero exit code by the command-line tools.
+"""
+
+
+class PRNetError(Exception):
+    """Base class of all errors the library raises on bad input or missing resources."""
+
+
+class AssetsNotFoundError(PRNetError, FileNotFoundError):
+    """The UV template files (``uv-data``) could not be found or are incomplete."""
+
+
+class AssetsCorruptError(PRNetError, ValueError):
+    """A UV template file exists but does not have the expected content or shape."""
+
+
+class WeightsNotFoundError(PRNetError, FileNotFoundError):
+    """No network weights were given and none are cached."""
+
+
+class WeightsFormatError(PRNetError, ValueError):
+    """A weights file could not be read, or does not match the network."""
+
+
+class CheckpointMismatchError(WeightsFormatError):
+    """An official TF1 checkpoint has unmapped, missing or mis-shaped variables."""
+
+
+class DownloadError(PRNetError, OSError):
+    """A download failed (offline, HTTP error, checksum mismatch)."""
+
+
+class ImageReadError(PRNetError, ValueError):
+    """An image file is missing, unreadable, corrupt or of an unsupported layout."""
+
+
+class NoFaceFoundError(PRNetError, LookupError):
+    """The face detector found no face in an image."""
+
+
+class DatasetError(PRNetError, ValueError):
+    """A dataset file (annotation ``.mat``, BFM model, ...) is missing or malformed."""

@@ -1,0 +1,117 @@
+"""The PRNet encoder-decoder (ResFCN256), layer for layer as the original TF1 ``predictor.py``.
+
+Input: an RGB face crop, float32, shape ``[N, 256, 256, 3]``, values in ``[0, 1]``.
+Output: the sigmoid map ``[N, 256, 256, 3]`` in ``[0, 1]``; multiply by :data:`POSMAP_SCALE` to
+get the UV position map in *crop pixels* (x = column, y = row, z up to the same scale; see
+:mod:`prnet.geometry` for the conventions).
+
+Layer names mirror the original checkpoint: the Keras layer ``resBlock_3.Conv_1.BatchNorm``
+holds the TF1 variables ``resfcn256/resBlock_3/Conv_1/BatchNorm/*``; use
+:func:`checkpoint_name` for the exact mapping.
+"""
+
+import keras
+from keras import layers
+
+#: Side of the input crop and of the UV position map, in pixels.
+RESOLUTION = 256
+#: The network's sigmoid output times this is the position map in crop pixels (original: 256 * 1.1).
+POSMAP_SCALE = RESOLUTION * 1.1
+#: L2 weight decay of every convolution kernel (original: ``tcl.l2_regularizer(0.0002)``).
+WEIGHT_DECAY = 2e-4
+#: ``tf.contrib.layers.batch_norm`` defaults.
+BN_EPSILON = 1e-3
+BN_MOMENTUM = 0.999
+#: Scope of all variables in the official checkpoint.
+CHECKPOINT_SCOPE = "resfcn256"
+
+# (channels, stride) of the ten residual blocks and of the 17 transposed convolutions.
+ENCODER_BLOCKS = ((32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1))
+DECODER_LAYERS = (
+    (512, 1), (256, 2), (256, 1), (256, 1), (128, 2), (128, 1), (128, 1), (64, 2), (64, 1),
+    (64, 1), (32, 2), (32, 1), (16, 2), (16, 1), (3, 1), (3, 1), (3, 1),
+)
+
+_KERAS_TO_TF_WEIGHT = {
+    "kernel": "weights",
+    "gamma": "gamma",
+    "beta": "beta",
+    "moving_mean": "moving_mean",
+    "moving_variance": "moving_variance",
+}
+
+
+def _tf1_suffix(index: int) -> str:
+    """tf.contrib naming: the first layer of a kind is ``Conv``, then ``Conv_1``, ``Conv_2``, ..."""
+    return "" if index == 0 else f"_{index}"
+
+
+def _regularizer(weight_decay):
+    return keras.regularizers.L2(weight_decay) if weight_decay else None
+
+
+def _conv_bn_relu(x, filters, kernel, stride, name, weight_decay, norm=True, activation="relu"):
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+                      kernel_regularizer=_regularizer(weight_decay), name=name)(x)
+    if norm:
+        x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}.BatchNorm")(x)
+    if activation:
+        x = layers.Activation(activation, name=f"{name}.{activation}")(x)
+    return x
+
+
+def _res_block(x, filters, stride, name, weight_decay):
+    """Bottleneck block of the original: [1x1 C/2] -> [4x4 C/2, stride] -> [1x1 C] + shortcut, then BN, ReLU."""
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=stride, padding="same", use_bias=False,
+                                 kernel_regularizer=_regularizer(weight_decay), name=f"{name}.shortcut")(x)
+    x = _conv_bn_relu(x, filters // 2, 1, 1, f"{name}.Conv", weight_decay)
+    x = _conv_bn_relu(x, filters // 2, 4, stride, f"{name}.Conv_1", weight_decay)
+    x = _conv_bn_relu(x, filters, 1, 1, f"{name}.Conv_2", weight_decay, norm=False, activation=None)
+    x = layers.Add(name=f"{name}.add")([x, shortcut])
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}.BatchNorm")(x)
+    return layers.Activation("relu", name=f"{name}.relu")(x)
+
+
+def build_resfcn256(weight_decay: float = WEIGHT_DECAY, name: str = CHECKPOINT_SCOPE) -> keras.Model:
+    """Build ResFCN256 (13,353,618 trainable parameters, 4.13 G multiply-adds per 256x256 image).
+
+    The model maps ``[N, 256, 256, 3]`` float crops in ``[0, 1]`` to the sigmoid position map in
+    ``[0, 1]``; it has no conv biases and uses BatchNorm (epsilon 1e-3) with scale, as the original.
+    Pass ``weight_decay=0`` for an inference-only graph without regularisation losses.
+    """
+    inputs = keras.Input((RESOLUTION, RESOLUTION, 3), name="image")
+    x = _conv_bn_relu(inputs, 16, 4, 1, "Conv", weight_decay)
+    for i, (filters, stride) in enumerate(ENCODER_BLOCKS):
+        x = _res_block(x, filters, stride, f"resBlock{_tf1_suffix(i)}", weight_decay)
+    for i, (filters, stride) in enumerate(DECODER_LAYERS):
+        last = i == len(DECODER_LAYERS) - 1
+        lname = f"Conv2d_transpose{_tf1_suffix(i)}"
+        x = layers.Conv2DTranspose(filters, 4, strides=stride, padding="same", use_bias=False,
+                                   kernel_regularizer=_regularizer(weight_decay), name=lname)(x)
+        # The original keeps BatchNorm on the last layer too (its arg_scope applies batch_norm), then sigmoid.
+        x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{lname}.BatchNorm")(x)
+        x = layers.Activation("sigmoid" if last else "relu", name=f"{lname}.{'sigmoid' if last else 'relu'}",
+                              dtype="float32" if last else None)(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def checkpoint_name(variable) -> str:
+    """Name of the official TF1 checkpoint variable that corresponds to a Keras weight.
+
+    ``resBlock_3.Conv_1.BatchNorm/gamma`` -> ``resfcn256/resBlock_3/Conv_1/BatchNorm/gamma``;
+    ``Conv2d_transpose_2/kernel`` -> ``resfcn256/Conv2d_transpose_2/weights``.
+    """
+    layer_name, weight = variable.path.rsplit("/", 1)
+    return f"{CHECKPOINT_SCOPE}/{layer_name.replace('.', '/')}/{_KERAS_TO_TF_WEIGHT[weight]}"
+
+
+def to_posmap(sigmoid_output):
+    """Sigmoid network output (``[0, 1]``) -> position map in crop pixels."""
+    return sigmoid_output * POSMAP_SCALE
+
+
+def from_posmap(posmap_pixels):
+    """Position map in crop pixels -> the network's ``[0, 1]`` target."""
+    return posmap_pixels / POSMAP_SCALE

@@ -1,0 +1,37 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="prnet-tf2",
+    version="0.1.0",
+    description="PRNet (Feng et al., ECCV 2018) for TensorFlow 2 / Keras 3: 3D face reconstruction "
+                "and dense alignment from a UV position map.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["prnet", "prnet.*", "tfds_builders", "tfds_builders.*"]),
+    include_package_data=True,
+    install_requires=[
+        "tensorflow>=2.16,<2.22",
+        "keras>=3.3",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "scikit-image>=0.22",
+        # Same cv2 API as opencv-python without the GUI libraries (libGL), so it installs on servers.
+        "opencv-python-headless>=4.8",
+        "absl-py>=1.4",
+        "tensorflow-datasets>=4.9.3",
+        "tqdm>=4.60",
+        # Plots: evaluation CED curves and dataset example figures (tfds.show_examples needs it too).
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "test": ["pytest>=7.4"],
+    },
+    entry_points={
+        "console_scripts": [
+            "prnet-demo=prnet.cli.demo:run",
+            "prnet-convert=prnet.cli.convert:run",
+        ],
+    },
+)

@@ -1,0 +1,55 @@
+"""Shared fixtures. Real reference data is read from ``../shared`` (never copied into the repo);
+tests that need it skip with a clear reason when it is absent."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path:
+    return Path(os.environ.get("PRNET_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"reference data not found at {path} (set PRNET_SHARED_DIR to the shared/ folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The ``shared/`` folder beside the project root (real reference data)."""
+    return _require(_shared_dir())
+
+
+@pytest.fixture(scope="session")
+def assets_dir(shared_dir) -> Path:
+    """The original PRNet ``uv-data`` folder."""
+    return _require(shared_dir / "prnet-assets" / "uv-data")
+
+
+@pytest.fixture(scope="session")
+def uv_template(assets_dir):
+    from prnet.uv import load_uv_template
+
+    return load_uv_template(assets_dir)
+
+
+@pytest.fixture(scope="session")
+def official_index(shared_dir) -> Path:
+    """The real ``.index`` file of the official checkpoint (names and shapes, no values)."""
+    return _require(shared_dir / "reference" / "official-checkpoint" / "256_256_resfcn256_weight.index")
+
+
+@pytest.fixture(scope="session")
+def samples_dir(shared_dir) -> Path:
+    return _require(shared_dir / "samples")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never read or write the user's real ~/.cache/prnet from tests."""
+    monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "prnet-cache"))
