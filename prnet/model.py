@@ -25,11 +25,14 @@ BN_MOMENTUM = 0.999
 #: Scope of all variables in the official checkpoint.
 CHECKPOINT_SCOPE = "resfcn256"
 
-# (channels, stride) of the ten residual blocks and of the 17 transposed convolutions.
-ENCODER_BLOCKS = ((32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1))
+#: The original's base width (``size = 16`` in ``predictor.py``); channel counts are multiples of it.
+BASE_SIZE = 16
+# (channels / size, stride) of the ten residual blocks and of the 17 transposed convolutions;
+# the decoder's last three layers always have 3 channels.
+ENCODER_BLOCKS = ((2, 2), (2, 1), (4, 2), (4, 1), (8, 2), (8, 1), (16, 2), (16, 1), (32, 2), (32, 1))
 DECODER_LAYERS = (
-    (512, 1), (256, 2), (256, 1), (256, 1), (128, 2), (128, 1), (128, 1), (64, 2), (64, 1),
-    (64, 1), (32, 2), (32, 1), (16, 2), (16, 1), (3, 1), (3, 1), (3, 1),
+    (32, 1), (16, 2), (16, 1), (16, 1), (8, 2), (8, 1), (8, 1), (4, 2), (4, 1),
+    (4, 1), (2, 2), (2, 1), (1, 2), (1, 1), (None, 1), (None, 1), (None, 1),
 )
 
 _KERAS_TO_TF_WEIGHT = {
@@ -74,18 +77,22 @@ def _res_block(x, filters, stride, name, weight_decay):
     return layers.Activation("relu", name=f"{name}.relu")(x)
 
 
-def build_resfcn256(weight_decay: float = WEIGHT_DECAY, name: str = CHECKPOINT_SCOPE) -> keras.Model:
+def build_resfcn256(weight_decay: float = WEIGHT_DECAY, size: int = BASE_SIZE,
+                    name: str = CHECKPOINT_SCOPE) -> keras.Model:
     """Build ResFCN256 (13,353,618 trainable parameters, 4.13 G multiply-adds per 256x256 image).
 
     The model maps ``[N, 256, 256, 3]`` float crops in ``[0, 1]`` to the sigmoid position map in
     ``[0, 1]``; it has no conv biases and uses BatchNorm (epsilon 1e-3) with scale, as the original.
-    Pass ``weight_decay=0`` for an inference-only graph without regularisation losses.
+    Pass ``weight_decay=0`` for an inference-only graph without regularisation losses. ``size`` is
+    the original's base width (16); only tests and smoke runs use a smaller one (e.g. 4) to train
+    fast on a CPU: such a model cannot load the official weights.
     """
     inputs = keras.Input((RESOLUTION, RESOLUTION, 3), name="image")
-    x = _conv_bn_relu(inputs, 16, 4, 1, "Conv", weight_decay)
-    for i, (filters, stride) in enumerate(ENCODER_BLOCKS):
-        x = _res_block(x, filters, stride, f"resBlock{_tf1_suffix(i)}", weight_decay)
-    for i, (filters, stride) in enumerate(DECODER_LAYERS):
+    x = _conv_bn_relu(inputs, size, 4, 1, "Conv", weight_decay)
+    for i, (mult, stride) in enumerate(ENCODER_BLOCKS):
+        x = _res_block(x, mult * size, stride, f"resBlock{_tf1_suffix(i)}", weight_decay)
+    for i, (mult, stride) in enumerate(DECODER_LAYERS):
+        filters = 3 if mult is None else mult * size
         last = i == len(DECODER_LAYERS) - 1
         lname = f"Conv2d_transpose{_tf1_suffix(i)}"
         x = layers.Conv2DTranspose(filters, 4, strides=stride, padding="same", use_bias=False,
