@@ -36,10 +36,11 @@ def rasterize(vertices: np.ndarray, triangles: np.ndarray, height: int, width: i
     x1, y1 = p[:, 1, 0], p[:, 1, 1]
     x2, y2 = p[:, 2, 0], p[:, 2, 1]
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    xmin = np.maximum(np.ceil(p[..., 0].min(1)), 0).astype(np.int64)
-    xmax = np.minimum(np.floor(p[..., 0].max(1)), width - 1).astype(np.int64)
-    ymin = np.maximum(np.ceil(p[..., 1].min(1)), 0).astype(np.int64)
-    ymax = np.minimum(np.floor(p[..., 1].max(1)), height - 1).astype(np.int64)
+    # Element-wise min/max of the three corners (reductions over a length-3 axis are ~7x slower).
+    xmin = np.maximum(np.ceil(np.minimum(np.minimum(x0, x1), x2)), 0).astype(np.int64)
+    xmax = np.minimum(np.floor(np.maximum(np.maximum(x0, x1), x2)), width - 1).astype(np.int64)
+    ymin = np.maximum(np.ceil(np.minimum(np.minimum(y0, y1), y2)), 0).astype(np.int64)
+    ymax = np.minimum(np.floor(np.maximum(np.maximum(y0, y1), y2)), height - 1).astype(np.int64)
     keep = np.flatnonzero((xmax >= xmin) & (ymax >= ymin) & (np.abs(area) > 1e-12))
     if len(keep) == 0:
         return tri_index, bary_out
