@@ -18,7 +18,8 @@ setup(
         "scipy>=1.11",
         "scikit-image>=0.22",
         # Same cv2 API as opencv-python without the GUI libraries (libGL), so it installs on servers.
-        "opencv-python-headless>=4.8",
+        # <5: OpenCV 5 dropped the Haar cascade classifier used by the default face detector.
+        "opencv-python-headless>=4.8,<5",
         "absl-py>=1.4",
         "tensorflow-datasets>=4.9.3",
         "tqdm>=4.60",

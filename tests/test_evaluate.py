@@ -1,0 +1,336 @@
+"""End-to-end tests of ``evaluate.py`` / :mod:`prnet.evaluation` on the real AFLW2000-3D samples.
+
+Dense ground truth uses a stand-in BFM (the REAL mean face with the REAL 68-landmark bases spread
+over the mesh, :func:`prnet.bfm.landmark_interpolated_model`): only the pipeline is under test.
+"""
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io as sio
+
+from prnet import evaluation, metrics
+from prnet.crop import box_from_landmarks, crop_transform
+from prnet.evaluation import EvalConfig, EvalSample
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(shared_dir):
+    paths = {
+        "samples": shared_dir / "samples" / "aflw2000-3d",
+        "gt_dir": shared_dir / "reference" / "aflw2000-3d-3ddfa",
+        "assets": shared_dir / "prnet-assets" / "uv-data",
+        "bfm_uv": shared_dir / "reference" / "bfm-uv" / "BFM_UV_53215.mat",
+        "mean": shared_dir / "reference" / "bfm-mean" / "bfm_mean_53215.npz",
+        "kpt": shared_dir / "reference" / "bfm-mean" / "bfm_kpt68_bases.npz",
+    }
+    for p in paths.values():
+        if not p.exists():
+            pytest.skip(f"reference data not found: {p}")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def standin_bfm(data, tmp_path_factory):
+    """A manual dir with a stand-in ``BFM.mat`` (see module doc) and the real ``BFM_UV.mat``."""
+    from prnet.bfm import landmark_interpolated_model, write_bfm_mat
+
+    folder = tmp_path_factory.mktemp("bfm")
+    write_bfm_mat(folder / "BFM.mat", landmark_interpolated_model(data["mean"], data["kpt"]))
+    os.symlink(data["bfm_uv"], folder / "BFM_UV.mat")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def template(data):
+    from prnet.uv import load_uv_template
+
+    return load_uv_template(data["assets"])
+
+
+def _read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _column(rows, key):
+    return np.array([float(r[key]) for r in rows])
+
+
+# ----------------------------------------------------------------------------- the CLI, end to end
+
+@pytest.fixture(scope="module")
+def cli_run(data, standin_bfm, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PRNET_ASSETS_DIR=str(data["assets"]))
+    cmd = [sys.executable, str(REPO / "evaluate.py"), "--smoke_test_random_weights",
+           "--dataset_dir", str(data["samples"]), "--gt_dir", str(data["gt_dir"]),
+           "--bfm", str(standin_bfm / "BFM.mat"), "--bfm_uv", str(standin_bfm / "BFM_UV.mat"),
+           "--output_dir", str(out), "--batch_size", "3", "--progress=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+@pytest.mark.slow  # the fixture runs the whole CLI once (TensorFlow start-up, full-size model)
+def test_cli_writes_table_json_csv_and_plot(cli_run):
+    out, stdout = cli_run
+    for name in ("results.json", "results.csv", "ced.png", "table.txt"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    table = (out / "table.txt").read_text()
+    assert table.strip() in stdout
+    for row in ("68 landmarks, 2D", "68 landmarks, 3D", "all points (dense), 2D", "all points (dense), 3D",
+                "3D reconstruction (rigid)", "Table 2: re-annotated", "0-30 n=3", "30-60 n=3", "60-90 n=2"):
+        assert row in table, row
+    assert table.count("RANDOM WEIGHTS") >= 2  # loud, at the top and the bottom
+    import matplotlib.image
+
+    png = matplotlib.image.imread(str(out / "ced.png"))
+    assert png.ndim == 3 and png.shape[0] > 100 and png.shape[1] > 100
+
+
+@pytest.mark.slow  # the fixture runs the whole CLI once (TensorFlow start-up, full-size model)
+def test_cli_json_and_csv_agree(cli_run, data):
+    out, _ = cli_run
+    res = json.loads((out / "results.json").read_text())
+    rows = _read_csv(out / "results.csv")
+    assert res["model"]["random_weights"] is True and res["model"]["sha256"] is None
+    assert "RANDOM WEIGHTS" in res["warning"]
+    assert res["data"]["count"] == len(rows) == 8
+    assert [r["id"] for r in rows] == sorted(p.stem for p in data["samples"].glob("*.jpg"))
+    nme = res["summary"]["nme_percent"]
+    assert set(nme) == {"nme_2d", "nme_3d", "nme_2d_reannotated", "dense_2d", "dense_3d", "reconstruction_3d"}
+    for key, s in nme.items():
+        col = _column(rows, f"{key}_percent")
+        assert s["mean"] == pytest.approx(col.mean(), rel=1e-5)
+        buckets = [col[[r["bucket"] == lab for r in rows]] for lab in ("0-30", "30-60", "60-90")]
+        assert [len(b) for b in buckets] == list(s["counts"].values())
+        assert s["mean_of_buckets"] == pytest.approx(np.mean([b.mean() for b in buckets]), rel=1e-5)
+    # each image's 3DDFA row holds its own .mat's pt3d_68; yaw and bucket follow the pose array
+    pts = np.load(data["gt_dir"] / "AFLW2000-3D.pts68.npy")
+    pose = np.load(data["gt_dir"] / "AFLW2000-3D.pose.npy").reshape(2000, -1)[:, 0]
+    for r in rows:
+        mat = sio.loadmat(data["samples"] / f"{r['id']}.mat")
+        np.testing.assert_array_equal(pts[int(r["row"])], mat["pt3d_68"])
+        assert float(r["yaw"]) == pytest.approx(pose[int(r["row"])], abs=1e-3)
+        assert r["bucket"] == metrics.YAW_BUCKETS[int(metrics.yaw_bucket(float(r["yaw"])))][0]
+        assert r["crop"] == "gt"
+    for j, r in zip(res["per_image"], rows):
+        assert j["id"] == r["id"] and j["nme_2d_percent"] == pytest.approx(float(r["nme_2d_percent"]), abs=1e-5)
+    rt = res["summary"]["runtime_ms"]
+    assert rt["forward_ms"]["mean"] > 0
+    assert rt["end_to_end_ms"]["mean"] >= rt["forward_ms"]["mean"] + rt["crop_ms"]["mean"]
+    e2e = _column(rows, "end_to_end_ms")
+    parts = sum(_column(rows, k) for k in ("detect_ms", "crop_ms", "forward_ms", "mesh_ms"))
+    np.testing.assert_allclose(e2e, parts, atol=2e-3)
+
+
+def test_cli_help_documents_every_flag():
+    proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--help"], capture_output=True, text=True,
+                          cwd=str(REPO), timeout=120)
+    assert proc.returncode in (0, 1)  # absl's --help exits with status 1
+    for flag in ("weights", "smoke_test_random_weights", "dataset_dir", "tfds_name", "data_dir", "split", "crop",
+                 "detector", "detector_model", "gt_dir", "reannotated", "bfm", "bfm_uv", "assets_dir",
+                 "output_dir", "max_images", "batch_size", "progress"):
+        assert f"--{flag}:" in proc.stdout or f"--[no]{flag}:" in proc.stdout, flag
+
+
+def test_cli_errors_are_one_clear_line(data, tmp_path):
+    cmd = [sys.executable, str(REPO / "evaluate.py"), "--smoke_test_random_weights", "--output_dir", str(tmp_path),
+           "--assets_dir", str(data["assets"])]
+    proc = subprocess.run(cmd + ["--dataset_dir", str(tmp_path / "nope")], capture_output=True, text=True,
+                          cwd=str(REPO), timeout=120)
+    assert proc.returncode == 1 and "dataset folder not found" in proc.stderr
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    assert proc.returncode != 0 and "exactly one of --dataset_dir" in proc.stderr
+    proc = subprocess.run(cmd + ["--dataset_dir", str(data["samples"]), "--assets_dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    assert proc.returncode == 1 and "UV template" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("results.*"))
+
+
+# ----------------------------------------------------------------------------- in-process checks
+
+class OraclePredictor:
+    """Returns the ground-truth position maps (crop pixels) of ``samples`` in order: a perfect model."""
+
+    def __init__(self, posmaps):
+        self.queue = list(posmaps)
+
+    def predict_posmaps(self, crops):
+        if not np.any(crops):  # the untimed warm-up call
+            return np.zeros_like(crops)
+        out, self.queue = self.queue[:len(crops)], self.queue[len(crops):]
+        return np.stack(out).astype(np.float32)
+
+
+def test_perfect_model_scores_zero_dense_error(data, standin_bfm, template, tmp_path):
+    """Crop -> network -> image pixels round trip: the ground-truth posmap must score 0 dense error,
+    and its 68 UV landmark pixels must score what a direct comparison with pt3d_68 gives."""
+    dense = evaluation.bfm_dense_ground_truth(standin_bfm / "BFM.mat", standin_bfm / "BFM_UV.mat", template)
+    samples = evaluation.load_folder_samples(data["samples"])
+    posmaps, expected_2d, expected_3d = [], [], []
+    for s in samples:
+        verts = dense(s.fit, s.load_image().shape)                     # image px
+        flat = np.zeros((256 * 256, 3))
+        flat[template.face_ind] = verts
+        tform = crop_transform(*box_from_landmarks(s.landmarks))
+        scale = tform[0, 0]
+        crop = flat.copy()
+        crop[:, :2] = flat[:, :2] * scale + tform[:2, 2]
+        crop[:, 2] = flat[:, 2] * scale + 17.0                          # arbitrary z origin
+        posmaps.append(crop.reshape(256, 256, 3))
+        lm = flat.reshape(256, 256, 3)[template.kpt_ind[:, 1], template.kpt_ind[:, 0]]
+        expected_2d.append(metrics.landmark_nme(lm, s.landmarks, 2)[0])
+        expected_3d.append(metrics.landmark_nme(lm, s.landmarks, 3)[0])
+    cfg = EvalConfig(output_dir=str(tmp_path), dataset_dir=str(data["samples"]), assets_dir=str(data["assets"]),
+                     bfm=str(standin_bfm / "BFM.mat"), bfm_uv=str(standin_bfm / "BFM_UV.mat"), batch_size=5,
+                     progress=False)
+    res = evaluation.evaluate(cfg, predictor=OraclePredictor(posmaps), model_info={"description": "oracle"})
+    rows = _read_csv(tmp_path / "results.csv")
+    for key in ("dense_2d", "dense_3d", "reconstruction_3d"):
+        assert np.abs(_column(rows, f"{key}_percent")).max() < 1e-4, key
+    np.testing.assert_allclose(_column(rows, "nme_2d_percent"), 100 * np.array(expected_2d), atol=1e-4)
+    np.testing.assert_allclose(_column(rows, "nme_3d_percent"), 100 * np.array(expected_3d), atol=1e-4)
+    # the stand-in fit's landmark vertices reproduce pt3d_68 to about a pixel: small but non-zero NME
+    assert 0 < res["summary"]["nme_percent"]["nme_2d"]["mean"] < 2.0
+    assert "RANDOM" not in res["table"] and "nme_2d_reannotated" not in res["summary"]["nme_percent"]
+
+
+def _tiny_backend():
+    import keras
+
+    from prnet.backends import KerasBackend
+    from prnet.model import build_resfcn256
+
+    keras.utils.set_random_seed(1)
+    return KerasBackend(build_resfcn256(weight_decay=0.0, size=4), random_weights=True)
+
+
+class BoxDetector:
+    """Returns the ground-truth landmark box for some images and nothing for the others."""
+
+    box_rule = "bbox"
+
+    def __init__(self, boxes):
+        self.boxes = boxes
+
+    def __call__(self, image):
+        return self.boxes.get(_key(image), np.zeros((0, 4)))
+
+
+def _key(image):
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def test_detector_crops_and_fallback(data, template):
+    from prnet.crop import landmarks_bbox
+
+    samples = evaluation.load_folder_samples(data["samples"])
+    backend = _tiny_backend()
+    gt_records = evaluation.run_inference(backend, samples, template, batch_size=4, progress=False)
+    # a detector that returns exactly the landmark box (and a far-away decoy) for the first four images
+    boxes = {}
+    for s in samples[:4]:
+        boxes[_key(s.load_image())] = np.array([[0, 0, 5, 5], landmarks_bbox(s.landmarks)])
+    detector = BoxDetector(boxes)
+    found = {s.id for s in samples[:4]}
+    recs = evaluation.run_inference(backend, samples, template, crop="detector", detector=detector,
+                                    batch_size=4, progress=False)
+    for g, r in zip(gt_records, recs):
+        assert r["crop"] == ("detector" if r["id"] in found else "gt (no face detected)")
+        # 'bbox' rule on the landmark box == the gt crop: identical predictions and errors
+        assert r["nme_2d"] == pytest.approx(g["nme_2d"], rel=1e-5)
+        assert r["detect_ms"] > 0
+    summary = evaluation.summarize(recs)
+    assert summary["crop_sources"]["detector"] == len(found)
+    with pytest.raises(ValueError, match="detector"):
+        evaluation.run_inference(backend, samples, template, crop="detector", progress=False)
+
+
+def test_keras_weights_file_is_recorded_with_its_hash(data, tmp_path):
+    from prnet.model import build_resfcn256
+
+    weights = tmp_path / "tiny.weights.h5"
+    build_resfcn256(weight_decay=0.0, size=4).save_weights(str(weights))
+    cfg = EvalConfig(output_dir=str(tmp_path / "out"), weights=str(weights), dataset_dir=str(data["samples"]),
+                     assets_dir=str(data["assets"]), max_images=3, progress=False)
+    res = evaluation.evaluate(cfg)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["model"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert saved["model"]["random_weights"] is False and "warning" not in saved
+    assert saved["data"]["count"] == 3 and res["summary"]["nme_percent"]["nme_2d"]["count"] == 3
+    assert saved["data"]["gt_arrays"] is None
+
+
+def test_tfds_dataset_gives_the_same_numbers_as_the_folder(data, standin_bfm, template, tmp_path):
+    import tensorflow_datasets as tfds
+
+    from tfds_builders.prnet_aflw2000_3d import Builder
+
+    manual = tmp_path / "manual"
+    (manual / "BFM").mkdir(parents=True)
+    for f in data["samples"].iterdir():
+        os.symlink(f, manual / f.name)
+    for f in ("BFM.mat", "BFM_UV.mat"):
+        os.symlink(standin_bfm / f, manual / "BFM" / f)
+    Builder(data_dir=str(tmp_path / "tfds"), config="posmap").download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    backend = _tiny_backend()
+    gt = evaluation.load_gt_arrays(data["gt_dir"])
+    total, tf_samples = evaluation.load_tfds_samples("prnet_aflw2000_3d/posmap", data_dir=str(tmp_path / "tfds"),
+                                                     template=template, gt=gt)
+    assert total == 8
+    via_tfds = evaluation.run_inference(backend, tf_samples, template, progress=False, total=total)
+    dense = evaluation.bfm_dense_ground_truth(standin_bfm / "BFM.mat", standin_bfm / "BFM_UV.mat", template)
+    via_folder = evaluation.run_inference(backend, evaluation.load_folder_samples(data["samples"], gt=gt),
+                                          template, dense_fn=dense, progress=False)
+    by_id = {r["id"]: r for r in via_tfds}
+    assert sorted(by_id) == sorted(r["id"] for r in via_folder)
+    for r in via_folder:
+        t = by_id[r["id"]]
+        assert t["row"] == r["row"] and t["yaw"] == pytest.approx(r["yaw"], abs=1e-3)
+        for key in ("nme_2d", "nme_3d", "nme_2d_reannotated", "dense_2d", "dense_3d", "reconstruction_3d"):
+            # the TFDS copy of the photo is re-encoded as JPEG: tiny differences only
+            assert t[key] == pytest.approx(r[key], rel=1e-3), key
+
+
+def test_sample_loading_errors(data, tmp_path):
+    from prnet.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="not found"):
+        evaluation.load_gt_arrays(tmp_path)
+    with pytest.raises(DatasetError, match="re-annotated landmarks file not found"):
+        evaluation.load_gt_arrays(data["gt_dir"], reannotated=tmp_path / "missing.npy")
+    # a sample that is not in the arrays (landmarks moved by 5 px) is refused, not silently mismatched
+    gt = evaluation.load_gt_arrays(data["gt_dir"])
+    s = evaluation.load_folder_samples(data["samples"], max_images=1)[0]
+    moved = EvalSample(id="x", yaw=0.0, landmarks=s.landmarks + 5.0)
+    with pytest.raises(metrics.MetricInputError, match="matches no reference row"):
+        evaluation.attach_gt_arrays(moved, gt)
+
+
+def test_file_sha256(tmp_path):
+    f = tmp_path / "w.weights.h5"
+    f.write_bytes(b"abc")
+    assert evaluation.file_sha256(f) == hashlib.sha256(b"abc").hexdigest()
+    (tmp_path / "sm" / "variables").mkdir(parents=True)
+    (tmp_path / "sm" / "saved_model.pb").write_bytes(b"x")
+    (tmp_path / "sm" / "variables" / "v.data").write_bytes(b"y")
+    h1 = evaluation.file_sha256(tmp_path / "sm")
+    (tmp_path / "sm" / "variables" / "v.data").write_bytes(b"z")
+    assert h1 != evaluation.file_sha256(tmp_path / "sm")
+    (tmp_path / "ckpt.index").write_bytes(b"i")
+    (tmp_path / "ckpt.data-00000-of-00001").write_bytes(b"d")
+    assert evaluation.file_sha256(tmp_path / "ckpt") is not None
+    assert evaluation.file_sha256(tmp_path / "nothing") is None
