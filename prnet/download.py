@@ -1,0 +1,416 @@
+"""Fetch the official PRNet weights and UV template into the cache, resumably and verified.
+
+Sources (content pinned by SHA-256; a file is only accepted with the right size and hash):
+
+* the official TF1 checkpoint of the authors' release: the data file
+  ``256_256_resfcn256_weight.data-00000-of-00001`` (160,290,984 bytes) from the authors'
+  Google Drive (id :data:`GDRIVE_WEIGHTS_ID`, linked from the original README), and its
+  ``.index`` from the PRNet GitHub repository (``Data/net-data/``);
+* the UV template (``Data/uv-data/*``) from the PRNet GitHub repository at pinned commits
+  (falling back to ``master``: the checksum pins the content either way).
+
+Mirrors: set ``PRNET_WEIGHTS_BASE_URL`` (a folder URL holding both checkpoint files) and/or
+``PRNET_UV_BASE_URL`` (a folder URL holding the ``uv-data`` files); they replace the default
+sources. Everything is stored under :func:`prnet.paths.cache_dir`: ``official-checkpoint/``,
+``uv-data/`` and the converted Keras weights ``resfcn256.weights.h5``.
+
+Downloads go to ``<file>.part`` and resume with an HTTP ``Range`` request after an
+interruption; only a complete file with the right checksum is renamed into place (a wrong
+checksum deletes the partial file). Only the standard library (``urllib``) is used.
+"""
+
+import hashlib
+import html
+import http.client
+import os
+import re
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from prnet.errors import AssetsNotFoundError, DownloadError, WeightsNotFoundError
+from prnet.paths import UV_TEMPLATE_FILES, assets_dir, cache_dir
+
+CHUNK = 1 << 20
+USER_AGENT = "prnet-tf2-downloader/0.1 (+urllib)"
+ENV_WEIGHTS_BASE_URL = "PRNET_WEIGHTS_BASE_URL"
+ENV_UV_BASE_URL = "PRNET_UV_BASE_URL"
+
+#: The PRNet repository (MIT) on GitHub, and the raw-file URL pattern.
+GITHUB_REPO = "yfeng95/PRNet"
+RAW_URL = "https://raw.githubusercontent.com/{repo}/{ref}/{path}"
+#: The authors' Google Drive file of the weights (README: "Download the PRN trained model at ... GoogleDrive").
+GDRIVE_WEIGHTS_ID = "1UoE-XuW1SDLUjZmJPkIZ1MLxvQFgmTFH"
+GDRIVE_VIEW_URL = f"https://drive.google.com/file/d/{GDRIVE_WEIGHTS_ID}/view"
+GDRIVE_DOWNLOAD_URLS = (
+    f"https://drive.usercontent.google.com/download?id={GDRIVE_WEIGHTS_ID}&export=download&confirm=t",
+    f"https://drive.google.com/uc?export=download&id={GDRIVE_WEIGHTS_ID}",
+)
+#: The authors' second mirror (BaiduDrive; manual download only).
+BAIDU_WEIGHTS_URL = "https://pan.baidu.com/s/10vuV7m00OHLcsihaC-Adsw"
+
+CHECKPOINT_PREFIX_NAME = "256_256_resfcn256_weight"
+WEIGHTS_DATA_NAME = CHECKPOINT_PREFIX_NAME + ".data-00000-of-00001"
+WEIGHTS_INDEX_NAME = CHECKPOINT_PREFIX_NAME + ".index"
+#: Cache layout.
+CHECKPOINT_SUBDIR = "official-checkpoint"
+UV_SUBDIR = "uv-data"
+KERAS_WEIGHTS_NAME = "resfcn256.weights.h5"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One pinned file: its name on disk, expected size (bytes) and SHA-256, and where it lives.
+
+    ``repo_path`` / ``commit``: its path in the PRNet repository and the commit it is fetched at
+    (``master`` is tried second). ``gdrive_id``: a Google Drive file id instead.
+    """
+
+    name: str
+    size: int
+    sha256: str
+    repo_path: str = ""
+    commit: str = ""
+    gdrive_id: str = ""
+
+
+# Commits of yfeng95/PRNet at which the files were recorded; the hashes were computed on the
+# real files (uv-data and the index) and, for the data file, taken from a public mirror.
+WEIGHTS_DATA = RemoteFile(WEIGHTS_DATA_NAME, 160_290_984,
+                          "59d338bf0c21b10be813f17f84042c9d3a5bf318e588855ff2b2c041c25bb91a",
+                          gdrive_id=GDRIVE_WEIGHTS_ID)
+WEIGHTS_INDEX = RemoteFile(WEIGHTS_INDEX_NAME, 20_319,
+                           "cb88192fcf744b8e26d1ea6a2681cd90f102a2d977ab1bac3026bdf4ce785744",
+                           "Data/net-data/" + WEIGHTS_INDEX_NAME, "30f6680cf7fb2c4cba48f99cae24b58c38c4802e")
+UV_FILES = (
+    RemoteFile("uv_kpt_ind.txt", 3_400, "158f329a0e5518b7553195cf2373f91b9ada697b6071cdafb52b573d488a1c60",
+               "Data/uv-data/uv_kpt_ind.txt", "8cfc7fb2ed05c40f9845d1c5ef4b1c7ab5daded9"),
+    RemoteFile("face_ind.txt", 1_096_675, "86a7ce5131d3c827c368fd3c1236ded6b5d80802f1abd5cf98940ba0595ab231",
+               "Data/uv-data/face_ind.txt", "8cfc7fb2ed05c40f9845d1c5ef4b1c7ab5daded9"),
+    RemoteFile("canonical_vertices.npy", 1_052_888,
+               "724ceae7e9be10a86670159f3cdc4a4abd5bd8d3c29a475c17115b6ada55112c",
+               "Data/uv-data/canonical_vertices.npy", "master"),
+    RemoteFile("uv_face_mask.png", 859, "66e0c5e555619d708202639058adbeece545b67fef52a22eabd46cc71494a6c6",
+               "Data/uv-data/uv_face_mask.png", "846616afe792827af373fb589d29a935215a983b"),
+    RemoteFile("uv_weight_mask.png", 2_148, "a97882fbac6920ad08c6e314ea327db2b0a7d7fbf6a6a56be5e696b66fde0ae7",
+               "Data/uv-data/uv_weight_mask.png", "a3832c16f9af2cfa9b4cc44c825c726b227f9309"),
+    RemoteFile("uv_kpt_mask.png", 594, "befe84bcf0c61c9db13c94725d8bc71e4649c676230dddfb840fa0d801aadfb1",
+               "Data/uv-data/uv_kpt_mask.png", "a3832c16f9af2cfa9b4cc44c825c726b227f9309"),
+    RemoteFile("uv_face.png", 47_264, "5ad30efe3723da2e26d928c517291605b9520a6ff0498e40140ce4f4cf842d2c",
+               "Data/uv-data/uv_face.png", "846616afe792827af373fb589d29a935215a983b"),
+    RemoteFile("uv_face_eyes.png", 56_016, "46398c6222361c49c348dfb4ce9750dfe19a4a9c86540577190471fb1341f14c",
+               "Data/uv-data/uv_face_eyes.png", "223bcc3c6d593f761da3f9238cf348dca887d0de"),
+)
+assert set(UV_TEMPLATE_FILES) <= {f.name for f in UV_FILES}
+
+
+# --------------------------------------------------------------------------- paths and URLs
+
+def weights_path() -> Path:
+    """The converted official weights in the cache: ``<cache>/resfcn256.weights.h5``."""
+    return cache_dir() / KERAS_WEIGHTS_NAME
+
+
+def checkpoint_dir() -> Path:
+    """Where the official TF1 checkpoint files are kept: ``<cache>/official-checkpoint``."""
+    return cache_dir() / CHECKPOINT_SUBDIR
+
+
+def source_urls(remote: RemoteFile) -> list:
+    """Candidate URLs for a file, in the order they are tried (mirror env vars first and only)."""
+    env = ENV_UV_BASE_URL if remote in UV_FILES else ENV_WEIGHTS_BASE_URL
+    base = os.environ.get(env)
+    if base:
+        return [base.rstrip("/") + "/" + urllib.parse.quote(remote.name)]
+    if remote.gdrive_id:
+        return [u.replace(GDRIVE_WEIGHTS_ID, remote.gdrive_id) for u in GDRIVE_DOWNLOAD_URLS]
+    refs = [remote.commit] + (["master"] if remote.commit != "master" else [])
+    return [RAW_URL.format(repo=GITHUB_REPO, ref=ref, path=remote.repo_path) for ref in refs]
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- HTTP
+
+def _describe(error) -> str:
+    """A short human reason for a network failure."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    reason = getattr(error, "reason", error)
+    if isinstance(reason, socket.gaierror):
+        return f"host not found ({reason}); are you offline or behind a proxy?"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return "timed out"
+    return f"{type(reason).__name__}: {reason}"
+
+
+def _open(url: str, offset: int, timeout: float):
+    headers = {"User-Agent": USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def gdrive_confirm_url(page: str, page_url: str):
+    """Given Google Drive's "can't scan this file for viruses" HTML page, return the URL that
+    confirms the download, or None if the page has no such form/link (quota exceeded, removed)."""
+    form = re.search(r'<form[^>]*id="download-form"[^>]*action="([^"]+)"(.*?)</form>', page, re.S) or \
+        re.search(r'<form[^>]*action="([^"]+)"(.*?)</form>', page, re.S)
+    if form:
+        action = urllib.parse.urljoin(page_url, html.unescape(form.group(1)))
+        inputs = re.findall(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', form.group(2))
+        if inputs:
+            query = urllib.parse.urlencode([(n, html.unescape(v)) for n, v in inputs])
+            return f"{action}{'&' if '?' in action else '?'}{query}"
+    link = re.search(r'href="([^"]*confirm=[^"]+)"', page)
+    if link:
+        return urllib.parse.urljoin(page_url, html.unescape(link.group(1)))
+    return None
+
+
+def _is_html(response) -> bool:
+    return "text/html" in (response.headers.get("Content-Type") or "").lower()
+
+
+def _open_following_gdrive(url: str, offset: int, timeout: float, gdrive: bool):
+    """Open ``url`` (with a Range from ``offset``); for Google Drive, go through the confirm page."""
+    response = _open(url, offset, timeout)
+    if gdrive and _is_html(response):
+        page = response.read(2 << 20).decode("utf-8", "replace")
+        response.close()
+        confirm = gdrive_confirm_url(page, response.geturl())
+        if confirm is None:
+            raise DownloadError("Google Drive returned a web page instead of the file (download quota "
+                                "exceeded, or the file moved)")
+        response = _open(confirm, offset, timeout)
+        if _is_html(response):
+            response.close()
+            raise DownloadError("Google Drive still returned a web page after confirming the download")
+    return response
+
+
+def _fetch(url: str, part: Path, timeout: float, gdrive: bool, progress: bool, desc: str):
+    """Append ``url``'s bytes to ``part`` (resuming from its size). Raises on any failure."""
+    from tqdm import tqdm
+
+    offset = part.stat().st_size if part.exists() else 0
+    try:
+        response = _open_following_gdrive(url, offset, timeout, gdrive)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:  # nothing left to fetch: the partial file may be complete
+            return
+        raise
+    with response:
+        status = getattr(response, "status", 200)
+        if offset and status == 206:
+            content_range = response.headers.get("Content-Range", "")
+            if not content_range.startswith(f"bytes {offset}-"):
+                raise DownloadError(f"server answered the resume request with an unexpected range: {content_range!r}")
+            mode = "ab"
+        else:  # 200: the server ignored Range; start over
+            offset, mode = 0, "wb"
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length is not None else None
+        received = 0
+        with open(part, mode) as f, tqdm(total=None if expected is None else offset + expected, initial=offset,
+                                         unit="B", unit_scale=True, desc=desc, disable=not progress,
+                                         leave=False) as bar:
+            while True:
+                try:
+                    block = response.read(CHUNK)
+                except http.client.IncompleteRead as e:
+                    f.write(e.partial)
+                    received += len(e.partial)
+                    break
+                if not block:
+                    break
+                f.write(block)
+                received += len(block)
+                bar.update(len(block))
+        if expected is not None and received < expected:
+            raise DownloadError(f"transfer interrupted after {offset + received:,} of {offset + expected:,} bytes")
+
+
+def download_file(urls, dest, sha256: str = None, size: int = None, *, gdrive: bool = False,
+                  timeout: float = 60.0, progress: bool = True) -> Path:
+    """Download ``dest`` from the first of ``urls`` that works, resumably and verified.
+
+    Bytes go to ``<dest>.part``; an interrupted transfer keeps it and the next call resumes
+    with ``Range: bytes=<size>-``. A complete file whose size or SHA-256 differs from the
+    expected one is deleted and :class:`DownloadError` is raised. If ``dest`` already exists
+    with the right checksum nothing is fetched. Returns ``dest``.
+    """
+    dest = Path(dest)
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    errors = []
+    for url in urls:
+        try:
+            _fetch(url, part, timeout, gdrive, progress, dest.name)
+        except (urllib.error.URLError, OSError, http.client.HTTPException, DownloadError) as e:
+            reason = str(e) if isinstance(e, DownloadError) else _describe(e)
+            errors.append(f"{url}: {reason}")
+            continue
+        actual_size = part.stat().st_size if part.exists() else 0
+        if size is not None and actual_size > size:
+            part.unlink()
+            errors.append(f"{url}: got {actual_size:,} bytes, expected {size:,}; partial file deleted")
+            continue
+        if size is not None and actual_size < size:
+            errors.append(f"{url}: got {actual_size:,} of {size:,} bytes")
+            continue
+        if sha256 is not None:
+            actual = sha256_file(part)
+            if actual != sha256:
+                part.unlink()
+                errors.append(f"{url}: checksum mismatch: sha256 {actual}, expected {sha256}; the corrupt "
+                              "download was deleted")
+                continue
+        os.replace(part, dest)
+        return dest
+    if part.exists():
+        errors.append(f"the partial download ({part.stat().st_size:,} bytes) is kept at {part} and resumed "
+                      "next time")
+    elif any("checksum mismatch" in e for e in errors):
+        errors.append("try again, or fetch the file manually and check it with `prnet-convert --verify`")
+    raise DownloadError(f"could not download {dest.name}:\n  " + "\n  ".join(errors))
+
+
+def fetch(remote: RemoteFile, folder, *, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download one pinned file into ``folder`` (verified; no-op if already there and valid)."""
+    mirrored = bool(os.environ.get(ENV_UV_BASE_URL if remote in UV_FILES else ENV_WEIGHTS_BASE_URL))
+    return download_file(source_urls(remote), Path(folder) / remote.name, remote.sha256, remote.size,
+                         gdrive=bool(remote.gdrive_id) and not mirrored, progress=progress, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- high level
+
+def manual_weights_steps() -> str:
+    """The exact manual steps to obtain the official weights (shown when they are missing)."""
+    ckpt = checkpoint_dir()
+    index_url = RAW_URL.format(repo=GITHUB_REPO, ref=WEIGHTS_INDEX.commit, path=WEIGHTS_INDEX.repo_path)
+    return (
+        "To get the official PRNet weights (the authors' release):\n"
+        f"  1. download {WEIGHTS_DATA_NAME} ({WEIGHTS_DATA.size:,} bytes, sha256 {WEIGHTS_DATA.sha256})\n"
+        f"     from {GDRIVE_VIEW_URL} (or {BAIDU_WEIGHTS_URL}),\n"
+        f"     and {WEIGHTS_INDEX_NAME} from {index_url};\n"
+        f"  2. put both files in {ckpt}/ (they are converted on first use), or convert them yourself:\n"
+        f"     prnet-convert --checkpoint DIR/{CHECKPOINT_PREFIX_NAME} --output {weights_path()}\n"
+        "Or run `prnet-convert --download` on a machine with internet access "
+        f"(mirror: set {ENV_WEIGHTS_BASE_URL}), or pass `--weights PATH` to use any other weights file."
+    )
+
+
+def ensure_uv_template(download: bool = True) -> Path:
+    """Return the UV template folder (``uv-data``), downloading it into the cache if needed.
+
+    ``PRNET_ASSETS_DIR``, when set, is used as is (never downloaded into). Otherwise the files
+    are fetched into ``<cache>/uv-data`` (each verified by SHA-256). Raises
+    :class:`AssetsNotFoundError` if they are missing and ``download`` is false,
+    :class:`DownloadError` if fetching fails.
+    """
+    if os.environ.get("PRNET_ASSETS_DIR"):
+        return assets_dir()
+    folder = cache_dir() / UV_SUBDIR
+    missing = [f for f in UV_FILES if not (folder / f.name).is_file()]
+    if missing and not download:
+        raise AssetsNotFoundError(
+            f"PRNet UV template not found in {folder} (missing {', '.join(f.name for f in missing)}). Run "
+            "`prnet-convert --download`, or set PRNET_ASSETS_DIR to a copy of the original repository's "
+            "Data/uv-data folder.")
+    try:
+        for remote in missing:
+            fetch(remote, folder)
+    except DownloadError as e:
+        raise DownloadError(
+            f"{e}\nThe UV template is the Data/uv-data folder of https://github.com/{GITHUB_REPO} (MIT): copy "
+            f"its files into {folder}, or set PRNET_ASSETS_DIR to a copy of it, or {ENV_UV_BASE_URL} to a "
+            "mirror URL.") from e
+    return assets_dir(folder)
+
+
+def official_checkpoint(download: bool = True) -> Path:
+    """Return the prefix of the official TF1 checkpoint in ``<cache>/official-checkpoint``.
+
+    Files already there (e.g. put by hand) are used; missing ones are downloaded and verified
+    when ``download`` is true. Raises :class:`WeightsNotFoundError` with the manual steps otherwise.
+    """
+    folder = checkpoint_dir()
+    missing = [f for f in (WEIGHTS_INDEX, WEIGHTS_DATA) if not (folder / f.name).is_file()]
+    if missing and not download:
+        raise WeightsNotFoundError(f"Official PRNet weights not found: no {weights_path()} and no checkpoint "
+                                   f"in {folder}.\n{manual_weights_steps()}")
+    try:
+        for remote in missing:
+            fetch(remote, folder)
+    except DownloadError as e:
+        raise WeightsNotFoundError(f"Official PRNet weights could not be downloaded: {e}\n"
+                                   f"{manual_weights_steps()}") from e
+    return folder / CHECKPOINT_PREFIX_NAME
+
+
+def ensure_official_weights(download: bool = True) -> Path:
+    """Return the converted official weights ``<cache>/resfcn256.weights.h5``, creating them on first use.
+
+    If the TF1 checkpoint files are already in ``<cache>/official-checkpoint/`` (put there by
+    hand) they are converted; otherwise, with ``download`` true, they are downloaded (verified)
+    and converted. Raises :class:`WeightsNotFoundError` with the manual steps when the weights
+    are missing and cannot be downloaded.
+    """
+    from prnet.convert import convert_checkpoint
+
+    out = weights_path()
+    if out.is_file():
+        return out
+    return convert_checkpoint(official_checkpoint(download), out)
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """Result of :func:`verify_files` for one file: status is 'ok', 'missing' or 'MISMATCH'."""
+
+    name: str
+    path: Path
+    status: str
+    expected_sha256: str
+    actual_sha256: str = ""
+
+
+def verify_files(checkpoint_folder=None, uv_folder=None) -> list:
+    """Check the official checkpoint and UV template files against the pinned sizes and SHA-256.
+
+    Defaults: ``<cache>/official-checkpoint``, and the UV template in use (``PRNET_ASSETS_DIR``
+    if set, else ``<cache>/uv-data``).
+    """
+    checkpoint_folder = Path(checkpoint_folder) if checkpoint_folder else checkpoint_dir()
+    if uv_folder is None:
+        env = os.environ.get("PRNET_ASSETS_DIR")
+        uv_folder = Path(env).expanduser() if env else cache_dir() / UV_SUBDIR
+        if (uv_folder / UV_SUBDIR).is_dir() and not (uv_folder / "face_ind.txt").exists():
+            uv_folder = uv_folder / UV_SUBDIR
+    uv_folder = Path(uv_folder)
+    results = []
+    for folder, remotes in ((checkpoint_folder, (WEIGHTS_DATA, WEIGHTS_INDEX)), (uv_folder, UV_FILES)):
+        for remote in remotes:
+            path = folder / remote.name
+            if not path.is_file():
+                results.append(FileCheck(remote.name, path, "missing", remote.sha256))
+                continue
+            actual = sha256_file(path)
+            results.append(FileCheck(remote.name, path, "ok" if actual == remote.sha256 else "MISMATCH",
+                                     remote.sha256, actual))
+    return results
