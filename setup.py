@@ -11,6 +11,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["prnet", "prnet.*", "tfds_builders", "tfds_builders.*"]),
     include_package_data=True,
+    # TFDS reads each builder's README.md (description) and CITATIONS.bib from its folder.
+    package_data={"tfds_builders": ["*/README.md", "*/CITATIONS.bib"]},
     install_requires=[
         "tensorflow>=2.16,<2.22",
         "keras>=3.3",
@@ -22,6 +24,8 @@ setup(
         "opencv-python-headless>=4.8,<5",
         "absl-py>=1.4",
         "tensorflow-datasets>=4.9.3",
+        # tensorflow-datasets imports it when building a dataset but does not declare it.
+        "importlib_resources>=5",
         "tqdm>=4.60",
         # Plots: evaluation CED curves and dataset example figures (tfds.show_examples needs it too).
         "matplotlib>=3.7",
