@@ -39,6 +39,7 @@ setup(
         "console_scripts": [
             "prnet-demo=prnet.cli.demo:run",
             "prnet-convert=prnet.cli.convert:run",
+            "prnet-build-data=prnet.cli.build_data:run",
         ],
     },
 )

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from prnet.cli import run_console_app
+
 FLAGS = flags.FLAGS
 
 
@@ -112,11 +114,7 @@ FLAG_NAMES = ("checkpoint", "output", "download", "verify", "force")
 def run():
     """Console entry point ``prnet-convert``."""
     define_flags(FLAGS)
-    # absl's --help lists the flags of the main module, which for a console script is the
-    # generated wrapper: register ours there too so `prnet-convert --help` documents them.
-    for name in FLAG_NAMES:
-        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
-    app.run(main)
+    run_console_app(main, __name__, __doc__, FLAG_NAMES)
 
 
 if __name__ == "__main__":

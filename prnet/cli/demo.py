@@ -32,7 +32,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
+
+from prnet.cli import run_console_app
 
 OUTPUT_KINDS = ("obj", "landmarks", "pose", "depth", "overlay", "texture")
 DEFAULT_OUTPUTS = ("obj", "landmarks", "pose", "depth", "overlay")
@@ -236,14 +238,7 @@ def main(argv):
 
 def run():
     """Console entry point ``prnet-demo``."""
-    main_module = sys.modules.get("__main__")
-    if main_module is not None and not (main_module.__doc__ or "").strip():
-        main_module.__doc__ = __doc__  # absl prints the main module's docstring with --help
-    # absl's --help lists the flags of the module named by sys.argv[0]: under a console-script
-    # wrapper that is the wrapper, so declare this module's flags as its key flags.
-    for flag in FLAGS.get_key_flags_for_module(__name__):
-        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(main)
+    run_console_app(main, __name__, __doc__)
 
 
 if __name__ == "__main__":
