@@ -1,0 +1,197 @@
+"""Inference speed of every backend: ms/image and images/s, network only and end to end.
+
+Backends: the Keras training graph (``tf.function``), the BN-folded fast graph of
+:mod:`prnet.optimize` (``tf.function``), the exported SavedModel (``serving_default``) and TFLite
+float32 / float16 / int8 (XNNPACK, ``--threads`` threads). Network only: float32 crops
+``[B, 256, 256, 3]`` at batch sizes ``--batch_sizes``. End to end: ``Predictor.reconstruct`` on a
+sample photo (face detection + crop + network + vertices/landmarks in image pixels), one face.
+
+Without ``--weights`` the network has random weights (with randomised BatchNorm statistics): speed
+does not depend on the values; int8 is calibrated on sample crops. Prints the machine description.
+
+  python benchmarks/benchmark.py                       # all backends, batch 1 and 8
+  python benchmarks/benchmark.py --variants            # also the prnet.optimize rewrite variants
+  python benchmarks/benchmark.py --backends=keras,optimized --batch_sizes=1 --repeats=20
+"""
+
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SAMPLES = REPO.parent / "shared" / "samples"
+BACKENDS = ("keras", "optimized", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("weights", None, "Weights (.weights.h5, checkpoint dir or prefix); default: random weights.")
+flags.DEFINE_list("backends", list(BACKENDS), f"Backends to time, from: {', '.join(BACKENDS)}.")
+flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes for the network-only timings.")
+flags.DEFINE_integer("repeats", 10, "Timed runs per measurement (after 2 warm-up runs), round-robin over backends; median and best are reported.")
+flags.DEFINE_integer("threads", 2, "TFLite interpreter threads (XNNPACK).")
+flags.DEFINE_string("samples", str(DEFAULT_SAMPLES), "Folder of sample photos (calibration crops, end-to-end image).")
+flags.DEFINE_bool("end_to_end", True, "Also time Predictor.reconstruct (detect + crop + net + mesh).")
+flags.DEFINE_bool("variants", False, "Also time the prnet.optimize rewrite variants (TF and TFLite float32).")
+
+
+def machine_description() -> str:
+    import tensorflow as tf
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"CPU: {cpu}; cores usable: {affinity} (os.cpu_count {os.cpu_count()}); GPU: {gpus or 'none'}\n"
+            f"TensorFlow {tf.__version__}, Python {platform.python_version()}, {platform.platform()}; "
+            f"load average {os.getloadavg()[0]:.2f} (other processes share the CPU when > 0)")
+
+
+def _tflite_runner(path, batch, threads):
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+    inp = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inp["index"], [batch, 256, 256, 3])
+    interpreter.allocate_tensors()
+    out = interpreter.get_output_details()[0]["index"]
+
+    def run(x):
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out)
+
+    return run
+
+
+def _interleaved(jobs: dict, repeats: int) -> dict:
+    """Time every ``jobs[key]()`` ``repeats`` times, round-robin (so load changes hit all alike).
+
+    Returns ``{key: (median s, best s)}``; each job is warmed up twice first.
+    """
+    for fn in jobs.values():
+        fn()
+        fn()
+    times = {key: [] for key in jobs}
+    for _ in range(repeats):
+        for key, fn in jobs.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    return {key: (float(np.median(t)), float(np.min(t))) for key, t in times.items()}
+
+
+def _report(rows):
+    print(f"\n{'backend':30s} {'mode':11s} {'batch':>5s} {'ms/image':>9s} {'best ms':>8s} {'images/s':>9s}")
+    for name, mode, batch, (median, best) in rows:
+        per = median / batch * 1000
+        print(f"{name:30s} {mode:11s} {batch:5d} {per:9.1f} {best / batch * 1000:8.1f} {1000 / per:9.1f}")
+
+
+def main(argv):
+    del argv
+    import keras
+    import tensorflow as tf
+
+    from prnet import serving
+    from prnet.model import POSMAP_SCALE, build_resfcn256
+    from prnet.optimize import build_inference_model
+
+    print(machine_description())
+    if FLAGS.weights:
+        model = serving.load_keras_model(FLAGS.weights)
+        print(f"weights: {FLAGS.weights}")
+    else:
+        keras.utils.set_random_seed(0)
+        model = build_resfcn256(weight_decay=0)
+        rng = np.random.default_rng(0)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                g, b, m, v = layer.get_weights()
+                layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                                   rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+        print("weights: RANDOM (the official weights are not available here; speed does not depend on them)")
+    samples = Path(FLAGS.samples)
+    crops = np.stack(serving.representative_crops(samples, limit=16)) if samples.is_dir() else \
+        np.random.default_rng(1).uniform(0, 1, (16, 256, 256, 3)).astype(np.float32)
+    batches = [int(b) for b in FLAGS.batch_sizes]
+    tmp = Path(tempfile.mkdtemp(prefix="prnet-bench-"))
+
+    net = build_inference_model(model)
+    keras_fn = tf.function(lambda x: model(x, training=False) * POSMAP_SCALE)
+    runners = {}  # name -> (batch -> callable(x))
+    for name in FLAGS.backends:
+        if name == "keras":
+            runners[name] = lambda b: keras_fn
+        elif name == "optimized":
+            runners[name] = lambda b: net
+        elif name == "saved_model":
+            path = serving.export_saved_model(net, tmp / "saved_model", kpt_ind=np.zeros((68, 2), np.int64))
+            fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+            runners[name] = lambda b, fn=fn: (lambda x: fn(images=x)["posmap"])
+        elif name.startswith("tflite_"):
+            q = name[len("tflite_"):]
+            path = serving.convert_tflite(net, tmp / f"{q}.tflite", quantization=q, representative=list(crops))
+            print(f"{name}: {path.stat().st_size / 2**20:.1f} MB")
+            runners[name] = lambda b, path=path: _tflite_runner(path, b, FLAGS.threads)
+        else:
+            raise app.UsageError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    if FLAGS.variants:
+        for s1, s2, res in (("transpose", "transpose", "affine"), ("conv", "transpose", "affine"),
+                            ("conv", "subpixel", "affine"), ("conv", "subpixel3x3", "affine"),
+                            ("conv", "transpose", "concat")):
+            variant = build_inference_model(model, stride1=s1, stride2=s2, residual=res)
+            runners[f"tf[{s1}/{s2}/{res}]"] = lambda b, v=variant: v
+            path = serving.convert_tflite(variant, tmp / f"v_{s1}_{s2}_{res}.tflite")
+            runners[f"tflite[{s1}/{s2}/{res}]"] = lambda b, path=path: _tflite_runner(path, b, FLAGS.threads)
+
+    rows = []
+    for batch in batches:
+        x = np.ascontiguousarray(np.resize(crops, (batch, 256, 256, 3)))
+        jobs = {}
+        for name, make in runners.items():
+            run, xt = make(batch), (x if "tflite" in name else tf.constant(x))
+            jobs[name] = lambda run=run, xt=xt: np.asarray(run(xt))
+        for name, result in _interleaved(jobs, FLAGS.repeats).items():
+            rows.append((name, "network", batch, result))
+            print(f"  {name} batch {batch}: {result[0] / batch * 1000:.1f} ms/image", flush=True)
+
+    if FLAGS.end_to_end:
+        from prnet.backends import KerasBackend, SavedModelBackend, TFLiteBackend
+        from prnet.predictor import Predictor, read_image
+
+        photo = samples / "faces" / "prnet_test_0.jpg"
+        image = read_image(photo)
+        template = samples.parent / "prnet-assets" / "uv-data"
+        backends = {"keras": lambda: KerasBackend(model),
+                    "saved_model": lambda: SavedModelBackend(tmp / "saved_model"),
+                    "tflite_float32": lambda: TFLiteBackend(tmp / "float32.tflite", num_threads=FLAGS.threads),
+                    "tflite_int8": lambda: TFLiteBackend(tmp / "int8.tflite", num_threads=FLAGS.threads)}
+        jobs = {}
+        for name, make in backends.items():
+            if name in runners:
+                predictor = Predictor(make(), template=template if template.is_dir() else None)
+                jobs[name] = lambda p=predictor: p.reconstruct(image, max_faces=1)
+        for name, result in _interleaved(jobs, max(3, FLAGS.repeats // 2)).items():
+            rows.append((name, "end-to-end", 1, result))
+            print(f"  {name} end to end ({photo.name}): {result[0] * 1000:.1f} ms/image", flush=True)
+    _report(rows)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    app.run(main)

@@ -1,0 +1,76 @@
+"""Export a trained PRNet (ResFCN256) for serving: a SavedModel for TF Serving and TFLite models.
+
+Examples:
+  python export.py --weights=ckpt/ --output_dir=exported                  # training checkpoint dir
+  python export.py --weights=resfcn256.weights.h5 --output_dir=exported \\
+      --formats=saved_model,float32,float16,int8 --calibration=tfds:prnet_synthetic
+  python export.py --output_dir=exported --calibration=path/to/face/images # official weights
+
+Writes ``<output_dir>/saved_model/`` (signatures ``serving_default``, ``predict_images``,
+``predict_images_nobox``; see ``prnet/serving.py``) and ``<output_dir>/prnet_<q>.tflite``; each
+output is written to a temporary path first and renamed, so a failed export leaves nothing behind.
+"""
+
+import sys
+
+from absl import app, flags
+
+from prnet.errors import PRNetError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("weights", None, "Weights to export: a Keras .weights.h5 file, a training checkpoint "
+                    "directory (newest checkpoint; it holds model=) or checkpoint prefix, or an official TF1 "
+                    "checkpoint prefix. Empty: the official weights from the cache (prnet-convert --download).")
+flags.DEFINE_integer("size", 0, "Base width of the network (16 for the official model); 0 infers it from the weights.")
+flags.DEFINE_string("output_dir", None, "Folder to write saved_model/ and prnet_<quantization>.tflite into.")
+flags.DEFINE_list("formats", ["saved_model", "float32", "float16", "int8"],
+                  "Comma-separated outputs: saved_model, float32, float16, int8 (TFLite).")
+flags.DEFINE_string("calibration", "tfds:prnet_synthetic",
+                    "Representative crops for int8 calibration: tfds:NAME (a built TFDS dataset with 256x256 "
+                    "'image' crops) or a folder of face photos (cropped by a sibling .pts/.mat's landmarks, "
+                    "else taken whole).")
+flags.DEFINE_integer("num_calibration", 100, "Number of calibration crops for int8.")
+flags.DEFINE_string("check_images", None, "Optional folder of face photos (same rules as --calibration): after "
+                    "exporting, print each output's size and position-map error (max/mean abs crop px) against "
+                    "the Keras model on these crops.")
+flags.DEFINE_string("assets_dir", None, "UV template folder (uv-data) for the landmark indices; default: "
+                    "$PRNET_ASSETS_DIR or the cache.")
+flags.DEFINE_bool("optimize", True, "Export the BN-folded fast graph (numerically equal to the trained model); "
+                  "--nooptimize exports the Keras training graph as is.")
+flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
+
+
+def main(argv):
+    del argv
+    from prnet import serving
+    from prnet.uv import load_uv_template
+
+    try:
+        kpt_ind = load_uv_template(FLAGS.assets_dir).kpt_ind
+        model = serving.load_keras_model(FLAGS.weights or None, size=FLAGS.size or None)
+        calibration = (serving.representative_crops(FLAGS.calibration, limit=FLAGS.num_calibration)
+                       if "int8" in FLAGS.formats else None)
+        written = serving.export_all(model, FLAGS.output_dir, formats=tuple(FLAGS.formats),
+                                     calibration=calibration, kpt_ind=kpt_ind, optimize=FLAGS.optimize,
+                                     overwrite=FLAGS.overwrite)
+        for fmt, path in written.items():
+            print(f"{fmt:12s} {path}")
+        if FLAGS.check_images:
+            crops = serving.representative_crops(FLAGS.check_images, limit=32)
+            print(f"\nposition-map error vs the Keras model on {len(crops)} crops from {FLAGS.check_images}:")
+            print(f"{'format':12s} {'size MB':>8s} {'max px':>9s} {'mean px':>9s}")
+            for row in serving.measure_exports(model, written, crops):
+                print(f"{row['format']:12s} {row['size_mb']:8.1f} {row['max_abs_px']:9.4f} {row['mean_abs_px']:9.4f}")
+    except PRNetError as err:
+        print(f"export.py: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run():
+    flags.mark_flags_as_required(["output_dir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

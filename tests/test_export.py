@@ -1,0 +1,302 @@
+"""SavedModel / TFLite export (prnet.serving, export.py): signatures, backend agreement, serving, errors."""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from prnet.model import POSMAP_SCALE, build_resfcn256
+from prnet.serving import (ExportError, convert_tflite, crop_encoded, export_all, export_saved_model,
+                           load_keras_model, representative_crops, tflite_predict)
+
+REPO = Path(__file__).resolve().parents[1]
+# Stated agreement bounds against the Keras training graph on real sample crops (crop pixels).
+FP32_MAX_PX = 1e-3
+FP16_MAX_PX = 0.1
+INT8_MEAN_PX, INT8_MAX_PX = 1.5, 6.0
+
+
+def _randomize_bn(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    keras.utils.set_random_seed(0)
+    return _randomize_bn(build_resfcn256(weight_decay=0, size=4), seed=0)
+
+
+@pytest.fixture(scope="module")
+def crops(samples_dir):
+    return np.stack(representative_crops(samples_dir / "faces", limit=4))
+
+
+@pytest.fixture(scope="module")
+def exported(small_model, crops, samples_dir, uv_template, tmp_path_factory):
+    """One export per session: saved_model + float32/float16/int8 TFLite of the size-4 model."""
+    calibration = representative_crops(samples_dir, limit=12)
+    out = tmp_path_factory.mktemp("export")
+    written = export_all(small_model, out, calibration=calibration, kpt_ind=uv_template.kpt_ind, progress=False)
+    assert set(written) == {"saved_model", "float32", "float16", "int8"}
+    assert sorted(p.name for p in out.iterdir()) == ["prnet_float16.tflite", "prnet_float32.tflite",
+                                                     "prnet_int8.tflite", "saved_model"]
+    return written
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(str(exported["saved_model"]))
+
+
+def test_signatures_and_shapes(loaded):
+    sigs = loaded.signatures
+    assert set(sigs) == {"serving_default", "predict_images", "predict_images_nobox"}
+    spec = sigs["serving_default"].structured_input_signature[1]["images"]
+    assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, 256, 256, 3]
+    assert sigs["serving_default"].structured_outputs["posmap"].shape.as_list() == [None, 256, 256, 3]
+    inputs = sigs["predict_images"].structured_input_signature[1]
+    assert inputs["images"].dtype == tf.string and inputs["boxes"].shape.as_list() == [None, 4]
+    outputs = sigs["predict_images"].structured_outputs
+    assert {k: v.shape.as_list() for k, v in outputs.items()} == {
+        "posmap": [None, 256, 256, 3], "landmarks": [None, 68, 3], "tform": [None, 3, 3]}
+
+
+def test_backends_agree(exported, small_model, crops):
+    ref = small_model(crops, training=False).numpy() * POSMAP_SCALE
+    assert ref.std() > 1.0
+    saved = tf.saved_model.load(str(exported["saved_model"])).signatures["serving_default"]
+    np.testing.assert_allclose(saved(images=tf.constant(crops))["posmap"].numpy(), ref, atol=FP32_MAX_PX)
+    err = {q: np.abs(tflite_predict(exported[q], crops) - ref) for q in ("float32", "float16", "int8")}
+    assert err["float32"].max() <= FP32_MAX_PX
+    assert err["float16"].max() <= FP16_MAX_PX
+    assert err["int8"].mean() <= INT8_MEAN_PX and err["int8"].max() <= INT8_MAX_PX
+    # int8 is a real quantisation (smaller, not bit-identical), float16 halves the weights.
+    assert err["int8"].max() > err["float32"].max()
+    sizes = {q: os.path.getsize(exported[q]) for q in ("float32", "float16", "int8")}
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"]
+
+
+def test_predictor_loads_exports(exported, small_model, crops, uv_template):
+    predictor = pytest.importorskip("prnet.predictor")
+    ref = small_model(crops, training=False).numpy() * POSMAP_SCALE
+    p_saved = predictor.Predictor.from_saved_model(exported["saved_model"], detector=None, template=uv_template)
+    np.testing.assert_allclose(p_saved.predict_posmaps(crops), ref, atol=FP32_MAX_PX)
+    p_lite = predictor.Predictor.from_tflite(exported["float32"], detector=None, template=uv_template)
+    np.testing.assert_allclose(p_lite.predict_posmaps(crops), ref, atol=FP32_MAX_PX)
+
+
+def test_in_graph_crop_matches_prnet_crop(samples_dir):
+    from prnet.crop import box_from_bbox, crop_transform, warp_crop
+
+    data = (samples_dir / "faces" / "prnet_test_1.jpg").read_bytes()
+    image = tf.io.decode_jpeg(data, channels=3).numpy()
+    box = np.array([60.5, 40.0, 250.0, 260.0], np.float32)
+    crop, tform = crop_encoded(tf.constant(data), tf.constant(box))
+    expected_t = crop_transform(*box_from_bbox(box))
+    np.testing.assert_allclose(tform.numpy(), expected_t, rtol=1e-5, atol=1e-4)
+    diff = np.abs(crop.numpy() - warp_crop(image, expected_t))
+    assert diff.mean() < 2e-3 and diff.max() < 0.06  # cv2 quantises sub-pixel positions to 1/32 px
+
+
+def test_nobox_takes_the_whole_image(loaded, samples_dir):
+    data = (samples_dir / "faces" / "prnet_test_0.jpg").read_bytes()
+    h, w = tf.io.decode_jpeg(data).shape[:2]
+    a = loaded.signatures["predict_images_nobox"](images=tf.constant([data]))
+    b = loaded.signatures["predict_images"](images=tf.constant([data]), boxes=tf.zeros([1, 4]))
+    np.testing.assert_allclose(a["landmarks"].numpy(), b["landmarks"].numpy(), atol=1e-4)
+    t = a["tform"].numpy()[0].astype(np.float64)
+    side = min(h, w) - 1
+    corner = t @ [(w - 1) / 2 - side / 2, (h - 1) / 2 - side / 2, 1]
+    np.testing.assert_allclose(corner[:2], [0, 0], atol=1e-3)
+    np.testing.assert_allclose(t[0, 0], 255 / side, rtol=1e-6)
+
+
+@pytest.mark.parametrize("images,boxes,message", [
+    ([b"definitely not an image"], [[0, 0, 0, 0]], "not an encoded JPEG, PNG"),
+    ([], np.zeros((0, 4)), "empty batch"),
+    (["JPEG"], np.zeros((2, 4)), "must have shape \\[N, 4\\]"),
+    (["JPEG"], np.zeros((1, 3)), "must have shape \\[N, 4\\]"),
+    (["JPEG"], [[50, 50, 10, 80]], "x1 > x0"),
+])
+def test_bad_requests_fail_clearly(loaded, samples_dir, images, boxes, message):
+    jpeg = (samples_dir / "faces" / "prnet_test_0.jpg").read_bytes()
+    images = tf.constant([jpeg if x == "JPEG" else x for x in images], dtype=tf.string)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        loaded.signatures["predict_images"](images=images, boxes=tf.constant(boxes, tf.float32))
+
+
+SERVING_CLIENT = r"""
+import base64, json, sys
+import numpy as np
+import tensorflow as tf
+# What TF Serving does: read the MetaGraph, pick the SignatureDef by name, feed/fetch its tensors.
+export_dir, request_path, out_path = sys.argv[1:]
+request = json.load(open(request_path))
+with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+    meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
+    sig = meta.signature_def[request["signature_name"]]
+    feed = {}
+    for alias, value in request["inputs"].items():
+        info = sig.inputs[alias]
+        if info.dtype == tf.string.as_datatype_enum:
+            feed[info.name] = np.array([base64.b64decode(v["b64"]) for v in value], dtype=object)
+        else:
+            feed[info.name] = np.asarray(value, tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
+    out = sess.run({k: v.name for k, v in sig.outputs.items()}, feed)
+np.savez(out_path, **out)
+"""
+
+
+@pytest.mark.slow
+def test_serving_signature_like_tf_serving(exported, small_model, samples_dir, uv_template, tmp_path):
+    photo = samples_dir / "faces" / "prnet_test_2.jpg"
+    box = [70.0, 50.0, 230.0, 240.0]
+    request = {"signature_name": "predict_images",
+               "inputs": {"images": [{"b64": base64.b64encode(photo.read_bytes()).decode("ascii")}],
+                          "boxes": [box]}}
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    script = tmp_path / "client.py"
+    script.write_text(SERVING_CLIENT)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run([sys.executable, str(script), str(exported["saved_model"]), str(tmp_path / "request.json"),
+                    str(tmp_path / "out.npz")], check=True, env=env, timeout=300)
+    out = np.load(tmp_path / "out.npz")
+    assert out["landmarks"].shape == (1, 68, 3) and out["posmap"].shape == (1, 256, 256, 3)
+
+    from prnet.crop import box_from_bbox, crop_to_image, crop_transform, warp_crop
+    from prnet.uv import landmarks_from_posmap
+
+    # Independent path: OpenCV decode + prnet.crop + Keras training graph + template landmarks.
+    import cv2
+
+    image = cv2.imread(str(photo))[..., ::-1]
+    tform = crop_transform(*box_from_bbox(box))
+    np.testing.assert_allclose(out["tform"][0], tform, rtol=1e-5, atol=1e-3)
+    pos = small_model(warp_crop(image, tform)[None], training=False).numpy()[0] * POSMAP_SCALE
+    expected = crop_to_image(landmarks_from_posmap(pos, uv_template), tform)
+    diff = np.abs(out["landmarks"][0] - expected)
+    assert diff.max() < 0.5, diff.max()  # JPEG decoder and warp round-off only
+    predictor = pytest.importorskip("prnet.predictor")
+    face = predictor.Predictor.from_saved_model(exported["saved_model"], detector=None,
+                                                template=uv_template).reconstruct(image, boxes=[box])[0]
+    assert np.abs(out["landmarks"][0] - face.landmarks).max() < 0.5
+
+
+def test_load_keras_model_sources(small_model, tmp_path):
+    h5 = tmp_path / "m.weights.h5"
+    small_model.save_weights(str(h5))
+    x = tf.random.uniform([1, 256, 256, 3], seed=1)
+    ref = small_model(x, training=False).numpy()
+    np.testing.assert_allclose(load_keras_model(h5)(x).numpy(), ref, atol=1e-6)  # size 4 inferred
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=small_model), str(tmp_path / "ckpt"), 2)
+    manager.save()
+    np.testing.assert_allclose(load_keras_model(tmp_path / "ckpt")(x).numpy(), ref, atol=1e-6)
+    # An official-style TF1 name-based checkpoint (raw TF1 variable names, as a TF1 Saver writes them).
+    from prnet.model import checkpoint_name
+
+    names = [checkpoint_name(v) for v in small_model.weights]
+    tf.raw_ops.SaveV2(prefix=str(tmp_path / "tf1" / "ck"), tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[v.numpy() for v in small_model.weights])
+    for source in (tmp_path / "tf1" / "ck", tmp_path / "tf1" / "ck.index", tmp_path / "tf1"):
+        np.testing.assert_allclose(load_keras_model(source)(x).numpy(), ref, atol=1e-6)
+    from prnet.errors import WeightsNotFoundError
+
+    with pytest.raises(WeightsNotFoundError, match="no weights at"):
+        load_keras_model(tmp_path / "missing.weights")
+    with pytest.raises(WeightsNotFoundError, match="no checkpoint found"):
+        load_keras_model(tmp_path)
+
+
+def test_failed_export_leaves_nothing(small_model, uv_template, tmp_path, monkeypatch):
+    def broken_save(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", broken_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_saved_model(small_model, tmp_path / "sm", kpt_ind=uv_template.kpt_ind)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ExportError, match="representative crops"):
+        convert_tflite(small_model, tmp_path / "q.tflite", quantization="int8")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _cli(*args, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, str(REPO / "export.py"), *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=REPO)
+
+
+def test_cli_help_documents_every_flag():
+    listing = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.argv=['export.py']; sys.path.insert(0, '.'); import export; "
+         "from absl import flags; print(' '.join(f.name for f in flags.FLAGS.get_flags_for_module(export)))"],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    names = listing.stdout.split()
+    assert {"weights", "output_dir", "formats", "calibration", "overwrite"} <= set(names)
+    help_text = _cli("--help").stdout
+    for name in names:
+        assert f"--{name}:" in help_text or f"--[no]{name}:" in help_text, name
+
+
+@pytest.mark.slow
+def test_cli_export_and_atomic_failure(small_model, samples_dir, assets_dir, tmp_path):
+    h5 = tmp_path / "m.weights.h5"
+    small_model.save_weights(str(h5))
+    out = tmp_path / "out"
+    ok = _cli(f"--weights={h5}", f"--output_dir={out}", "--formats=saved_model,float32",
+              f"--assets_dir={assets_dir}")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert (out / "saved_model" / "saved_model.pb").is_file() and (out / "prnet_float32.tflite").is_file()
+    again = _cli(f"--weights={h5}", f"--output_dir={out}", "--formats=float32", f"--assets_dir={assets_dir}")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    bad = _cli(f"--weights={h5}", f"--output_dir={tmp_path / 'out2'}", "--formats=saved_model,int8",
+               f"--calibration={empty}", f"--assets_dir={assets_dir}")
+    assert bad.returncode == 1 and "no images" in bad.stderr
+    assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
+
+
+def test_mixed_batch_of_jpeg_and_png(loaded, samples_dir, uv_template):
+    jpeg = (samples_dir / "faces" / "prnet_test_3.jpg").read_bytes()
+    other = tf.io.decode_jpeg((samples_dir / "faces" / "prnet_test_4.jpg").read_bytes())
+    png = tf.io.encode_png(other).numpy()
+    out = loaded.signatures["predict_images"](images=tf.constant([jpeg, png]),
+                                              boxes=tf.constant([[40, 30, 200, 220], [0, 0, 0, 0]], tf.float32))
+    assert out["posmap"].shape == (2, 256, 256, 3) and out["landmarks"].shape == (2, 68, 3)
+    alone = loaded.signatures["predict_images_nobox"](images=tf.constant([png]))
+    np.testing.assert_allclose(out["landmarks"].numpy()[1], alone["landmarks"].numpy()[0], atol=1e-3)
+    # Landmarks are the posmap's landmark pixels mapped through inv(tform) (z divided by the scale).
+    t = out["tform"].numpy()[0].astype(np.float64)
+    lm = out["landmarks"].numpy()[0].astype(np.float64)
+    kpt = out["posmap"].numpy()[0][uv_template.kpt_ind[:, 1], uv_template.kpt_ind[:, 0]]
+    np.testing.assert_allclose(lm[:, :2] @ t[:2, :2].T + t[:2, 2], kpt[:, :2], atol=1e-3)
+    np.testing.assert_allclose(lm[:, 2] * t[0, 0], kpt[:, 2], atol=1e-3)
+    assert np.abs(t[0, 0] - 255 / int(1.6 * (160 + 190) / 2)) < 1e-6
+
+
+def test_saved_model_cli_lists_signatures(exported):
+    import shutil
+
+    cli = shutil.which("saved_model_cli")
+    if cli is None:
+        pytest.skip("saved_model_cli is not on PATH")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    shown = subprocess.run([cli, "show", "--dir", str(exported["saved_model"]), "--all"], capture_output=True,
+                           text=True, env=env, timeout=120).stdout
+    for needle in ("signature_def['serving_default']", "signature_def['predict_images']", "inputs['boxes']",
+                   "outputs['landmarks']", "shape: (-1, 68, 3)", "dtype: DT_STRING"):
+        assert needle in shown, needle
