@@ -174,17 +174,22 @@ def _index_array(value, path, key, n_vertices, cols=None):
     return a
 
 
-def load_bfm(bfm_path, uv_path=None) -> BFM:
-    """Load face3d's ``BFM.mat`` (+ optional ``BFM_UV.mat``); :class:`DatasetError` if wrong/partial."""
+def _read_mat(path: Path, what: str) -> dict:
+    """``scipy.io.loadmat`` with a :class:`DatasetError` naming the file and how to obtain it."""
     import scipy.io
 
-    path = Path(bfm_path)
     if not path.is_file():
-        raise DatasetError(f"{path}: BFM model file not found. {OBTAIN_HELP}")
+        raise DatasetError(f"{path}: {what} not found. {OBTAIN_HELP}")
     try:
-        mat = scipy.io.loadmat(str(path))
+        return scipy.io.loadmat(str(path))
     except Exception as e:
         raise DatasetError(f"{path}: not a readable MATLAB file ({type(e).__name__}: {e}). {OBTAIN_HELP}") from e
+
+
+def load_bfm(bfm_path, uv_path=None) -> BFM:
+    """Load face3d's ``BFM.mat`` (+ optional ``BFM_UV.mat``); :class:`DatasetError` if wrong/partial."""
+    path = Path(bfm_path)
+    mat = _read_mat(path, "BFM model file")
     f = _struct_fields(mat, path)
     missing = [k for k in ("shapeMU", "shapePC", "expPC", "tri", "kpt_ind") if k not in f]
     if missing:
@@ -215,15 +220,8 @@ def load_bfm(bfm_path, uv_path=None) -> BFM:
 
 def load_uv_coords(uv_path, n_vertices: Optional[int] = None) -> np.ndarray:
     """Read ``BFM_UV.mat`` (key ``UV``, (n, 2) in [0, 1]) -> float32 (n, 2); checks the count."""
-    import scipy.io
-
     path = Path(uv_path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: BFM_UV.mat not found. {OBTAIN_HELP}")
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as e:
-        raise DatasetError(f"{path}: not a readable MATLAB file ({type(e).__name__}: {e})") from e
+    mat = _read_mat(path, "BFM_UV.mat")
     if "UV" not in mat:
         raise DatasetError(f"{path}: no 'UV' array (expected face3d's BFM_UV.mat)")
     uv = np.asarray(mat["UV"], np.float32)

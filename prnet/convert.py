@@ -13,7 +13,6 @@ values are copied unchanged (checked per layer, never assumed). ``tf.contrib.lay
 uses epsilon 0.001; the Keras model must use the same (checked too).
 """
 
-import os
 import re
 from pathlib import Path
 
@@ -192,19 +191,11 @@ def convert_checkpoint(prefix, output_path) -> Path:
     after it is complete, so a failure never leaves a partial ``output_path``. Returns the
     output path. Load it with ``build_resfcn256().load_weights(path)``.
     """
-    from prnet.model import build_resfcn256
+    from prnet.model import build_resfcn256, save_weights_atomic
 
     output_path = Path(output_path).expanduser()
     if not output_path.name.endswith(".weights.h5"):
         raise WeightsFormatError(f"output file must end with '.weights.h5' (Keras weights), got {output_path}")
     model = build_resfcn256(weight_decay=0.0)
     load_official_weights(model, prefix)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(f".{output_path.name[:-len('.weights.h5')]}.{os.getpid()}.tmp.weights.h5")
-    try:
-        model.save_weights(str(tmp))
-        os.replace(tmp, output_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return output_path
+    return save_weights_atomic(model, output_path)

@@ -10,6 +10,9 @@ holds the TF1 variables ``resfcn256/resBlock_3/Conv_1/BatchNorm/*``; use
 :func:`checkpoint_name` for the exact mapping.
 """
 
+import os
+from pathlib import Path
+
 import keras
 from keras import layers
 
@@ -122,3 +125,18 @@ def to_posmap(sigmoid_output):
 def from_posmap(posmap_pixels):
     """Position map in crop pixels -> the network's ``[0, 1]`` target."""
     return posmap_pixels / POSMAP_SCALE
+
+
+def save_weights_atomic(model: keras.Model, path) -> Path:
+    """``model.save_weights`` (Keras ``.weights.h5``) via a temporary file beside ``path`` and
+    ``os.replace``, so ``path`` is either the complete new file or untouched."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        model.save_weights(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

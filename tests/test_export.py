@@ -23,20 +23,10 @@ FP16_MAX_PX = 0.1
 INT8_MEAN_PX, INT8_MAX_PX = 1.5, 6.0
 
 
-def _randomize_bn(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
-    return model
-
-
 @pytest.fixture(scope="module")
-def small_model():
+def small_model(randomize_bn):
     keras.utils.set_random_seed(0)
-    return _randomize_bn(build_resfcn256(weight_decay=0, size=4), seed=0)
+    return randomize_bn(build_resfcn256(weight_decay=0, size=4), seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,6 @@ from prnet.model import POSMAP_SCALE, build_resfcn256
 from prnet.optimize import _subpixel_2x2, _subpixel_3x3, build_inference_model
 
 
-def _randomize_bn(model, seed=0):
-    """Give every BatchNorm non-trivial moving statistics and affine parameters (as after training)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
-    return model
-
-
 @pytest.fixture(scope="module")
 def sample_crops(samples_dir):
     from prnet.serving import representative_crops
@@ -37,9 +26,9 @@ def _relative_error(pred, ref):
     ("conv", "transpose", "affine"), ("conv", "subpixel", "affine"), ("transpose", "subpixel3x3", "concat"),
     ("conv", "subpixel", "concat"), ("transpose", "transpose", "affine"),
 ])
-def test_every_rewrite_matches_training_graph_small(stride1, stride2, residual, sample_crops):
+def test_every_rewrite_matches_training_graph_small(stride1, stride2, residual, sample_crops, randomize_bn):
     keras.utils.set_random_seed(1)
-    model = _randomize_bn(build_resfcn256(weight_decay=0, size=4), seed=1)
+    model = randomize_bn(build_resfcn256(weight_decay=0, size=4), seed=1)
     ref = model(sample_crops[:2], training=False).numpy() * POSMAP_SCALE
     assert ref.std() > 1.0  # a map that varies, so the comparison can fail
     net = build_inference_model(model, stride1=stride1, stride2=stride2, residual=residual)
@@ -48,9 +37,9 @@ def test_every_rewrite_matches_training_graph_small(stride1, stride2, residual, 
     assert _relative_error(pred, ref) <= 1e-4
 
 
-def test_full_size_default_matches_training_graph(sample_crops):
+def test_full_size_default_matches_training_graph(sample_crops, randomize_bn):
     keras.utils.set_random_seed(2)
-    model = _randomize_bn(build_resfcn256(weight_decay=0), seed=2)
+    model = randomize_bn(build_resfcn256(weight_decay=0), seed=2)
     ref = model(sample_crops, training=False).numpy() * POSMAP_SCALE
     assert ref.std() > 1.0
     for kwargs in ({}, {"stride2": "transpose"}):
@@ -58,8 +47,8 @@ def test_full_size_default_matches_training_graph(sample_crops):
         assert _relative_error(pred, ref) <= 1e-4, kwargs
 
 
-def test_folding_reads_weights_once():
-    model = _randomize_bn(build_resfcn256(weight_decay=0, size=4))
+def test_folding_reads_weights_once(randomize_bn):
+    model = randomize_bn(build_resfcn256(weight_decay=0, size=4))
     net = build_inference_model(model)
     x = tf.random.uniform([1, 256, 256, 3], seed=3)
     before = net(x).numpy()
