@@ -12,7 +12,9 @@ Sources (content pinned by SHA-256; a file is only accepted with the right size 
 Mirrors: set ``PRNET_WEIGHTS_BASE_URL`` (a folder URL holding both checkpoint files) and/or
 ``PRNET_UV_BASE_URL`` (a folder URL holding the ``uv-data`` files); they replace the default
 sources. Everything is stored under :func:`prnet.paths.cache_dir`: ``official-checkpoint/``,
-``uv-data/`` and the converted Keras weights ``resfcn256.weights.h5``.
+``uv-data/``, the converted Keras weights ``resfcn256.weights.h5`` and, exported from them on first
+use, the fast SavedModel ``resfcn256_saved_model/`` with its stamp ``resfcn256_saved_model.json``
+(:func:`ensure_official_saved_model`).
 
 Downloads go to ``<file>.part`` and resume with an HTTP ``Range`` request after an
 interruption; only a complete file with the right checksum is renamed into place (a wrong
@@ -22,9 +24,13 @@ checksum deletes the partial file). Only the standard library (``urllib``) is us
 import hashlib
 import html
 import http.client
+import json
 import os
 import re
 import socket
+import sys
+import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -59,6 +65,9 @@ WEIGHTS_INDEX_NAME = CHECKPOINT_PREFIX_NAME + ".index"
 CHECKPOINT_SUBDIR = "official-checkpoint"
 UV_SUBDIR = "uv-data"
 KERAS_WEIGHTS_NAME = "resfcn256.weights.h5"
+SAVED_MODEL_SUBDIR = "resfcn256_saved_model"
+#: Bumped when the exported graph changes, so that older cached exports are rebuilt.
+EXPORT_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,11 @@ assert set(UV_TEMPLATE_FILES) <= {f.name for f in UV_FILES}
 def weights_path() -> Path:
     """The converted official weights in the cache: ``<cache>/resfcn256.weights.h5``."""
     return cache_dir() / KERAS_WEIGHTS_NAME
+
+
+def saved_model_path() -> Path:
+    """The SavedModel exported from the official weights: ``<cache>/resfcn256_saved_model``."""
+    return cache_dir() / SAVED_MODEL_SUBDIR
 
 
 def checkpoint_dir() -> Path:
@@ -377,6 +391,109 @@ def ensure_official_weights(download: bool = True) -> Path:
     if out.is_file():
         return out
     return convert_checkpoint(official_checkpoint(download), out)
+
+
+def _stamp_path(export_dir: Path) -> Path:
+    return export_dir.with_name(export_dir.name + ".json")
+
+
+def _read_stamp(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _export_is_current(export_dir: Path, weights: Path, stamp: dict, stat) -> bool:
+    """True if ``export_dir`` holds a complete export of exactly these weights (by SHA-256)."""
+    if stamp.get("format") != EXPORT_FORMAT_VERSION or not (export_dir / "saved_model.pb").is_file() \
+            or not (export_dir / "variables" / "variables.index").is_file():
+        return False
+    if stamp.get("weights_size") != stat.st_size:
+        return False
+    if stamp.get("weights_mtime_ns") == stat.st_mtime_ns:
+        return bool(stamp.get("weights_sha256"))
+    # The weights file was touched (copied, re-converted): compare contents, re-stamp if equal.
+    if stamp.get("weights_sha256") != sha256_file(weights):
+        return False
+    stamp.update(weights_mtime_ns=stat.st_mtime_ns)
+    try:
+        _write_json_atomic(_stamp_path(export_dir), stamp)
+    except OSError:  # a read-only cache still serves the (verified) export
+        pass
+    return True
+
+
+def ensure_saved_model(weights, export_dir, *, kpt_ind=None, download: bool = True, force: bool = False,
+                       progress: bool = True) -> Path:
+    """Return a SavedModel exported from the Keras ``weights`` file, exporting it only when needed.
+
+    The export (:func:`prnet.serving.export_saved_model`: the BN-folded fast network, signatures
+    ``serving_default`` ``images`` -> ``posmap`` in crop pixels, plus ``predict_images``) is written
+    atomically to ``export_dir``, then a stamp ``<export_dir>.json`` records the weights' size,
+    mtime and SHA-256. Later calls reuse the export while the stamp matches the weights (same size
+    and mtime, or same SHA-256); changed weights, a missing/damaged export, a stale export format or
+    ``force`` re-export. A crash mid-way leaves the old export (or none), never a partial one.
+
+    Args:
+      weights: a Keras ResFCN256 ``.weights.h5`` file (any base width).
+      export_dir: where the SavedModel goes (its parent is created).
+      kpt_ind: ``(68, 2)`` landmark UV pixels (col, row) for the ``predict_images`` signature;
+        default: the UV template's (:func:`ensure_uv_template`, downloaded if ``download``).
+      progress: print one line to stderr when exporting (it takes a while, once).
+    """
+    weights, export_dir = Path(weights).expanduser(), Path(export_dir).expanduser()
+    try:
+        stat = weights.stat()
+    except OSError as e:
+        raise WeightsNotFoundError(f"Keras weights file not found: {weights}") from e
+    stamp_path = _stamp_path(export_dir)
+    if not force and _export_is_current(export_dir, weights, _read_stamp(stamp_path), stat):
+        return export_dir
+
+    from prnet.serving import export_saved_model, load_keras_model
+
+    if kpt_ind is None:
+        from prnet.uv import load_uv_template
+
+        kpt_ind = load_uv_template(ensure_uv_template(download=download)).kpt_ind
+    if progress:
+        print(f"prnet: exporting {weights.name} as a SavedModel into {export_dir} (once; reused while the "
+              "weights are unchanged)", file=sys.stderr, flush=True)
+    digest = sha256_file(weights)
+    start = time.time()
+    export_saved_model(load_keras_model(weights), export_dir, kpt_ind=kpt_ind, overwrite=True)
+    _write_json_atomic(stamp_path, {
+        "format": EXPORT_FORMAT_VERSION, "weights": str(weights.resolve()), "weights_size": stat.st_size,
+        "weights_mtime_ns": stat.st_mtime_ns, "weights_sha256": digest,
+        "exported_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "export_seconds": round(time.time() - start, 2)})
+    return export_dir
+
+
+def ensure_official_saved_model(download: bool = True, *, kpt_ind=None, force: bool = False,
+                                progress: bool = True) -> Path:
+    """Return ``<cache>/resfcn256_saved_model``: the official weights exported as a fast SavedModel.
+
+    First use: :func:`ensure_official_weights` (download + convert if needed), then one export
+    (:func:`ensure_saved_model`); later uses reuse it while ``resfcn256.weights.h5`` is unchanged.
+    Raises :class:`WeightsNotFoundError` (with the manual steps) when the weights are missing and
+    cannot be downloaded.
+    """
+    return ensure_saved_model(ensure_official_weights(download), saved_model_path(), kpt_ind=kpt_ind,
+                              download=download, force=force, progress=progress)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ crop scale; its origin is arbitrary, only differences are meaningful). Boxes are
 Example::
 
     from prnet.predictor import Predictor
-    predictor = Predictor.from_weights()          # official weights, downloaded + converted once
+    predictor = Predictor.from_weights()  # official weights: downloaded, converted, exported once (cache)
     for face in predictor.reconstruct("photo.jpg"):
         face.vertices, face.landmarks, face.pose  # (43867, 3), (68, 3) image px; (R, (yaw, pitch, roll))
 """
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from prnet.errors import ImageReadError, NoFaceFoundError, WeightsFormatError, W
 from prnet.model import BASE_SIZE, RESOLUTION, build_resfcn256
 from prnet.uv import landmarks_from_posmap, load_uv_template, uv_triangles, vertices_from_posmap
 
+#: Values of ``backend`` in :meth:`Predictor.from_weights`.
+BACKENDS = ("auto", "keras", "saved_model")
 #: Warning carried by every output of a network with untrained weights.
 RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS \u2014 NOT A FACE MODEL"
 
@@ -157,6 +160,30 @@ def infer_base_size(weights_path) -> int:
     return int(shape[3])
 
 
+def _checkpoint_dir_prefix(path: Path):
+    """The checkpoint a folder holds (newest of a ``tf.train.CheckpointManager``, or a single TF1/TF2
+    checkpoint), as a string prefix; None if it holds none."""
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(path))
+    if latest is not None:
+        return latest
+    if _looks_like_checkpoint(path):
+        from prnet.convert import checkpoint_prefix
+
+        return str(checkpoint_prefix(path))
+    return None
+
+
+def _template_kpt_ind(template):
+    """Landmark UV pixels of a template given as a UVTemplate or a folder; None to use the default."""
+    if template is None:
+        return None
+    if isinstance(template, (str, Path)):
+        return load_uv_template(template).kpt_ind
+    return template.kpt_ind
+
+
 def _looks_like_checkpoint(path: Path) -> bool:
     try:
         from prnet.convert import is_tf1_checkpoint
@@ -193,33 +220,58 @@ class Predictor:
 
     # -- construction
     @classmethod
-    def from_weights(cls, path=None, *, smoke_test_random_weights: bool = False, download: bool = True,
-                     **kwargs) -> "Predictor":
+    def from_weights(cls, path=None, *, backend: str = "auto", smoke_test_random_weights: bool = False,
+                     download: bool = True, **kwargs) -> "Predictor":
         """Build a predictor from any weights format, detected from ``path``:
 
-        * None: the official weights (``prnet.download.ensure_official_weights``: cached Keras
-          weights, downloaded and converted on first use unless ``download=False``);
+        * None: the official weights (:meth:`from_official_weights`): converted Keras weights in the
+          cache (downloaded and converted on first use unless ``download=False``), run through a
+          SavedModel exported from them once into the cache (``backend="keras"``: the Keras model);
         * a directory with ``saved_model.pb``: :meth:`from_saved_model`;
         * ``*.tflite``: :meth:`from_tflite`;
         * ``*.h5`` (``.weights.h5``): :meth:`from_keras_weights`; ``*.keras``: :meth:`from_keras_model_file`;
-        * a TF1 checkpoint prefix (or its ``.index`` / ``.data-*`` file): :meth:`from_checkpoint`.
+        * a checkpoint (:meth:`from_checkpoint`): a training checkpoint directory (written by
+          ``tf.train.CheckpointManager`` with ``model=``, e.g. ``<model_dir>/checkpoints``; the newest is
+          used), a TF2 checkpoint prefix, or the official TF1 checkpoint prefix (or its ``.index`` /
+          ``.data-*`` file).
 
-        ``smoke_test_random_weights=True`` ignores ``path`` and uses an untrained network (for
-        checking the pipeline only; every result is flagged ``random_weights``).
+        ``backend``: ``"auto"`` (the above), ``"keras"`` (require a Keras model: the official weights
+        or a Keras/checkpoint file are not exported) or ``"saved_model"`` (require a SavedModel: the
+        official export or a SavedModel folder). ``smoke_test_random_weights=True`` ignores ``path``
+        and uses an untrained network (for checking the pipeline only; every result is flagged
+        ``random_weights``).
         """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         kwargs["download"] = download
         if smoke_test_random_weights:
             return cls.from_random_weights(**kwargs)
         if path is None:
-            from prnet.download import ensure_official_weights
-
-            return cls.from_keras_weights(ensure_official_weights(download=download), **kwargs)
+            return cls.from_official_weights(backend=backend, **kwargs)
         p = Path(path).expanduser()
+        predictor = cls._from_path(p, **kwargs)
+        kind = predictor.backend_name
+        if backend == "keras" and kind != "Keras" or backend == "saved_model" and kind != "SavedModel":
+            raise WeightsFormatError(
+                f"backend {backend!r} cannot run {p} ({kind}): "
+                + ("pass Keras weights (.weights.h5), a .keras file or a checkpoint" if backend == "keras" else
+                   "pass a SavedModel folder (export one with export.py), or omit the path for the official "
+                   "weights"))
+        return predictor
+
+    @classmethod
+    def _from_path(cls, p: Path, **kwargs) -> "Predictor":
         if p.is_dir():
             if (p / "saved_model.pb").is_file():
                 return cls.from_saved_model(p, **kwargs)
-            raise WeightsFormatError(f"{p} is a folder without saved_model.pb: pass a SavedModel folder, "
-                                     "a .weights.h5, a .tflite file or a TF1 checkpoint prefix")
+            if _checkpoint_dir_prefix(p) is not None:
+                return cls.from_checkpoint(p, **kwargs)
+            hint = ""
+            if (p / "checkpoints").is_dir() or (p / "final.weights.h5").is_file():
+                hint = f" (a training run folder: pass {p / 'checkpoints'} or {p / 'final.weights.h5'})"
+            raise WeightsFormatError(f"{p} is a folder without saved_model.pb and without a checkpoint{hint}: "
+                                     "pass a SavedModel folder, a training checkpoint folder, a .weights.h5, a "
+                                     ".tflite file or a checkpoint prefix")
         if p.suffix == ".tflite":
             return cls.from_tflite(p, **kwargs)
         if p.suffix == ".keras" and p.is_file():
@@ -230,11 +282,52 @@ class Predictor:
             return cls.from_checkpoint(p, **kwargs)
         if not p.exists():
             raise WeightsNotFoundError(
-                f"weights not found: {p}. Pass a Keras .weights.h5, a SavedModel folder, a .tflite file or "
-                "a TF1 checkpoint prefix, or omit the path to use the official weights "
-                "(`prnet-convert --download`).")
+                f"weights not found: {p}. Pass a Keras .weights.h5, a SavedModel folder, a .tflite file, a "
+                "training checkpoint folder or a checkpoint prefix, or omit the path to use the official "
+                "weights (`prnet-convert --download`).")
         raise WeightsFormatError(f"unrecognised weights file {p}: expected .weights.h5, .tflite, a SavedModel "
-                                 "folder or a TF1 checkpoint prefix (with .index and .data-* files)")
+                                 "folder, a training checkpoint folder or a checkpoint prefix (with .index and "
+                                 ".data-* files)")
+
+    @classmethod
+    def from_official_weights(cls, *, backend: str = "auto", download: bool = True, **kwargs) -> "Predictor":
+        """The authors' weights: ``<cache>/resfcn256.weights.h5`` (downloaded + converted on first use).
+
+        With ``backend="auto"`` / ``"saved_model"`` they run through the fast SavedModel exported from
+        them once into ``<cache>/resfcn256_saved_model`` (:func:`prnet.download.ensure_official_saved_model`;
+        re-exported when the weights file changes; a damaged export is rebuilt). If the cache cannot be
+        written, ``"auto"`` falls back to the Keras model with a warning. ``backend="keras"`` skips
+        the export. Raises :class:`WeightsNotFoundError` with the manual steps when the weights are
+        missing and cannot be downloaded.
+        """
+        from prnet.download import ensure_official_saved_model, ensure_official_weights
+
+        kwargs["download"] = download
+        weights = ensure_official_weights(download=download)
+        if backend == "keras":
+            predictor = cls.from_keras_weights(weights, **kwargs)
+            predictor.backend.source = f"official PRNet weights {weights}"
+            return predictor
+        import tensorflow as tf
+
+        kpt_ind = _template_kpt_ind(kwargs.get("template"))
+        try:
+            export = ensure_official_saved_model(download, kpt_ind=kpt_ind)
+            try:
+                predictor = cls.from_saved_model(export, **kwargs)
+            except WeightsFormatError:  # a damaged cached export: rebuild it once
+                export = ensure_official_saved_model(download, kpt_ind=kpt_ind, force=True)
+                predictor = cls.from_saved_model(export, **kwargs)
+        except (OSError, tf.errors.OpError) as e:
+            if backend == "saved_model":
+                raise
+            warnings.warn(f"could not export the official weights as a SavedModel into the cache ({e}); "
+                          "running the Keras model instead", RuntimeWarning, stacklevel=2)
+            predictor = cls.from_keras_weights(weights, **kwargs)
+            predictor.backend.source = f"official PRNet weights {weights}"
+            return predictor
+        predictor.backend.source = f"official PRNet weights {weights} (exported SavedModel {export})"
+        return predictor
 
     @classmethod
     def from_keras_weights(cls, path, **kwargs) -> "Predictor":
@@ -263,13 +356,21 @@ class Predictor:
         return cls(KerasBackend(model, source=f"Keras model {path}"), **kwargs)
 
     @classmethod
-    def from_checkpoint(cls, prefix, **kwargs) -> "Predictor":
-        """The official TF1 checkpoint (``256_256_resfcn256_weight``), converted in memory."""
-        from prnet.convert import load_official_weights
+    def from_checkpoint(cls, path, **kwargs) -> "Predictor":
+        """A checkpoint, loaded by :func:`prnet.serving.load_keras_model` (base width read from it):
 
-        model = build_resfcn256(weight_decay=0.0)
-        load_official_weights(model, prefix)
-        return cls(KerasBackend(model, source=f"TF1 checkpoint {prefix}"), **kwargs)
+        a training checkpoint directory (``tf.train.CheckpointManager`` over ``tf.train.Checkpoint(
+        model=...)``, as ``train.py`` writes to ``<model_dir>/checkpoints``; the newest one), a TF2
+        checkpoint prefix holding ``model=``, or the official TF1 checkpoint prefix
+        (``256_256_resfcn256_weight``, converted in memory), or a checkpoint's ``.index`` / ``.data-*`` file.
+        """
+        from prnet.convert import checkpoint_prefix
+        from prnet.serving import load_keras_model
+
+        p = Path(path).expanduser()
+        resolved = (_checkpoint_dir_prefix(p) if p.is_dir() else None) or str(checkpoint_prefix(p))
+        model = load_keras_model(p)
+        return cls(KerasBackend(model, source=f"checkpoint {resolved}"), **kwargs)
 
     @classmethod
     def from_saved_model(cls, path, **kwargs) -> "Predictor":
@@ -295,6 +396,12 @@ class Predictor:
     @property
     def random_weights(self) -> bool:
         return bool(getattr(self.backend, "random_weights", False))
+
+    @property
+    def backend_name(self) -> str:
+        """``"Keras"``, ``"SavedModel"``, ``"TFLite"`` or the backend's class name."""
+        names = {KerasBackend: "Keras", SavedModelBackend: "SavedModel", TFLiteBackend: "TFLite"}
+        return names.get(type(self.backend), type(self.backend).__name__)
 
     @property
     def source(self) -> str:

@@ -137,7 +137,9 @@ def load_keras_model(source=None, *, size: int | None = None):
 
 
 def _load_tf2_checkpoint(prefix, size):
-    shapes = [s for name, s in tf.train.list_variables(prefix) if name.startswith("model/")]
+    # All variables, not only ``model/...``: when the optimizer is saved too (as train.py does), TF
+    # files the model's kernels under ``optimizer/_trainable_variables/...``.
+    shapes = [s for _, s in tf.train.list_variables(prefix)]
     size = size or _size_from_shapes(shapes, prefix)
     model = build_resfcn256(weight_decay=0, size=size)
     try:

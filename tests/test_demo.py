@@ -11,7 +11,7 @@ import pytest
 
 from prnet.detect import available_detectors
 
-FLAG_NAMES = ("input", "output", "weights", "download", "smoke_test_random_weights", "detector", "uv_dir",
+FLAG_NAMES = ("input", "output", "weights", "backend", "download", "smoke_test_random_weights", "detector", "uv_dir",
               "batch_size", "max_faces", "outputs", "texture")
 
 
@@ -98,3 +98,29 @@ def test_end_to_end_folder_with_a_good_and_a_bad_image(tmp_path, samples_dir, as
         img = cv2.imread(str(out / f"{stem}{name}"), cv2.IMREAD_UNCHANGED)
         assert img.shape[:2] == photo.shape[:2]
     assert cv2.imread(str(out / f"{stem}_texture.png")).shape == (256, 256, 3)
+
+
+def test_default_weights_are_exported_once_and_run_as_saved_model(tmp_path, samples_dir, assets_dir):
+    """First use of the default weights: a size-4 model's weights stand in for the converted official
+    ones in the cache; the demo exports them as a SavedModel into the cache, says so, and runs it."""
+    _needs_detector()
+    import keras
+
+    from prnet.model import build_resfcn256
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    keras.utils.set_random_seed(0)
+    build_resfcn256(weight_decay=0, size=4).save_weights(str(cache / "resfcn256.weights.h5"))
+    out = tmp_path / "out"
+    result = _run(["--input", str(samples_dir / "faces" / "prnet_test_0.jpg"), "--output", str(out), "--nodownload",
+                   "--max_faces", "1", "--outputs", "landmarks"],
+                  {"PRNET_CACHE_DIR": str(cache), "PRNET_ASSETS_DIR": str(assets_dir)})
+    assert result.returncode == 0, result.stderr
+    assert "exporting resfcn256.weights.h5 as a SavedModel" in result.stderr
+    assert "(backend: SavedModel)" in result.stderr and "using weights: official PRNet weights" in result.stderr
+    assert (cache / "resfcn256_saved_model" / "saved_model.pb").is_file()
+    assert (cache / "resfcn256_saved_model.json").is_file()
+    text = (out / "prnet_test_0_0_landmarks.txt").read_text(encoding="utf-8")
+    assert "resfcn256_saved_model" in text and "RANDOM" not in text
+    assert np.loadtxt(out / "prnet_test_0_0_landmarks.txt").shape == (68, 3)

@@ -292,3 +292,121 @@ def test_default_sources_are_pinned():
     assert urls[0].startswith("https://raw.githubusercontent.com/yfeng95/PRNet/30f6680")
     assert urls[-1].endswith("/master/Data/net-data/256_256_resfcn256_weight.index")
     assert all(download.GDRIVE_WEIGHTS_ID in u for u in download.source_urls(download.WEIGHTS_DATA))
+
+
+# --------------------------------------------------------------------------- cached SavedModel export
+
+def _counting_exports(monkeypatch):
+    """Wrap prnet.serving.export_saved_model to count real exports."""
+    import prnet.serving
+
+    calls = []
+    real = prnet.serving.export_saved_model
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prnet.serving, "export_saved_model", counted)
+    return calls
+
+
+def _save_small_weights(path, seed):
+    import keras
+
+    from prnet.model import build_resfcn256
+
+    keras.utils.set_random_seed(seed)
+    model = build_resfcn256(weight_decay=0, size=4)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:  # trained-like BatchNorm statistics, so that outputs vary with the weights
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+    model.save_weights(str(path))
+    return model
+
+
+def test_official_saved_model_is_exported_once_and_follows_the_weights(tmp_path, monkeypatch):
+    """A size-4 model's weights stand in for the converted official weights in the cache."""
+    import json
+    import os
+
+    import tensorflow as tf
+
+    from prnet.model import POSMAP_SCALE
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("PRNET_CACHE_DIR", str(cache))
+    calls = _counting_exports(monkeypatch)
+    kpt = np.stack([np.arange(68), np.arange(68)[::-1]], axis=1)  # any (col, row) pixels will do here
+    weights = download.weights_path()
+    model = _save_small_weights(weights, seed=1)
+
+    export = download.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
+    assert export == cache / "resfcn256_saved_model" and (export / "saved_model.pb").is_file()
+    assert len(calls) == 1
+    stamp = json.loads((cache / "resfcn256_saved_model.json").read_text())
+    assert stamp["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert stamp["weights_size"] == weights.stat().st_size
+    assert sorted(p.name for p in cache.iterdir()) == ["resfcn256.weights.h5", "resfcn256_saved_model",
+                                                       "resfcn256_saved_model.json"]  # no temp leftovers
+    x = np.random.default_rng(0).random((2, 256, 256, 3), dtype=np.float32)
+    out = tf.saved_model.load(str(export)).signatures["serving_default"](images=tf.constant(x))["posmap"]
+    np.testing.assert_allclose(out.numpy(), model(x, training=False).numpy() * POSMAP_SCALE, atol=1e-3)
+
+    # Second call: reused, nothing rewritten.
+    pb_mtime = (export / "saved_model.pb").stat().st_mtime_ns
+    assert download.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False) == export
+    assert len(calls) == 1 and (export / "saved_model.pb").stat().st_mtime_ns == pb_mtime
+    # Same bytes with a new mtime (e.g. copied back from a backup): checked by hash, still reused.
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    download.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
+    assert len(calls) == 1
+    assert json.loads((cache / "resfcn256_saved_model.json").read_text())["weights_mtime_ns"] == \
+        st.st_mtime_ns + 10**9
+    # Different weights (same size, same file name): re-exported, and the export follows them.
+    model2 = _save_small_weights(weights, seed=2)
+    download.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
+    assert len(calls) == 2
+    out2 = tf.saved_model.load(str(export)).signatures["serving_default"](images=tf.constant(x))["posmap"]
+    np.testing.assert_allclose(out2.numpy(), model2(x, training=False).numpy() * POSMAP_SCALE, atol=1e-3)
+    assert np.abs(out2.numpy() - out.numpy()).max() > 0.1
+    # A damaged export (variables lost) is rebuilt.
+    (export / "variables" / "variables.index").unlink()
+    download.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
+    assert len(calls) == 3 and (export / "variables" / "variables.index").is_file()
+
+
+def test_failed_export_keeps_the_previous_one_and_its_stamp(tmp_path, monkeypatch):
+    import json
+
+    import prnet.serving
+
+    weights, export = tmp_path / "w.weights.h5", tmp_path / "sm"
+    kpt = np.zeros((68, 2), np.int64)
+    _save_small_weights(weights, seed=3)
+    download.ensure_saved_model(weights, export, kpt_ind=kpt, progress=False)
+    stamp = (tmp_path / "sm.json").read_text()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    _save_small_weights(weights, seed=4)
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(prnet.serving.tf.saved_model, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        download.ensure_saved_model(weights, export, kpt_ind=kpt, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and (export / "saved_model.pb").is_file()
+    assert (tmp_path / "sm.json").read_text() == stamp  # still names the old weights: re-exported next time
+    assert json.loads(stamp)["weights_sha256"] != hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def test_official_saved_model_without_weights_offline_says_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(WeightsNotFoundError, match="prnet-convert --checkpoint"):
+        download.ensure_official_saved_model(download=False)
+    assert not (tmp_path / "cache" / "resfcn256_saved_model").exists()

@@ -366,3 +366,123 @@ def test_mean_face_through_detector_chain_lands_on_annotated_faces(uv_template, 
         errors.append(min(np.linalg.norm(f.landmarks[:, :2] - gt, axis=1).mean() / norm for f in faces))
     assert len(errors) >= 6
     assert max(errors) < 0.15 and np.median(errors) < 0.12, errors
+
+
+# ----------------------------------------------------------------------------- default weights via the export
+def _small_trained_like_model(seed):
+    """A size-4 ResFCN256 with random, trained-like BatchNorm statistics (outputs vary with the seed)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_resfcn256(weight_decay=0.0, size=4)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+    return model
+
+
+def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_path, monkeypatch):
+    """Small weights stand in for the converted official ones: the default predictor exports them
+    once into the cache, runs the SavedModel, and agrees with the Keras model (<= 1e-3 px)."""
+    import prnet.serving
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("PRNET_CACHE_DIR", str(cache))
+    exports = []
+    real_export = prnet.serving.export_saved_model
+    monkeypatch.setattr(prnet.serving, "export_saved_model", lambda *a, **k: exports.append(1) or real_export(*a, **k))
+    model = _small_trained_like_model(11)
+    weights = cache / "resfcn256.weights.h5"
+    model.save_weights(str(weights))
+    crops = np.random.default_rng(2).random((3, 256, 256, 3), dtype=np.float32)
+    expected = model(crops, training=False).numpy() * POSMAP_SCALE
+
+    predictor = Predictor.from_weights(None, detector=None, template=uv_template, download=False, batch_size=2)
+    assert isinstance(predictor.backend, SavedModelBackend) and predictor.backend_name == "SavedModel"
+    assert exports == [1] and (cache / "resfcn256_saved_model" / "saved_model.pb").is_file()
+    assert str(weights) in predictor.source and "resfcn256_saved_model" in predictor.source
+    np.testing.assert_allclose(predictor.predict_posmaps(crops), expected, atol=1e-3)
+    again = Predictor.from_weights(None, detector=None, template=uv_template, download=False)
+    assert exports == [1]  # reused
+    np.testing.assert_allclose(again.predict_posmaps(crops[:1]), expected[:1], atol=1e-3)
+
+    keras_predictor = Predictor.from_weights(None, backend="keras", detector=None, download=False)
+    assert keras_predictor.backend_name == "Keras" and exports == [1]
+    np.testing.assert_allclose(keras_predictor.predict_posmaps(crops[:1]), expected[:1], atol=1e-4)
+
+    # A damaged export (unreadable graph) is rebuilt once, transparently.
+    (cache / "resfcn256_saved_model" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    rebuilt = Predictor.from_weights(None, detector=None, template=uv_template, download=False)
+    assert exports == [1, 1] and rebuilt.backend_name == "SavedModel"
+    np.testing.assert_allclose(rebuilt.predict_posmaps(crops[:1]), expected[:1], atol=1e-3)
+
+    with pytest.raises(WeightsFormatError, match="backend 'keras'"):
+        Predictor.from_weights(cache / "resfcn256_saved_model", backend="keras")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Predictor.from_weights(None, backend="onnx")
+
+
+def test_unwritable_cache_falls_back_to_the_keras_model(tmp_path, monkeypatch):
+    import prnet.download
+
+    monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path))
+    model = _small_trained_like_model(12)
+    model.save_weights(str(tmp_path / "resfcn256.weights.h5"))
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "resfcn256_saved_model"))
+
+    monkeypatch.setattr(prnet.download, "ensure_official_saved_model", read_only)
+    with pytest.warns(RuntimeWarning, match="Permission denied"):
+        predictor = Predictor.from_weights(None, detector=None, download=False)
+    assert predictor.backend_name == "Keras" and "resfcn256.weights.h5" in predictor.source
+    crops = np.random.default_rng(3).random((1, 256, 256, 3), dtype=np.float32)
+    np.testing.assert_allclose(predictor.predict_posmaps(crops), model(crops, training=False).numpy() * POSMAP_SCALE,
+                               atol=1e-4)
+    with pytest.raises(PermissionError):
+        Predictor.from_weights(None, backend="saved_model", detector=None, download=False)
+
+
+def test_training_checkpoint_folder_and_prefix(tmp_path):
+    """A CheckpointManager folder as train.py writes it (model + optimizer state): the newest
+    checkpoint is used, with the base width read from it; a TF2 prefix picks that checkpoint."""
+    import keras
+    import tensorflow as tf
+
+    model = _small_trained_like_model(13)
+    optimizer = keras.optimizers.Adam(1e-4)
+    optimizer.build(model.trainable_variables)
+    run = tmp_path / "run"
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, optimizer=optimizer),
+                                         str(run / "checkpoints"), max_to_keep=3)
+    crops = np.random.default_rng(4).random((2, 256, 256, 3), dtype=np.float32)
+    first_prefix = manager.save()
+    first = model(crops, training=False).numpy() * POSMAP_SCALE
+    model.set_weights(_small_trained_like_model(14).get_weights())
+    manager.save()
+    newest = model(crops, training=False).numpy() * POSMAP_SCALE
+    assert np.abs(first - newest).max() > 0.1
+
+    predictor = Predictor.from_weights(run / "checkpoints", detector=None)
+    assert predictor.backend_name == "Keras" and manager.latest_checkpoint in predictor.source
+    np.testing.assert_allclose(predictor.predict_posmaps(crops), newest, atol=1e-4)
+    np.testing.assert_allclose(Predictor.from_weights(first_prefix, detector=None).predict_posmaps(crops), first,
+                               atol=1e-4)
+    np.testing.assert_allclose(Predictor.from_weights(first_prefix + ".index", detector=None).predict_posmaps(crops),
+                               first, atol=1e-4)
+    # The official format (TF1 name-based checkpoint) of a size-4 model: its width is read too.
+    from prnet.model import checkpoint_name
+
+    names = [checkpoint_name(v) for v in model.weights]
+    tf.raw_ops.SaveV2(prefix=str(tmp_path / "tf1" / "ck"), tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[v.numpy() for v in model.weights])
+    np.testing.assert_allclose(Predictor.from_weights(tmp_path / "tf1" / "ck", detector=None).predict_posmaps(crops),
+                               newest, atol=1e-4)
+    with pytest.raises(WeightsFormatError, match="checkpoints"):  # the run folder itself: says what to pass
+        Predictor.from_weights(run)
+    with pytest.raises(WeightsFormatError, match="backend 'saved_model'"):
+        Predictor.from_weights(run / "checkpoints", backend="saved_model")

@@ -16,9 +16,14 @@ Per face k (0 = largest) of an image <name>, in --output:
 With --smoke_test_random_weights every file name carries _RANDOM_WEIGHTS and every header and
 overlay says "RANDOM WEIGHTS - NOT A FACE MODEL".
 
-Weights (--weights): a Keras .weights.h5, a SavedModel folder, a .tflite file or the official TF1
-checkpoint prefix; by default the official weights from the cache (downloaded and converted on
-first use; `prnet-convert --download` does it ahead of time).
+Weights (--weights): a Keras .weights.h5, a SavedModel folder, a .tflite file, a training
+checkpoint folder (train.py's <model_dir>/checkpoints) or a checkpoint prefix (TF2, or the official
+TF1 one). By default the official weights from the cache ($PRNET_CACHE_DIR or ~/.cache/prnet): on
+first use they are downloaded (checked by SHA-256) and converted to resfcn256.weights.h5, then
+exported once as a fast SavedModel (BN folded) to resfcn256_saved_model/, which every later run
+loads (it is re-exported only if the weights file changes). `prnet-convert --download` fetches and
+converts ahead of time; --backend=keras runs the Keras model instead of the export. The weights and
+backend in use are printed at start ("using weights: ... (backend: SavedModel)").
 
 Exit status: 0 all images done; 1 at least one image failed (unreadable, no face, ...: each is
 reported on stderr and skipped, and leaves no files); 2 setup error (weights, UV template, flags).
@@ -46,8 +51,15 @@ flags.DEFINE_string("input", None, "Image file or folder of images. Default: the
                     "with scikit-image (skimage.data.astronaut()).")
 flags.DEFINE_string("output", "./prnet_output", "Output folder (created if missing).")
 flags.DEFINE_string("weights", None, "Network weights: Keras .weights.h5 (or .keras), SavedModel folder, .tflite file, "
-                    "or TF1 checkpoint prefix. Default: the official weights from the cache "
-                    "($PRNET_CACHE_DIR or ~/.cache/prnet), downloaded and converted on first use.")
+                    "training checkpoint folder (train.py's <model_dir>/checkpoints), or a TF2 / official TF1 "
+                    "checkpoint prefix. Default: the official weights from the cache ($PRNET_CACHE_DIR or "
+                    "~/.cache/prnet), downloaded and converted on first use, then run through a SavedModel "
+                    "exported once into the cache (see --backend).")
+flags.DEFINE_enum("backend", "auto", ["auto", "saved_model", "keras"],
+                  "How to run the network. auto: the official weights through their cached SavedModel "
+                  "export (exported once on first use), any --weights in its own format; saved_model: "
+                  "require a SavedModel (official export or a --weights SavedModel folder); keras: require a "
+                  "Keras model (official Keras weights, or --weights .weights.h5 / .keras / checkpoint).")
 flags.DEFINE_bool("download", True, "Allow downloading the official weights / UV template when missing from the "
                   "cache (--nodownload: fail with instructions instead).")
 flags.DEFINE_bool("smoke_test_random_weights", False, "Use an UNTRAINED network to test the pipeline; every "
@@ -205,13 +217,15 @@ def main(argv):
         jobs = [(f.stem, str(f), (lambda f=f: read_image(f))) for f in files]
 
     try:
-        predictor = Predictor.from_weights(FLAGS.weights, smoke_test_random_weights=FLAGS.smoke_test_random_weights,
+        predictor = Predictor.from_weights(FLAGS.weights, backend=FLAGS.backend,
+                                           smoke_test_random_weights=FLAGS.smoke_test_random_weights,
                                            download=FLAGS.download, detector=FLAGS.detector,
                                            template=FLAGS.uv_dir, batch_size=FLAGS.batch_size)
         predictor.template  # noqa: B018  (fail early on missing / corrupt UV template files)
         predictor.detector  # noqa: B018  (fail early when the detector cannot run here)
     except PRNetError as e:
         _fail(str(e))
+    print(f"prnet-demo: using weights: {predictor.source} (backend: {predictor.backend_name})", file=sys.stderr)
     if predictor.random_weights:
         print(f"prnet-demo: WARNING: {RANDOM_WEIGHTS_WARNING} (--smoke_test_random_weights): outputs only "
               "check the pipeline.", file=sys.stderr)
