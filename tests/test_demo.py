@@ -12,7 +12,7 @@ import pytest
 from prnet.detect import available_detectors
 
 FLAG_NAMES = ("input", "output", "weights", "backend", "download", "smoke_test_random_weights", "detector", "uv_dir",
-              "batch_size", "max_faces", "outputs", "texture")
+              "batch_size", "max_faces", "outputs", "texture", "annotations")
 
 
 def _run(args, env_extra=None, timeout=300, entry_point=False):
@@ -124,3 +124,65 @@ def test_default_weights_are_exported_once_and_run_as_saved_model(tmp_path, samp
     text = (out / "prnet_test_0_0_landmarks.txt").read_text(encoding="utf-8")
     assert "resfcn256_saved_model" in text and "RANDOM" not in text
     assert np.loadtxt(out / "prnet_test_0_0_landmarks.txt").shape == (68, 3)
+
+
+# ----------------------------------------------------------------------------- annotation crops
+def test_find_annotation_reads_pts_and_mat_siblings(samples_dir, tmp_path):
+    from scipy.io import loadmat
+
+    from prnet.annotations import load_pts
+    from prnet.cli.demo import find_annotation
+
+    lm, path = find_annotation(samples_dir / "faces" / "einstein.jpg")
+    assert path.name == "einstein.pts"
+    np.testing.assert_allclose(lm, load_pts(path))
+    aflw = sorted((samples_dir / "aflw2000-3d").glob("*.jpg"))[0]
+    lm, path = find_annotation(aflw)
+    assert path == aflw.with_suffix(".mat")
+    np.testing.assert_allclose(lm, loadmat(str(path))["pt3d_68"][:2].T - 1)  # 1-based MATLAB -> 0-based
+    lp = sorted((samples_dir / "300w-lp").glob("*/*.jpg"))[0]
+    lm, path = find_annotation(lp)
+    np.testing.assert_allclose(lm, loadmat(str(path))["pt2d"].T - 1)
+    assert find_annotation(samples_dir / "faces" / "prnet_test_0.jpg") is None
+    (tmp_path / "x.jpg").write_bytes(b"")
+    (tmp_path / "x.pts").write_text("version: 1\nn_points: 1\n{\n1 2\n}\n")
+    from prnet.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="expected 68"):
+        find_annotation(tmp_path / "x.jpg")
+
+
+@pytest.mark.slow
+def test_every_sample_face_photo_gives_all_outputs(tmp_path, samples_dir, assets_dir):
+    """The issue's acceptance: prnet-demo on every photo of samples/faces writes all outputs, exit 0;
+    einstein / breakingbad / takeo are cropped from their .pts annotations (Haar misses the first two)."""
+    _needs_detector()
+    photos = sorted(p for p in (samples_dir / "faces").iterdir() if p.suffix in (".jpg", ".ppm"))
+    out = tmp_path / "out"
+    result = _run(["--input", str(samples_dir / "faces"), "--output", str(out), "--smoke_test_random_weights",
+                   "--outputs", "obj,landmarks,pose,depth,overlay,texture"], {"PRNET_ASSETS_DIR": str(assets_dir)})
+    assert result.returncode == 0, result.stderr
+    assert f"{len(photos)}/{len(photos)} images done" in result.stderr
+    for name in ("einstein", "breakingbad", "takeo"):
+        assert f"{name}.{'ppm' if name == 'takeo' else 'jpg'}: crop from {name}.pts" in result.stderr
+    names = {p.name for p in out.iterdir()}
+    assert all(p.is_file() for p in out.iterdir())  # no staging folders left
+    for photo in photos:
+        stem = f"{photo.stem}_0_RANDOM_WEIGHTS"
+        for suffix in (".obj", "_landmarks.txt", "_pose.txt", "_depth.png", "_overlay.png", "_texture.png"):
+            assert stem + suffix in names, (photo.name, suffix)
+    # annotated photos: exactly one face (the annotated one)
+    assert not any(n.startswith(("einstein_1", "breakingbad_1", "takeo_1")) for n in names)
+    assert np.loadtxt(out / "einstein_0_RANDOM_WEIGHTS_landmarks.txt").shape == (68, 3)
+
+
+def test_annotations_never_on_einstein_is_a_clean_no_face_error(tmp_path, samples_dir, assets_dir):
+    _needs_detector()
+    out = tmp_path / "out"
+    result = _run(["--input", str(samples_dir / "faces" / "einstein.jpg"), "--output", str(out),
+                   "--smoke_test_random_weights", "--annotations", "never", "--detector", "opencv"],
+                  {"PRNET_ASSETS_DIR": str(assets_dir)})
+    assert result.returncode == 1, result.stderr
+    assert "einstein.jpg: no face found" in result.stderr and "Traceback" not in result.stderr
+    assert "crop from" not in result.stderr
+    assert list(out.iterdir()) == []

@@ -13,6 +13,11 @@ Per face k (0 = largest) of an image <name>, in --output:
   <name>_<k>_depth.png       z-buffered depth (brighter = nearer), image size
   <name>_<k>_overlay.png     landmarks and shaded mesh over the photo
   <name>_<k>_texture.png     the face unwrapped into UV space (with --outputs ...,texture)
+Face crops: by default from the face detector (--detector). Like the original demo's non-dlib mode,
+an image with a sibling 68-landmark annotation is cropped from it instead (--annotations auto):
+<name>.pts (menpo / iBUG, 1-based) or <name>.mat (300W-LP pt2d / AFLW2000-3D pt3d_68), with the
+original x1.6 landmark rule; the demo says so ("crop from einstein.pts"). --annotations never
+always uses the detector. A malformed annotation file fails that image (use --annotations never).
 With --smoke_test_random_weights every file name carries _RANDOM_WEIGHTS and every header and
 overlay says "RANDOM WEIGHTS - NOT A FACE MODEL".
 
@@ -66,6 +71,11 @@ flags.DEFINE_bool("smoke_test_random_weights", False, "Use an UNTRAINED network 
                   "output is marked RANDOM WEIGHTS - NOT A FACE MODEL.")
 flags.DEFINE_string("detector", "auto", "Face detector: auto (opencv if available, else dlib), opencv "
                     "(Haar cascade, OpenCV 4), dlib (HOG; pip install dlib-bin).")
+flags.DEFINE_enum("annotations", "auto", ["auto", "never"],
+                  "auto: crop an image from its sibling 68-landmark annotation file when there is one "
+                  "(<name>.pts menpo/iBUG, or <name>.mat 300W-LP / AFLW2000-3D fit with pt2d / pt3d_68), "
+                  "by the original x1.6 landmark rule, instead of detecting the face; never: always "
+                  "use the face detector.")
 flags.DEFINE_string("uv_dir", None, "UV template folder (uv-data). Default: $PRNET_ASSETS_DIR or the cache.")
 flags.DEFINE_integer("batch_size", 8, "Face crops per network call.", lower_bound=1)
 flags.DEFINE_integer("max_faces", None, "Reconstruct at most this many faces per image (largest first). "
@@ -166,10 +176,40 @@ def write_face_outputs(folder: Path, stem: str, face, image_name: str, outputs, 
     return written
 
 
+ANNOTATION_SUFFIXES = (".pts", ".mat")
+
+
+def find_annotation(image_path):
+    """The sibling landmark annotation of an image: ``(landmarks (68, 2) 0-based image px, path)`` or None.
+
+    Looks for ``<stem>.pts`` (menpo / iBUG, read by :func:`prnet.annotations.load_pts`), then
+    ``<stem>.mat`` (300W-LP / AFLW2000-3D, :func:`prnet.annotations.load_fit`: ``pt3d_68`` x, y if
+    present, else the 68-point ``pt2d``; a ``.mat`` with neither is ignored). A malformed file raises
+    :class:`prnet.errors.DatasetError`. Note: 300W-LP stores its source photo's ``pt2d`` for every
+    pose variant, so on rotated variants (``_1`` ...) the crop is only approximate.
+    """
+    from prnet.annotations import load_fit, load_pts
+
+    image_path = Path(image_path)
+    for suffix in ANNOTATION_SUFFIXES:
+        path = image_path.with_suffix(suffix)
+        if not path.is_file():
+            continue
+        if suffix == ".pts":
+            return load_pts(path), path
+        fit = load_fit(path)
+        points = fit.pt3d_68[:, :2] if fit.pt3d_68 is not None else fit.pt2d
+        if points is not None:
+            return points, path
+    return None
+
+
 def process_image(predictor, image, name: str, display_name: str, out_dir: Path, outputs, texture: bool,
-                  max_faces=None) -> list:
-    """Reconstruct one image and write its files atomically (staging folder, then move). Returns the paths."""
-    faces = predictor.reconstruct(image, max_faces=max_faces)
+                  max_faces=None, landmarks=None) -> list:
+    """Reconstruct one image and write its files atomically (staging folder, then move). Returns the paths.
+
+    ``landmarks`` (``(68, 2+)`` image px) crop the one face from them instead of the detector."""
+    faces = predictor.reconstruct(image, landmarks=landmarks, max_faces=max_faces)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir))
     try:
         staged = []
@@ -201,7 +241,7 @@ def main(argv):
 
     from tqdm import tqdm
 
-    from prnet.errors import PRNetError
+    from prnet.errors import NoFaceFoundError, PRNetError
     from prnet.predictor import RANDOM_WEIGHTS_WARNING, Predictor, read_image
 
     if FLAGS.input is None:
@@ -209,12 +249,12 @@ def main(argv):
 
         print("prnet-demo: no --input given: using the astronaut photo bundled with scikit-image "
               "(skimage.data.astronaut()).", file=sys.stderr)
-        jobs = [("astronaut", "skimage.data.astronaut()", lambda: skimage.data.astronaut())]
+        jobs = [("astronaut", "skimage.data.astronaut()", lambda: skimage.data.astronaut(), None)]
     else:
         files = list_inputs(FLAGS.input)
         if FLAGS.input and Path(FLAGS.input).expanduser().is_dir() and not files:
             _fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder {FLAGS.input}")
-        jobs = [(f.stem, str(f), (lambda f=f: read_image(f))) for f in files]
+        jobs = [(f.stem, str(f), (lambda f=f: read_image(f)), f) for f in files]
 
     try:
         predictor = Predictor.from_weights(FLAGS.weights, backend=FLAGS.backend,
@@ -237,14 +277,27 @@ def main(argv):
         _fail(f"cannot create the output folder {out_dir}: {e}")
 
     failed, n_files = [], 0
-    for name, display, load in tqdm(jobs, desc="prnet-demo", unit="image", disable=len(jobs) < 2, file=sys.stderr):
+    for name, display, load, path in tqdm(jobs, desc="prnet-demo", unit="image", disable=len(jobs) < 2,
+                                          file=sys.stderr):
         try:
+            landmarks = None
+            annotation = find_annotation(path) if path is not None and FLAGS.annotations == "auto" else None
+            if annotation is not None:
+                landmarks, ann_path = annotation
+                tqdm.write(f"prnet-demo: {display}: crop from {ann_path.name} (68 annotated landmarks; "
+                           "--annotations never to use the face detector)", file=sys.stderr)
             written = process_image(predictor, load(), name, display, out_dir, outputs, FLAGS.texture,
-                                    max_faces=FLAGS.max_faces)
+                                    max_faces=FLAGS.max_faces, landmarks=landmarks)
             n_files += len(written)
         except (PRNetError, OSError, ValueError) as e:
             failed.append(display)
-            tqdm.write(f"prnet-demo: {display}: {e}", file=sys.stderr)
+            message = str(e)
+            if isinstance(e, NoFaceFoundError):  # the library's hint names API arguments: give the CLI's
+                message = (f"no face found by the {getattr(predictor.detector, 'name', FLAGS.detector)} face "
+                           "detector: put the face's 68-point "
+                           f"annotation beside the image ({name}.pts or {name}.mat, used with --annotations "
+                           "auto), or try another --detector")
+            tqdm.write(f"prnet-demo: {display}: {message}", file=sys.stderr)
     print(f"prnet-demo: {len(jobs) - len(failed)}/{len(jobs)} images done, {n_files} files written to {out_dir}"
           + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
