@@ -1,0 +1,136 @@
+"""Training throughput: input pipeline examples/s alone, and train steps/s per precision and model size.
+
+Prints the machine, the command and one line per measurement. Example (CPU, short)::
+
+    python benchmarks/bench_train.py --steps=3 --batch_size=4 --model_sizes=16,4 \\
+        --precisions=none,mixed_float16,mixed_bfloat16
+
+The pipeline is measured on the real training pipeline (shuffle, parallel decode + augmentation,
+batch, prefetch) over a TFDS split when --dataset/--data_dir are given, else over in-memory
+examples with PNG-encoded 256x256 crops (so decoding is included). Train steps run the real
+distributed step of prnet.training.Trainer on a fixed in-memory batch (compute only); the first
+--warmup steps (tracing) are not timed.
+"""
+
+import os
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see train.py: oneDNN crashes in ResFCN256's gradient
+
+import platform
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+flags.DEFINE_list("model_sizes", ["16", "4"], "ResFCN256 base widths to time (16 = the paper's network).")
+flags.DEFINE_list("precisions", ["none", "mixed_float16", "mixed_bfloat16"], "Mixed-precision policies to time.")
+flags.DEFINE_integer("batch_size", 16, "Global batch size.")
+flags.DEFINE_integer("steps", 5, "Timed train steps per configuration.")
+flags.DEFINE_integer("warmup", 2, "Untimed steps first (tracing, allocation).")
+flags.DEFINE_bool("xla", False, "JIT-compile the forward/backward pass.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "one_device"], "tf.distribute strategy.")
+flags.DEFINE_integer("pipeline_batches", 20, "Batches timed for the input pipeline (0 = skip).")
+flags.DEFINE_bool("augment", True, "Augment in the pipeline benchmark.")
+flags.DEFINE_string("dataset", None, "TFDS dataset for the pipeline benchmark (default: in-memory examples).")
+flags.DEFINE_string("data_dir", None, "TFDS data directory.")
+flags.DEFINE_string("split", "train", "Split for the pipeline benchmark.")
+FLAGS = flags.FLAGS
+
+
+def _machine() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    names = []
+    for gpu in gpus:
+        details = tf.config.experimental.get_device_details(gpu)
+        names.append(details.get("device_name", gpu.name))
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical CPUs; GPUs: {', '.join(names) or 'none'}; "
+            f"TensorFlow {tf.__version__}, Python {platform.python_version()}; "
+            f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}")
+
+
+def _memory_source(n=64):
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
+    images = [tf.io.encode_png(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).numpy() for _ in range(n)]
+    posmap = np.stack([xx * 0.5 + 60, yy * 0.5 + 50, np.zeros_like(xx)], -1).astype(np.float32)
+    return tf.data.Dataset.from_tensor_slices({
+        "image": images, "posmap": np.repeat(posmap[None], n, 0),
+        "landmarks_68": rng.uniform(60, 200, (n, 68, 3)).astype(np.float32)})
+
+
+def bench_pipeline():
+    from prnet import training
+    from prnet.augment import NO_AUGMENTATION, AugmentConfig
+
+    if FLAGS.dataset:
+        source = training.load_split(FLAGS.dataset, FLAGS.split, FLAGS.data_dir)
+        what = f"{FLAGS.dataset}:{FLAGS.split}"
+    else:
+        source = _memory_source()
+        what = "in-memory PNG crops"
+    ds = training.train_pipeline(source, FLAGS.batch_size, augment_config=AugmentConfig() if FLAGS.augment
+                                 else NO_AUGMENTATION, shuffle_buffer=64)
+    it = iter(ds)
+    for _ in range(3):
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(FLAGS.pipeline_batches):
+        next(it)["image"].numpy()
+    dt = time.perf_counter() - t0
+    print(f"pipeline ({what}, augment={FLAGS.augment}, batch {FLAGS.batch_size}): "
+          f"{FLAGS.pipeline_batches * FLAGS.batch_size / dt:.1f} examples/s", flush=True)
+
+
+def bench_steps(size: int, precision: str):
+    import numpy as np
+    import tensorflow as tf
+
+    from prnet import training
+    from prnet.augment import NO_AUGMENTATION
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = training.TrainConfig(model_dir=tmp, model_size=size, batch_size=FLAGS.batch_size,
+                                   mixed_precision=precision, xla=FLAGS.xla, strategy=FLAGS.strategy,
+                                   weight_mask="none", augment=NO_AUGMENTATION, progress=False)
+        trainer = training.Trainer(cfg, steps_per_epoch=1000)
+        rng = np.random.default_rng(0)
+        batch = {"image": rng.random((FLAGS.batch_size, 256, 256, 3), np.float32),
+                 "posmap": (rng.random((FLAGS.batch_size, 256, 256, 3)) * 250).astype(np.float32),
+                 "landmarks_68": np.zeros((FLAGS.batch_size, 68, 3), np.float32)}
+        ds = tf.data.Dataset.from_tensors(batch).repeat()
+        it = iter(trainer.strategy.experimental_distribute_dataset(ds))
+        trainer.train_steps(it, FLAGS.warmup)
+        t0 = time.perf_counter()
+        losses = trainer.train_steps(it, FLAGS.steps)
+        dt = time.perf_counter() - t0
+    params = sum(int(np.prod(v.shape)) for v in trainer.model.trainable_variables)
+    print(f"train model_size={size} ({params / 1e6:.2f} M params) precision={precision} xla={FLAGS.xla} "
+          f"batch={FLAGS.batch_size}: {FLAGS.steps / dt:.3f} steps/s = {FLAGS.steps * FLAGS.batch_size / dt:.1f} "
+          f"examples/s (loss {losses[-1]['loss']:.4f})", flush=True)
+
+
+def main(argv):
+    del argv
+    print("machine:", _machine())
+    print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv), flush=True)
+    if FLAGS.pipeline_batches:
+        bench_pipeline()
+    for size in (int(s) for s in FLAGS.model_sizes):
+        for precision in FLAGS.precisions:
+            bench_steps(size, precision)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,128 @@
+"""Train PRNet's ResFCN256 on a TFDS dataset (the paper's recipe; logic in prnet/training.py).
+
+Examples::
+
+    # CPU smoke run on the synthetic set (tiny model, a few minutes):
+    python train.py --dataset=prnet_synthetic/small --model_dir=/tmp/prnet_smoke \\
+        --model_size=4 --batch_size=8 --epochs=2 --assets_dir=PATH/uv-data
+    # The paper's setup on 300W-LP, all GPUs, mixed precision:
+    python train.py --dataset=prnet_300w_lp --val_split=... --model_dir=runs/prnet \\
+        --strategy=mirrored --mixed_precision=mixed_float16 --epochs=30
+
+Re-running with the same --model_dir resumes from the latest checkpoint (same step, learning
+rate and data position). TensorBoard logs go to <model_dir>/train and <model_dir>/validation;
+the final weights to <model_dir>/final.weights.h5 (loadable by prnet.predictor.Predictor when
+--model_size=16).
+"""
+
+import os
+
+# TF 2.21's oneDNN CPU kernels corrupt the heap in the filter gradient of the 1x1 stride-2
+# shortcut convolutions of ResFCN256 ("double free or corruption"); the flag must be set before
+# TensorFlow is imported. It only affects CPU kernels. Set TF_ENABLE_ONEDNN_OPTS=1 to override.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_string("dataset", "prnet_synthetic", "TFDS dataset name[/config], e.g. prnet_synthetic/tiny, "
+                    "prnet_300w_lp. The project's builders (tfds_builders.*) are registered automatically.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory (default: ~/tensorflow_datasets).")
+flags.DEFINE_string("assets_dir", None, "UV template folder (uv-data) for the loss mask and validation "
+                    "landmarks; also passed to the project's builders. Default: $PRNET_ASSETS_DIR or the cache.")
+flags.DEFINE_string("train_split", "train", "Training split (TFDS split syntax, e.g. 'train[:90%]').")
+flags.DEFINE_string("val_split", "validation", "Validation split; empty string disables validation.")
+flags.DEFINE_integer("batch_size", 16, "Global batch size (split evenly over the replicas).")
+flags.DEFINE_integer("epochs", 30, "Number of epochs to train (total, counting resumed ones).")
+flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: training examples // batch_size).")
+flags.DEFINE_float("learning_rate", 1e-4, "Initial Adam learning rate.")
+flags.DEFINE_float("lr_decay_epochs", 5.0, "Multiply the learning rate by --lr_decay_factor every this many epochs.")
+flags.DEFINE_float("lr_decay_factor", 0.5, "Learning-rate decay factor (staircase).")
+flags.DEFINE_enum("weight_mask", "paper", ["paper", "uniform", "none"],
+                  "Loss weights: paper = 16:4:3:0 (landmarks:eyes-nose-mouth:face:neck), uniform = face mask, "
+                  "none = every pixel 1.")
+flags.DEFINE_float("weight_decay", 2e-4, "L2 weight decay on conv kernels (TF1 semantics: wd * sum(w^2) / 2).")
+flags.DEFINE_bool("augment", True, "Master switch of the data augmentation (--aug_* select the parts).")
+flags.DEFINE_bool("aug_rotate", True, "Rotate crop and map about the crop centre, uniform in +-max_rotation.")
+flags.DEFINE_float("max_rotation", 45.0, "Maximum rotation, degrees.")
+flags.DEFINE_bool("aug_translate", True, "Translate crop and map by up to +-max_translation of the crop side.")
+flags.DEFINE_float("max_translation", 0.1, "Maximum translation, fraction of the crop side per axis.")
+flags.DEFINE_bool("aug_scale", True, "Scale crop and map (x, y and z) about the crop centre.")
+flags.DEFINE_list("scale_range", ["0.9", "1.2"], "Scale range min,max.")
+flags.DEFINE_bool("aug_color", True, "Scale each colour channel of the crop by a factor in --color_range.")
+flags.DEFINE_list("color_range", ["0.6", "1.4"], "Per-channel colour factor range min,max.")
+flags.DEFINE_bool("aug_occlude", True, "Paste a random textured patch over the crop (image only).")
+flags.DEFINE_float("occluder_prob", 0.5, "Probability of an occluder per example.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "one_device"],
+                  "tf.distribute strategy: mirrored = all GPUs (or all logical CPUs without GPUs).")
+flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N logical devices (to try --strategy=mirrored on CPU).")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"],
+                  "Keras mixed-precision policy (the output layer stays float32; float16 uses loss scaling).")
+flags.DEFINE_bool("xla", False, "JIT-compile the forward/backward pass with XLA.")
+flags.DEFINE_bool("sync_batchnorm", True, "With several replicas, compute BatchNorm statistics over the global batch.")
+flags.DEFINE_float("bn_momentum", None, "Override the BatchNorm moving-average momentum (default: the original's "
+                   "0.999; e.g. 0.9 for short runs, whose moving statistics would otherwise lag).")
+flags.DEFINE_string("model_dir", None, "Output folder: checkpoints, TensorBoard logs, final.weights.h5. Required.")
+flags.DEFINE_string("init_from", None, "Initial weights (ignored when resuming): a Keras .weights.h5 file (e.g. "
+                    "converted official weights) or an official TF1 checkpoint prefix.")
+flags.DEFINE_integer("model_size", 16, "Base width of ResFCN256 (16 = the paper's network; 4 = tiny, for CPU smoke runs).")
+flags.DEFINE_integer("log_every", 100, "Steps between training-loss/learning-rate logs.")
+flags.DEFINE_integer("val_every", 1000, "Steps between validations (0 = only at the end).")
+flags.DEFINE_integer("val_examples", None, "Use at most this many validation examples (default: all).")
+flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints (0 = at every epoch end); one is always saved at the end.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
+flags.DEFINE_integer("shuffle_buffer", 512, "Shuffle buffer, examples (~1 MB of RAM each).")
+flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the shuffle and the augmentation.")
+flags.DEFINE_integer("image_summaries", 3, "Validation examples shown in TensorBoard image summaries (0 = none).")
+flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (slower; bitwise-reproducible runs).")
+flags.DEFINE_bool("progress", True, "Show a progress bar with examples/s.")
+flags.mark_flag_as_required("model_dir")
+FLAGS = flags.FLAGS
+
+
+def _pair(values, name):
+    try:
+        lo, hi = (float(v) for v in values)
+    except ValueError as e:
+        raise app.UsageError(f"--{name} must be two numbers min,max, got {values}") from e
+    return lo, hi
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from prnet.errors import PRNetError
+    from prnet import training
+    from prnet.augment import NO_AUGMENTATION, AugmentConfig
+
+    try:
+        if FLAGS.cpu_devices:
+            training.configure_cpu_devices(FLAGS.cpu_devices)
+        augment = NO_AUGMENTATION
+        if FLAGS.augment:
+            augment = AugmentConfig(
+                rotate=FLAGS.aug_rotate, max_rotation_deg=FLAGS.max_rotation, translate=FLAGS.aug_translate,
+                max_translation=FLAGS.max_translation, scale=FLAGS.aug_scale,
+                scale_range=_pair(FLAGS.scale_range, "scale_range"), color=FLAGS.aug_color,
+                color_range=_pair(FLAGS.color_range, "color_range"), occlude=FLAGS.aug_occlude,
+                occluder_prob=FLAGS.occluder_prob)
+        config = training.TrainConfig(
+            model_dir=FLAGS.model_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, assets_dir=FLAGS.assets_dir,
+            train_split=FLAGS.train_split, val_split=FLAGS.val_split or None, batch_size=FLAGS.batch_size,
+            epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch, learning_rate=FLAGS.learning_rate,
+            lr_decay_epochs=FLAGS.lr_decay_epochs, lr_decay_factor=FLAGS.lr_decay_factor,
+            weight_mask=FLAGS.weight_mask, weight_decay=FLAGS.weight_decay, augment=augment,
+            strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision, xla=FLAGS.xla,
+            sync_batchnorm=FLAGS.sync_batchnorm, bn_momentum=FLAGS.bn_momentum, init_from=FLAGS.init_from, model_size=FLAGS.model_size,
+            log_every=FLAGS.log_every, val_every=FLAGS.val_every, val_examples=FLAGS.val_examples,
+            checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
+            shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed, image_summaries=FLAGS.image_summaries,
+            deterministic=FLAGS.deterministic, progress=FLAGS.progress)
+        summary = training.train(config)
+    except PRNetError as e:
+        raise SystemExit(f"error: {e}")
+    if summary["losses"]:
+        print(f"final training loss {summary['losses'][-1]['loss']:.6f}")
+
+
+if __name__ == "__main__":
+    app.run(main)
