@@ -20,7 +20,8 @@ from keras import layers
 RESOLUTION = 256
 #: The network's sigmoid output times this is the position map in crop pixels (original: 256 * 1.1).
 POSMAP_SCALE = RESOLUTION * 1.1
-#: L2 weight decay of every convolution kernel (original: ``tcl.l2_regularizer(0.0002)``).
+#: L2 weight decay of every convolution kernel (original: ``tcl.l2_regularizer(0.0002)``, i.e. the
+#: loss term is ``2e-4 * sum(w**2) / 2`` per kernel).
 WEIGHT_DECAY = 2e-4
 #: ``tf.contrib.layers.batch_norm`` defaults.
 BN_EPSILON = 1e-3
@@ -53,7 +54,8 @@ def _tf1_suffix(index: int) -> str:
 
 
 def _regularizer(weight_decay):
-    return keras.regularizers.L2(weight_decay) if weight_decay else None
+    # tf.contrib's l2_regularizer(scale) is scale * sum(w**2) / 2; Keras' L2(l2) is l2 * sum(w**2).
+    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
 
 
 def _conv_bn_relu(x, filters, kernel, stride, name, weight_decay, norm=True, activation="relu"):
@@ -69,9 +71,14 @@ def _conv_bn_relu(x, filters, kernel, stride, name, weight_decay, norm=True, act
 def _res_block(x, filters, stride, name, weight_decay):
     """Bottleneck block of the original: [1x1 C/2] -> [4x4 C/2, stride] -> [1x1 C] + shortcut, then BN, ReLU."""
     shortcut = x
+    if stride != 1:
+        # A 1x1 conv with stride s and SAME padding reads pixels (0, s, 2s, ...): subsample first and
+        # apply the 1x1 conv at stride 1. Same result and kernel; it also avoids a heap corruption in
+        # TF 2.21's oneDNN CPU kernel for the gradient of strided 1x1 convolutions.
+        shortcut = layers.MaxPooling2D(1, strides=stride, padding="same", name=f"{name}.shortcut_subsample")(x)
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, strides=stride, padding="same", use_bias=False,
-                                 kernel_regularizer=_regularizer(weight_decay), name=f"{name}.shortcut")(x)
+        shortcut = layers.Conv2D(filters, 1, strides=1, padding="same", use_bias=False,
+                                 kernel_regularizer=_regularizer(weight_decay), name=f"{name}.shortcut")(shortcut)
     x = _conv_bn_relu(x, filters // 2, 1, 1, f"{name}.Conv", weight_decay)
     x = _conv_bn_relu(x, filters // 2, 4, stride, f"{name}.Conv_1", weight_decay)
     x = _conv_bn_relu(x, filters, 1, 1, f"{name}.Conv_2", weight_decay, norm=False, activation=None)

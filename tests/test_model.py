@@ -63,3 +63,23 @@ def test_output_range_and_scale():
     assert len(m.losses) == 0
     assert prnet_model.POSMAP_SCALE == pytest.approx(281.6)
     np.testing.assert_allclose(prnet_model.from_posmap(prnet_model.to_posmap(y)), y, rtol=1e-6)
+
+
+def test_weight_decay_matches_tf1_l2_regularizer():
+    """tcl.l2_regularizer(2e-4) adds 2e-4 * sum(w**2) / 2 per kernel."""
+    m = prnet_model.build_resfcn256(size=4)
+    kernels = [w for w in m.trainable_weights if w.path.endswith("kernel")]
+    expected = sum(prnet_model.WEIGHT_DECAY * float(np.sum(np.square(k.numpy()))) / 2 for k in kernels)
+    assert float(sum(m.losses)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_strided_shortcut_equals_a_strided_1x1_convolution():
+    m = prnet_model.build_resfcn256(weight_decay=0.0, size=4)
+    block_in = m.get_layer("Conv.relu").output
+    sub = tf.keras.Model(m.input, [block_in, m.get_layer("resBlock.shortcut").output])
+    x = np.random.default_rng(2).random((1, 256, 256, 3), dtype=np.float32)
+    inp, out = sub(x)
+    kernel = m.get_layer("resBlock.shortcut").kernel
+    ref = tf.nn.conv2d(inp, kernel, strides=2, padding="SAME")
+    assert out.shape == (1, 128, 128, 8)
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-6, atol=1e-6)
