@@ -15,14 +15,7 @@ the final weights to <model_dir>/final.weights.h5 (loadable by prnet.predictor.P
 --model_size=16).
 """
 
-import os
-
-# TF 2.21's oneDNN CPU kernels corrupt the heap in the filter gradient of the 1x1 stride-2
-# shortcut convolutions of ResFCN256 ("double free or corruption"); the flag must be set before
-# TensorFlow is imported. It only affects CPU kernels. Set TF_ENABLE_ONEDNN_OPTS=1 to override.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 flags.DEFINE_string("dataset", "prnet_synthetic", "TFDS dataset name[/config], e.g. prnet_synthetic/tiny, "
                     "prnet_300w_lp. The project's builders (tfds_builders.*) are registered automatically.")

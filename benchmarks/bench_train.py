@@ -13,9 +13,6 @@ distributed step of prnet.training.Trainer on a fixed in-memory batch (compute o
 """
 
 import os
-
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see train.py: oneDNN crashes in ResFCN256's gradient
-
 import platform
 import sys
 import tempfile
@@ -54,7 +51,7 @@ def _machine() -> str:
         pass
     return (f"{cpu}, {os.cpu_count()} logical CPUs; GPUs: {', '.join(names) or 'none'}; "
             f"TensorFlow {tf.__version__}, Python {platform.python_version()}; "
-            f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}")
+            f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset (oneDNN on)')}")
 
 
 def _memory_source(n=64):

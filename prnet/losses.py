@@ -16,8 +16,9 @@ Weight maps ``W`` (``(256, 256)``, UV pixels, see :func:`loss_weights`):
 * ``uniform``: the face mask (1:1:1:0);
 * ``none``: 1 on every pixel (face, neck and background alike).
 
-Weight decay (:func:`l2_weight_decay`): ``2e-4 * sum(w ** 2) / 2`` over all convolution kernels, as
-TF1's ``tcl.l2_regularizer(0.0002)`` in the original network definition.
+Weight decay is not computed here: ``build_resfcn256(weight_decay=2e-4)`` gives every convolution
+kernel TF1's ``tcl.l2_regularizer(0.0002)`` (``2e-4 * sum(w ** 2) / 2``, as the original network
+definition), and the trainer passes ``model.losses`` to :func:`total_loss`.
 
 Distribution: :func:`posmap_loss` returns one loss per example; :func:`total_loss` averages them
 over the GLOBAL batch (``tf.nn.compute_average_loss``) and adds the L2 weight decay scaled by the
@@ -89,21 +90,11 @@ def posmap_loss(y_true, y_pred, weights):
     return tf.reduce_mean(weighted, axis=[1, 2, 3])
 
 
-def l2_weight_decay(kernels, weight_decay: float):
-    """TF1 ``tcl.l2_regularizer(weight_decay)`` summed over ``kernels``:
-    ``weight_decay * sum(w ** 2) / 2`` (``tf.nn.l2_loss``), the original's regulariser (note: Keras'
-    ``L2(x)`` is ``x * sum(w ** 2)``, without the 1/2). Returns a float32 scalar."""
-    kernels = [tf.convert_to_tensor(k) for k in kernels]
-    if not kernels or not weight_decay:
-        return tf.constant(0.0)
-    dtype = _loss_dtype(kernels[0].dtype)
-    return weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(k, dtype)) for k in kernels])
-
-
 def total_loss(per_example_loss, global_batch_size: int, regularization_losses=()):
     """This replica's share of the training loss: ``sum(per_example) / global_batch_size`` plus
-    ``sum(regularization_losses) / num_replicas_in_sync``. Summed over replicas it equals the
-    single-device loss; under the default strategy it *is* the single-device loss."""
+    ``sum(regularization_losses) / num_replicas_in_sync`` (e.g. ``model.losses``: each replica's
+    model holds the same weights). Summed over replicas it equals the single-device loss; under the
+    default strategy it *is* the single-device loss. float32 (float64 for float64 inputs)."""
     loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
     regularization_losses = list(regularization_losses)
     if regularization_losses:

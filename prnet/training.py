@@ -1,8 +1,9 @@
 """Training of ResFCN256 as in the paper: custom loop under ``tf.distribute``, resumable.
 
 Recipe (defaults): Adam, learning rate 1e-4 halved every 5 epochs (staircase), global batch 16,
-the weighted position-map MSE of :mod:`prnet.losses` plus L2 weight decay 2e-4 on every kernel,
-the augmentation of :mod:`prnet.augment`.
+the weighted position-map MSE of :mod:`prnet.losses` plus L2 weight decay 2e-4 on every kernel
+(the model's own regularisation losses, ``model.losses``: TF1's ``l2_regularizer``, i.e.
+``2e-4 * sum(w ** 2) / 2``), the augmentation of :mod:`prnet.augment`.
 
 Data: any ``tf.data.Dataset`` of dicts with ``image`` (``[256, 256, 3]`` uint8 crop, or its
 PNG/JPEG bytes), ``posmap`` (``[256, 256, 3]`` float32, crop pixels) and ``landmarks_68``
@@ -26,7 +27,6 @@ import dataclasses
 import math
 import os
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -35,7 +35,7 @@ import tensorflow as tf
 from prnet import losses
 from prnet.augment import AugmentConfig, augment, to_float_image
 from prnet.errors import DatasetError, PRNetError, WeightsFormatError, WeightsNotFoundError
-from prnet.model import POSMAP_SCALE, RESOLUTION, WEIGHT_DECAY, build_resfcn256
+from prnet.model import POSMAP_SCALE, RESOLUTION, WEIGHT_DECAY, build_resfcn256, save_weights_atomic
 
 STRATEGIES = ("default", "mirrored", "one_device")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
@@ -196,7 +196,8 @@ def load_split(name: str, split: str, data_dir=None, assets_dir=None, shuffle_fi
     except Exception as e:  # tfds raises many unrelated types (DatasetNotFoundError, ValueError, AssertionError)
         raise DatasetError(
             f"could not load split {split!r} of dataset {name!r} (data_dir={data_dir}): {e}. Build it "
-            "first, e.g. `python -m tfds_builders.prnet_synthetic --config=small --data_dir=DIR`, or "
+            "first, e.g. `prnet-build-data --dataset prnet_synthetic --config small --data_dir DIR "
+            "[--assets_dir DIR]`, or "
             "check --dataset/--train_split/--val_split/--data_dir.") from e
 
 
@@ -290,20 +291,6 @@ def load_initial_weights(model: keras.Model, path) -> None:
     load_official_weights(model, path)
 
 
-def save_weights_atomic(model: keras.Model, path) -> Path:
-    """``model.save_weights`` to a temporary file beside ``path``, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        model.save_weights(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 # ----------------------------------------------------------------------------- summaries
 
 
@@ -375,9 +362,9 @@ class Trainer:
             keras.mixed_precision.set_dtype_policy(config.mixed_precision)
         try:
             with self.strategy.scope():
-                # Weight decay is applied here with TF1 semantics (see losses.l2_weight_decay), not as
-                # Keras regularizers (whose L2 lacks the 1/2).
-                self.model = build_resfcn256(weight_decay=0.0, size=config.model_size)
+                # The model's kernel regularisers are TF1's l2_regularizer (wd * sum(w^2) / 2); their
+                # losses (model.losses) are added to the loss in _loss_and_grads.
+                self.model = build_resfcn256(weight_decay=config.weight_decay, size=config.model_size)
                 for layer in self.model.layers:
                     if isinstance(layer, keras.layers.BatchNormalization):
                         layer.synchronized = bool(config.sync_batchnorm and replicas > 1)
@@ -395,7 +382,6 @@ class Trainer:
         self.examples_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples_seen")
         self.loss_weights = tf.constant(losses.loss_weights(config.weight_mask, self._get_template()
                                                             if config.weight_mask != "none" else None))
-        self._kernels = [v for v in self.model.trainable_variables if v.path.endswith("kernel")]
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               examples_seen=self.examples_seen)
         self.manager = tf.train.CheckpointManager(
@@ -450,8 +436,7 @@ class Trainer:
             prediction = self.model(images, training=True)
             per_example = losses.posmap_loss(targets, prediction, self.loss_weights)
             data_loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
-            decay = losses.l2_weight_decay(self._kernels, self.config.weight_decay)
-            loss = losses.total_loss(per_example, self.global_batch_size, [decay])
+            loss = losses.total_loss(per_example, self.global_batch_size, self.model.losses)
             scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
         grads = tape.gradient(scaled, self.model.trainable_variables)
         return loss, data_loss, grads

@@ -1,9 +1,5 @@
 """Augmentation: the image warp and the position-map transform agree, toggles, determinism."""
 
-import os
-
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see tests/test_training.py
-
 import cv2
 import numpy as np
 import pytest

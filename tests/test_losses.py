@@ -1,9 +1,5 @@
 """The weighted position-map loss against hand computations (numpy), per weight-mask mode."""
 
-import os
-
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see tests/test_training.py
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -78,10 +74,23 @@ def test_total_loss_global_batch_and_weight_decay():
     per_example = tf.constant([1.0, 2.0, 3.0, 6.0])
     # Default strategy: sum / global batch (here the global batch is 8, e.g. one of two replicas' halves).
     assert float(losses.total_loss(per_example, 8)) == pytest.approx(12.0 / 8)
-    kernels = [tf.constant([[1.0, 2.0]]), tf.constant([3.0])]
-    decay = losses.l2_weight_decay(kernels, 2e-4)
-    assert float(decay) == pytest.approx(2e-4 * (1 + 4 + 9) / 2)  # TF1 l2_regularizer: scale * sum(w^2) / 2
-    assert float(losses.total_loss(per_example, 4, [decay])) == pytest.approx(3.0 + 2e-4 * 7)
+    assert float(losses.total_loss(per_example, 4, [tf.constant(0.5), tf.constant(0.25)])) == pytest.approx(3.75)
+
+
+def test_model_weight_decay_is_tf1_l2_regularizer():
+    """The trainer's weight decay is the model's own regularisation losses: TF1's
+    ``l2_regularizer(2e-4)`` = 2e-4 * sum(w^2) / 2 over every conv kernel (nothing else)."""
+    from prnet.model import WEIGHT_DECAY, build_resfcn256
+
+    model = build_resfcn256(weight_decay=WEIGHT_DECAY, size=4)
+    kernels = [v.numpy().astype(np.float64) for v in model.trainable_variables if v.path.endswith("kernel")]
+    assert len(model.losses) == len(kernels) > 40
+    expected = 2e-4 * sum((k ** 2).sum() for k in kernels) / 2
+    got = float(tf.add_n(model.losses))
+    assert got == pytest.approx(expected, rel=1e-5)
+    per_example = tf.constant([1.0, 2.0, 3.0, 6.0])
+    assert float(losses.total_loss(per_example, 4, model.losses)) == pytest.approx(3.0 + expected, rel=1e-6)
+    assert build_resfcn256(weight_decay=0.0, size=4).losses == []
 
 
 def test_bad_inputs():
