@@ -54,22 +54,3 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never read or write the user's real ~/.cache/prnet from tests."""
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "prnet-cache"))
 
-
-def _randomize_bn(model, seed=0):
-    """Give every BatchNorm non-trivial moving statistics and affine parameters (as after training)."""
-    import keras
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
-    return model
-
-
-@pytest.fixture(scope="session")
-def randomize_bn():
-    """``randomize_bn(model, seed=0)``: randomise every BatchNorm's statistics in place."""
-    return _randomize_bn

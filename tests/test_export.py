@@ -16,6 +16,8 @@ from prnet.model import POSMAP_SCALE, build_resfcn256
 from prnet.serving import (ExportError, convert_tflite, crop_encoded, export_all, export_saved_model,
                            load_keras_model, representative_crops, tflite_predict)
 
+from helpers import randomize_bn
+
 REPO = Path(__file__).resolve().parents[1]
 # Stated agreement bounds against the Keras training graph on real sample crops (crop pixels).
 FP32_MAX_PX = 1e-3
@@ -24,7 +26,7 @@ INT8_MEAN_PX, INT8_MAX_PX = 1.5, 6.0
 
 
 @pytest.fixture(scope="module")
-def small_model(randomize_bn):
+def small_model():
     keras.utils.set_random_seed(0)
     return randomize_bn(build_resfcn256(weight_decay=0, size=4), seed=0)
 

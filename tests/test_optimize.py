@@ -8,6 +8,8 @@ import tensorflow as tf
 from prnet.model import POSMAP_SCALE, build_resfcn256
 from prnet.optimize import _subpixel_2x2, _subpixel_3x3, build_inference_model
 
+from helpers import randomize_bn
+
 
 @pytest.fixture(scope="module")
 def sample_crops(samples_dir):
@@ -26,7 +28,7 @@ def _relative_error(pred, ref):
     ("conv", "transpose", "affine"), ("conv", "subpixel", "affine"), ("transpose", "subpixel3x3", "concat"),
     ("conv", "subpixel", "concat"), ("transpose", "transpose", "affine"),
 ])
-def test_every_rewrite_matches_training_graph_small(stride1, stride2, residual, sample_crops, randomize_bn):
+def test_every_rewrite_matches_training_graph_small(stride1, stride2, residual, sample_crops):
     keras.utils.set_random_seed(1)
     model = randomize_bn(build_resfcn256(weight_decay=0, size=4), seed=1)
     ref = model(sample_crops[:2], training=False).numpy() * POSMAP_SCALE
@@ -37,7 +39,7 @@ def test_every_rewrite_matches_training_graph_small(stride1, stride2, residual, 
     assert _relative_error(pred, ref) <= 1e-4
 
 
-def test_full_size_default_matches_training_graph(sample_crops, randomize_bn):
+def test_full_size_default_matches_training_graph(sample_crops):
     keras.utils.set_random_seed(2)
     model = randomize_bn(build_resfcn256(weight_decay=0), seed=2)
     ref = model(sample_crops, training=False).numpy() * POSMAP_SCALE
@@ -47,7 +49,7 @@ def test_full_size_default_matches_training_graph(sample_crops, randomize_bn):
         assert _relative_error(pred, ref) <= 1e-4, kwargs
 
 
-def test_folding_reads_weights_once(randomize_bn):
+def test_folding_reads_weights_once():
     model = randomize_bn(build_resfcn256(weight_decay=0, size=4))
     net = build_inference_model(model)
     x = tf.random.uniform([1, 256, 256, 3], seed=3)

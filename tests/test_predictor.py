@@ -9,6 +9,8 @@ from prnet.errors import ImageReadError, NoFaceFoundError, WeightsFormatError, W
 from prnet.model import POSMAP_SCALE, build_resfcn256
 from prnet.predictor import FaceResult, Predictor, as_rgb, infer_base_size, read_image
 
+from helpers import randomize_bn
+
 
 # ----------------------------------------------------------------------------- helpers
 class ConstantBackend:
@@ -347,12 +349,7 @@ def test_mean_face_through_detector_chain_lands_on_annotated_faces(uv_template, 
         detector = make_detector("opencv")
     except DetectorUnavailableError as e:
         pytest.skip(str(e))
-    pos = _canonical_posmap(uv_template)
-    kpt = pos[uv_template.kpt_ind[:, 1], uv_template.kpt_ind[:, 0]]
-    centre = (kpt[:, :2].min(0) + kpt[:, :2].max(0)) / 2
-    scale = (256 / 1.6) / np.ptp(kpt[:, :2], axis=0).mean()
-    face = uv_template.face_mask > 0
-    pos[face] = (pos[face] - np.r_[centre, 0]) * scale + np.r_[128.0, 128.0, 0.0]
+    pos = _mean_face_in_crop(uv_template)
     predictor = Predictor(ConstantBackend(pos), detector=detector, template=uv_template)
     mats = sorted(samples_dir.glob("aflw2000-3d/*.mat")) + sorted(samples_dir.glob("300w-lp/[AH]*[!p]/*.mat"))
     errors = []
@@ -369,19 +366,24 @@ def test_mean_face_through_detector_chain_lands_on_annotated_faces(uv_template, 
 
 
 # ----------------------------------------------------------------------------- default weights via the export
+def _mean_face_in_crop(uv_template):
+    """The template's mean face as a crop-pixel position map, scaled and centred the way the
+    x1.6 landmark crop rule frames a face (landmark box 256/1.6 wide, centred at 128)."""
+    pos = _canonical_posmap(uv_template)
+    kpt = pos[uv_template.kpt_ind[:, 1], uv_template.kpt_ind[:, 0]]
+    centre = (kpt[:, :2].min(0) + kpt[:, :2].max(0)) / 2
+    scale = (256 / 1.6) / np.ptp(kpt[:, :2], axis=0).mean()
+    face = uv_template.face_mask > 0
+    pos[face] = (pos[face] - np.r_[centre, 0]) * scale + np.r_[128.0, 128.0, 0.0]
+    return pos
+
+
 def _small_trained_like_model(seed):
     """A size-4 ResFCN256 with random, trained-like BatchNorm statistics (outputs vary with the seed)."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = build_resfcn256(weight_decay=0.0, size=4)
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
-    return model
+    return randomize_bn(build_resfcn256(weight_decay=0.0, size=4), seed=seed)
 
 
 def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_path, monkeypatch):
@@ -496,12 +498,7 @@ def test_mean_face_through_pts_annotation_crop_lands_on_the_annotation(uv_templa
     and expressive face; a crop moved by the face width gives > 0.5), and the crop contains them all."""
     from prnet.annotations import load_pts
 
-    pos = _canonical_posmap(uv_template)
-    kpt = pos[uv_template.kpt_ind[:, 1], uv_template.kpt_ind[:, 0]]
-    centre = (kpt[:, :2].min(0) + kpt[:, :2].max(0)) / 2
-    scale = (256 / 1.6) / np.ptp(kpt[:, :2], axis=0).mean()
-    face = uv_template.face_mask > 0
-    pos[face] = (pos[face] - np.r_[centre, 0]) * scale + np.r_[128.0, 128.0, 0.0]
+    pos = _mean_face_in_crop(uv_template)
     predictor = Predictor(ConstantBackend(pos), detector=None, template=uv_template)
     image = samples_dir / "faces" / name
     gt = load_pts(image.with_suffix(".pts"))
