@@ -173,11 +173,11 @@ def _nme_2d(pred_posmaps, true_landmarks, kpt_ind):
 # The overfit run: 8 fixed prnet_synthetic examples, the whole set as one batch (so BatchNorm's
 # training-mode statistics are those of the 8 examples, which its moving averages converge to with
 # momentum 0.9), no augmentation, no weight decay, Adam at a constant 2e-3 (>= 3e-3 kills the
-# 3-channel ReLU layers at the end of the decoder: the output collapses to a constant map). The fit
-# is slow and its path sensitive to round-off: 200 steps reach ~0.5x the mean map's loss with
-# oneDNN (TensorFlow's default, pinned below), only ~0.85x with TF_ENABLE_ONEDNN_OPTS=0; 300 steps
-# reach ~0.37x (oneDNN), but take too long for this suite.
-OVERFIT_STEPS = 200
+# 3-channel ReLU layers at the end of the decoder: the output collapses to a constant map). The
+# first ~90 steps only reach the mean map. Measured at 500 steps (inference mode, vs the mean map):
+# loss 0.26x / NME 0.41x with oneDNN (TensorFlow's default, pinned below), 0.19x / 0.47x with
+# TF_ENABLE_ONEDNN_OPTS=0; the bounds below hold for both.
+OVERFIT_STEPS = 500
 OVERFIT_FLAGS = ["--dataset=prnet_synthetic/tiny", "--train_split=train[:8]", "--val_split=train[:8]",
                  "--model_size=4", "--batch_size=8", "--learning_rate=2e-3", "--lr_decay_epochs=1000000",
                  "--weight_decay=0", "--bn_momentum=0.9", "--noaugment", "--weight_mask=paper",
@@ -231,16 +231,16 @@ def test_train_py_overfits_8_synthetic_examples(tmp_path, assets_dir, uv_templat
           f"{first:.6f} -> {last:.6f}, inference loss {loss:.6f}, NME {nme:.4f}")
     # The training loss drops by a clear margin, well below the best constant prediction's.
     assert last < 0.4 * first, (first, last)
-    assert last < 0.9 * base_loss, (last, base_loss)
+    assert last < 0.35 * base_loss, (last, base_loss)
     # No weight decay: the total loss is the posmap loss.
     np.testing.assert_allclose([v for _, v in scalars["loss"]], curve, rtol=1e-6)
-    # Inference mode: below the mean map's loss, and the landmarks clearly better placed.
-    assert loss < 0.9 * base_loss, (loss, base_loss)
-    assert nme < 0.8 * base_nme, (nme, base_nme)
+    # Inference mode: overfit, i.e. far below the mean map's loss, and the landmarks much better placed.
+    assert loss < 0.35 * base_loss, (loss, base_loss)
+    assert nme < 0.6 * base_nme, (nme, base_nme)
 
     # The trainer's own validation (same 8 examples, prnet.metrics) agrees with this evaluation.
     val = _scalars(model_dir / "validation")
-    assert [s for s, _ in val["nme_2d"]] == [100, OVERFIT_STEPS]
+    assert [s for s, _ in val["nme_2d"]] == list(range(100, OVERFIT_STEPS + 1, 100))
     np.testing.assert_allclose(val["nme_2d"][-1][1], nme, rtol=1e-3)
     np.testing.assert_allclose(val["posmap_loss"][-1][1], loss, rtol=1e-3)
     assert {"learning_rate", "examples_per_second", "nme_3d", "input", "posmap_predicted", "posmap_true",
