@@ -116,7 +116,19 @@ def scan_folder(folder: Path):
     return sorted(pairs), sorted(orphans)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class SkipsBadSamples:
+    """Builder mixin: a bad sample raises in strict mode (``self.strict``), else is logged and
+    recorded in ``self.skipped`` as ``(path, message)``."""
+
+    def _skip(self, path, reason):
+        message = _with_path(path, reason)
+        if self.strict:
+            raise DatasetError(f"{message} (strict mode; unset PRNET_STRICT / pass strict=False to skip bad samples)")
+        logging.warning("%s: skipping: %s", self.name, message)
+        self.skipped.append((str(path), message))
+
+
+class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
     """300W-LP (with _Flip folders) as PRNet training pairs: crop, UV position map, landmarks, pose."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -176,13 +188,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 logging.warning("prnet_300w_lp: split %r is empty (validation_percent=%s); not written",
                                 name, self.validation_percent)
         return {name: self._generate_examples(pairs, root, model) for name, pairs in splits.items() if pairs}
-
-    def _skip(self, path, reason):
-        if self.strict:
-            raise DatasetError(f"{_with_path(path, reason)} "
-                               "(strict mode; unset PRNET_STRICT / pass strict=False to skip bad samples)")
-        logging.warning("prnet_300w_lp: skipping: %s", _with_path(path, reason))
-        self.skipped.append((str(path), _with_path(path, reason)))
 
     def _load(self, pairs):
         """Read fits and images, skipping (or in strict mode failing on) bad samples."""

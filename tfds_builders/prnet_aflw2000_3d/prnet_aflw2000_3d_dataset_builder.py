@@ -29,7 +29,7 @@ from absl import logging
 from prnet.annotations import load_fit, pose_degrees
 from prnet.errors import DatasetError, ImageReadError
 from prnet.posmap import box_from_points, crop_tform, load_model_files, make_example, warp_image
-from tfds_builders.prnet_300w_lp.prnet_300w_lp_dataset_builder import (_with_path, read_rgb, scan_folder,
+from tfds_builders.prnet_300w_lp.prnet_300w_lp_dataset_builder import (SkipsBadSamples, read_rgb, scan_folder,
                                                                        strict_from_env)
 
 #: Box factor of the evaluation protocol (the contracts' landmark rule).
@@ -54,7 +54,7 @@ def eval_crop_box(landmarks):
     return box_from_points(landmarks, EVAL_BOX_SCALE)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
     """AFLW2000-3D for evaluation: full image, GT landmarks and pose, protocol crop (+ posmap)."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -105,13 +105,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             self._skip(path, why)
         model = load_model_files(manual) if self._with_posmap else None
         return {"test": self._generate_examples(pairs, root, model)}
-
-    def _skip(self, path, reason):
-        if self.strict:
-            raise DatasetError(f"{_with_path(path, reason)} "
-                               "(strict mode; unset PRNET_STRICT / pass strict=False to skip bad samples)")
-        logging.warning("prnet_aflw2000_3d: skipping: %s", _with_path(path, reason))
-        self.skipped.append((str(path), _with_path(path, reason)))
 
     def _generate_examples(self, pairs, root: Path, model):
         for image_path, mat_path in pairs:
