@@ -14,7 +14,7 @@ Examples:
       --output_dir /tmp/eval
 
 Writes ``results.json``, ``results.csv``, ``ced.png`` and ``table.txt`` to ``--output_dir`` and
-prints the table. See :mod:`prnet.evaluation` and :mod:`prnet.metrics` for the protocol.
+prints the table. See :mod:`prnet.evaluation.protocol` and :mod:`prnet.evaluation.metrics` for the protocol.
 """
 
 import sys
@@ -43,7 +43,7 @@ flags.DEFINE_enum("crop", "gt", ["gt", "detector"],
                   "the mean side of the pt3d_68 x,y bounding box; 'detector' = the face detector "
                   "(--detector) with the original box rule (falls back to 'gt' when it finds no face).")
 flags.DEFINE_string("detector", "auto",
-                    "Face detector for --crop=detector: auto, opencv, dlib or dlib_cnn (see prnet.detect).")
+                    "Face detector for --crop=detector: auto, opencv, dlib or dlib_cnn (see prnet.inference.detect).")
 flags.DEFINE_string("detector_model", None, "Model file of the dlib_cnn detector (mmod_human_face_detector.dat).")
 flags.DEFINE_string("gt_dir", None,
                     "Folder with 3DDFA's AFLW2000-3D arrays (AFLW2000-3D.pts68.npy, AFLW2000-3D.pose.npy, "
@@ -70,7 +70,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from prnet.errors import PRNetError
-    from prnet.evaluation import EvalConfig, evaluate
+    from prnet.evaluation.protocol import EvalConfig, evaluate
 
     if FLAGS.output_dir is None:
         raise app.UsageError("--output_dir is required")

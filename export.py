@@ -42,8 +42,8 @@ flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
 
 def main(argv):
     del argv
-    from prnet import serving
-    from prnet.uv import load_uv_template
+    from prnet.serving import saved_model as serving
+    from prnet.core.uv import load_uv_template
 
     try:
         kpt_ind = load_uv_template(FLAGS.assets_dir).kpt_ind

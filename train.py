@@ -11,7 +11,7 @@ Examples::
 
 Re-running with the same --model_dir resumes from the latest checkpoint (same step, learning
 rate and data position). TensorBoard logs go to <model_dir>/train and <model_dir>/validation;
-the final weights to <model_dir>/final.weights.h5 (loadable by prnet.predictor.Predictor when
+the final weights to <model_dir>/final.weights.h5 (loadable by prnet.inference.predictor.Predictor when
 --model_size=16).
 """
 
@@ -84,8 +84,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from prnet.errors import PRNetError
-    from prnet import training
-    from prnet.augment import NO_AUGMENTATION, AugmentConfig
+    from prnet.training import trainer as training
+    from prnet.data.augment import NO_AUGMENTATION, AugmentConfig
 
     try:
         if FLAGS.cpu_devices:

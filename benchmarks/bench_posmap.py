@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 
 
 def _timing_model(shared: Path):
-    from prnet.bfm import BFM
+    from prnet.data.bfm import BFM
 
     d = np.load(shared / "reference" / "bfm-mean" / "bfm_mean_53215.npz")
     n = d["shape_mean"].shape[0]
@@ -42,9 +42,9 @@ def main(_):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import cv2
 
-    from prnet.annotations import list_samples, load_fit
-    from prnet.bfm import write_bfm_mat
-    from prnet.posmap import UVRasterizer, make_example
+    from prnet.data.annotations import list_samples, load_fit
+    from prnet.data.bfm import write_bfm_mat
+    from prnet.data.posmap import UVRasterizer, make_example
 
     shared = Path(FLAGS.shared_dir)
     model = _timing_model(shared)

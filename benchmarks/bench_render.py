@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from prnet import geometry as g
-from prnet.uv import UV_SIZE, landmarks_from_posmap, load_uv_template, uv_triangles, vertices_from_posmap
+from prnet.mesh import geometry as g
+from prnet.core.uv import UV_SIZE, landmarks_from_posmap, load_uv_template, uv_triangles, vertices_from_posmap
 
 
 def median_ms(fn, repeats):

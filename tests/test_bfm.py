@@ -1,4 +1,4 @@
-"""prnet.bfm: face3d BFM.mat loading and the 300W-LP pose convention, pinned on real fits.
+"""prnet.data.bfm: face3d BFM.mat loading and the 300W-LP pose convention, pinned on real fits.
 
 The real BFM bases are not available: the dense model here is a fixture made from the REAL mean
 face and the REAL 68-landmark bases (spread to all vertices); conventions are checked with the
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from prnet.annotations import list_samples, load_fit
-from prnet.bfm import (BFM, landmark_interpolated_model, load_bfm, load_uv_coords, rotation_matrix, transform,
+from prnet.data.annotations import list_samples, load_fit
+from prnet.data.bfm import (BFM, landmark_interpolated_model, load_bfm, load_uv_coords, rotation_matrix, transform,
                        write_bfm_mat)
 from prnet.errors import DatasetError
 

@@ -13,10 +13,10 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from prnet.annotations import load_fit  # noqa: E402
-from prnet.bfm import landmark_interpolated_model, transform, write_bfm_mat  # noqa: E402
+from prnet.data.annotations import load_fit  # noqa: E402
+from prnet.data.bfm import landmark_interpolated_model, transform, write_bfm_mat  # noqa: E402
 from prnet.errors import DatasetError  # noqa: E402
-from prnet.uv import landmarks_from_posmap, vertices_from_posmap  # noqa: E402
+from prnet.core.uv import landmarks_from_posmap, vertices_from_posmap  # noqa: E402
 
 # iBUG-68 left/right mirror permutation.
 MIRROR_68 = np.r_[16:-1:-1, 26:16:-1, 27:31, 35:30:-1, [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40],
@@ -223,7 +223,7 @@ def test_aflw_posmap_agrees_with_ground_truth(aflw_built, uv_template):
 
 
 def test_show_examples_draws_real_examples(lp_built, aflw_built):
-    from prnet.visualize import show_examples, show_posmap_example
+    from prnet.data.visualize import show_examples, show_posmap_example
 
     _, examples = lp_built
     img = show_posmap_example(next(iter(examples.values())))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from prnet.convert import (
+from prnet.weights.convert import (
     checkpoint_prefix,
     convert_checkpoint,
     is_ignored_variable,
@@ -21,7 +21,7 @@ from prnet.errors import CheckpointMismatchError, WeightsFormatError, WeightsNot
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX_NAME = "256_256_resfcn256_weight"
-# The original predictor.py's decoder strides (independent of prnet.model).
+# The original predictor.py's decoder strides (independent of prnet.model.resfcn256).
 DECODER_STRIDES = (1, 2, 1, 1, 2, 1, 1, 2, 1, 1, 2, 1, 2, 1, 1, 1, 1)
 ENCODER_STRIDES = (2, 1, 2, 1, 2, 1, 2, 1, 2, 1)
 POSMAP_SCALE_ORIGINAL = 256 * 1.1  # the original's MaxPos
@@ -33,7 +33,7 @@ def _real_variables(official_index):
 
 
 def _resfcn256_tf1(x, weight, bn):
-    """The original ResFCN256 forward pass written with raw TF ops (independent of prnet.model).
+    """The original ResFCN256 forward pass written with raw TF ops (independent of prnet.model.resfcn256).
 
     ``weight(name)`` returns a checkpoint tensor by its TF1 name; ``bn(x, scope)`` applies the
     BatchNorm of ``scope`` in inference form.
@@ -195,7 +195,7 @@ def test_is_tf1_checkpoint(fake_official, tmp_path):
 
 
 def test_converted_model_equals_independent_tf1_graph(fake_official, tmp_path):
-    from prnet.model import build_resfcn256
+    from prnet.model.resfcn256 import build_resfcn256
 
     prefix, _, values = fake_official
     out = convert_checkpoint(prefix, tmp_path / "resfcn256.weights.h5")
@@ -204,7 +204,7 @@ def test_converted_model_equals_independent_tf1_graph(fake_official, tmp_path):
     model = build_resfcn256(weight_decay=0.0)
     model.load_weights(str(out))
     # Weights arrive unchanged (same layouts, including the [h, w, out, in] transposed kernels).
-    from prnet.model import checkpoint_name
+    from prnet.model.resfcn256 import checkpoint_name
 
     for variable in model.weights:
         np.testing.assert_array_equal(variable.numpy(), values[checkpoint_name(variable)])
@@ -235,7 +235,7 @@ def _mutated(fake_official, tmp_path, mutate):
 
 @pytest.fixture(scope="module")
 def full_model():
-    from prnet.model import build_resfcn256
+    from prnet.model.resfcn256 import build_resfcn256
 
     return build_resfcn256(weight_decay=0.0)
 
@@ -268,7 +268,7 @@ def test_wrong_shape_is_reported(fake_official, tmp_path, full_model):
 
 
 def test_small_model_cannot_load_official_weights(fake_official):
-    from prnet.model import build_resfcn256
+    from prnet.model.resfcn256 import build_resfcn256
 
     with pytest.raises(CheckpointMismatchError, match="shape mismatch"):
         load_official_weights(build_resfcn256(weight_decay=0.0, size=4), fake_official[0])
@@ -328,7 +328,7 @@ def test_cli_converts_and_fails_cleanly(fake_official, tmp_path):
 
 
 def test_ensure_official_weights_converts_a_checkpoint_placed_in_the_cache(fake_official, tmp_path, monkeypatch):
-    from prnet import download
+    from prnet.weights import download
 
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
     folder = download.checkpoint_dir()

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from prnet import crop, detect
+from prnet.core import crop
+from prnet.inference import detect
 from prnet.errors import ImageReadError
 
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from prnet.detect import available_detectors
+from prnet.inference.detect import available_detectors
 
 FLAG_NAMES = ("input", "output", "weights", "backend", "download", "smoke_test_random_weights", "detector", "uv_dir",
               "batch_size", "max_faces", "outputs", "texture", "annotations")
@@ -106,7 +106,7 @@ def test_default_weights_are_exported_once_and_run_as_saved_model(tmp_path, samp
     _needs_detector()
     import keras
 
-    from prnet.model import build_resfcn256
+    from prnet.model.resfcn256 import build_resfcn256
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -130,7 +130,7 @@ def test_default_weights_are_exported_once_and_run_as_saved_model(tmp_path, samp
 def test_find_annotation_reads_pts_and_mat_siblings(samples_dir, tmp_path):
     from scipy.io import loadmat
 
-    from prnet.annotations import load_pts
+    from prnet.data.annotations import load_pts
     from prnet.cli.demo import find_annotation
 
     lm, path = find_annotation(samples_dir / "faces" / "einstein.jpg")

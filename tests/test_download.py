@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prnet import download
+from prnet.weights import download
 from prnet.errors import AssetsNotFoundError, DownloadError, WeightsNotFoundError
 
 PAYLOAD = np.random.default_rng(7).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
@@ -255,7 +255,7 @@ def test_uv_template_download_from_mirror(server, assets_dir, tmp_path, monkeypa
     folder = download.ensure_uv_template(download=True)
     assert folder == tmp_path / "cache" / "uv-data"
     assert sorted(p.name for p in folder.iterdir()) == sorted(r.name for r in download.UV_FILES)
-    from prnet.uv import load_uv_template
+    from prnet.core.uv import load_uv_template
 
     assert load_uv_template(folder).face_ind.shape == (43867,)
     assert all(r.status == "ok" for r in download.verify_files(uv_folder=folder) if r.path.parent == folder)
@@ -297,24 +297,24 @@ def test_default_sources_are_pinned():
 # --------------------------------------------------------------------------- cached SavedModel export
 
 def _counting_exports(monkeypatch):
-    """Wrap prnet.serving.export_saved_model to count real exports."""
-    import prnet.serving
+    """Wrap prnet.serving.saved_model.export_saved_model to count real exports."""
+    import prnet.serving.saved_model
 
     calls = []
-    real = prnet.serving.export_saved_model
+    real = prnet.serving.saved_model.export_saved_model
 
     def counted(*args, **kwargs):
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prnet.serving, "export_saved_model", counted)
+    monkeypatch.setattr(prnet.serving.saved_model, "export_saved_model", counted)
     return calls
 
 
 def _save_small_weights(path, seed):
     import keras
 
-    from prnet.model import build_resfcn256
+    from prnet.model.resfcn256 import build_resfcn256
 
     keras.utils.set_random_seed(seed)
     model = build_resfcn256(weight_decay=0, size=4)
@@ -335,7 +335,7 @@ def test_official_saved_model_is_exported_once_and_follows_the_weights(tmp_path,
 
     import tensorflow as tf
 
-    from prnet.model import POSMAP_SCALE
+    from prnet.model.resfcn256 import POSMAP_SCALE
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -384,7 +384,7 @@ def test_official_saved_model_is_exported_once_and_follows_the_weights(tmp_path,
 def test_failed_export_keeps_the_previous_one_and_its_stamp(tmp_path, monkeypatch):
     import json
 
-    import prnet.serving
+    import prnet.serving.saved_model
 
     weights, export = tmp_path / "w.weights.h5", tmp_path / "sm"
     kpt = np.zeros((68, 2), np.int64)
@@ -397,7 +397,7 @@ def test_failed_export_keeps_the_previous_one_and_its_stamp(tmp_path, monkeypatc
     def broken_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(prnet.serving.tf.saved_model, "save", broken_save)
+    monkeypatch.setattr(prnet.serving.saved_model.tf.saved_model, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         download.ensure_saved_model(weights, export, kpt_ind=kpt, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == before and (export / "saved_model.pb").is_file()

@@ -1,7 +1,7 @@
-"""End-to-end tests of ``evaluate.py`` / :mod:`prnet.evaluation` on the real AFLW2000-3D samples.
+"""End-to-end tests of ``evaluate.py`` / :mod:`prnet.evaluation.protocol` on the real AFLW2000-3D samples.
 
 Dense ground truth uses a stand-in BFM (the REAL mean face with the REAL 68-landmark bases spread
-over the mesh, :func:`prnet.bfm.landmark_interpolated_model`): only the pipeline is under test.
+over the mesh, :func:`prnet.data.bfm.landmark_interpolated_model`): only the pipeline is under test.
 """
 
 import csv
@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from prnet import evaluation, metrics
-from prnet.crop import box_from_landmarks, crop_transform
-from prnet.evaluation import EvalConfig, EvalSample
+from prnet.evaluation import protocol as evaluation
+from prnet.evaluation import metrics
+from prnet.core.crop import box_from_landmarks, crop_transform
+from prnet.evaluation.protocol import EvalConfig, EvalSample
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def data(shared_dir):
 @pytest.fixture(scope="module")
 def standin_bfm(data, tmp_path_factory):
     """A manual dir with a stand-in ``BFM.mat`` (see module doc) and the real ``BFM_UV.mat``."""
-    from prnet.bfm import landmark_interpolated_model, write_bfm_mat
+    from prnet.data.bfm import landmark_interpolated_model, write_bfm_mat
 
     folder = tmp_path_factory.mktemp("bfm")
     write_bfm_mat(folder / "BFM.mat", landmark_interpolated_model(data["mean"], data["kpt"]))
@@ -52,7 +53,7 @@ def standin_bfm(data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def template(data):
-    from prnet.uv import load_uv_template
+    from prnet.core.uv import load_uv_template
 
     return load_uv_template(data["assets"])
 
@@ -210,8 +211,8 @@ def test_perfect_model_scores_zero_dense_error(data, standin_bfm, template, tmp_
 def _tiny_backend():
     import keras
 
-    from prnet.backends import KerasBackend
-    from prnet.model import build_resfcn256
+    from prnet.model.runtime import KerasBackend
+    from prnet.model.resfcn256 import build_resfcn256
 
     keras.utils.set_random_seed(1)
     return KerasBackend(build_resfcn256(weight_decay=0.0, size=4), random_weights=True)
@@ -234,7 +235,7 @@ def _key(image):
 
 
 def test_detector_crops_and_fallback(data, template):
-    from prnet.crop import landmarks_bbox
+    from prnet.core.crop import landmarks_bbox
 
     samples = evaluation.load_folder_samples(data["samples"])
     backend = _tiny_backend()
@@ -259,7 +260,7 @@ def test_detector_crops_and_fallback(data, template):
 
 
 def test_keras_weights_file_is_recorded_with_its_hash(data, tmp_path):
-    from prnet.model import build_resfcn256
+    from prnet.model.resfcn256 import build_resfcn256
 
     weights = tmp_path / "tiny.weights.h5"
     build_resfcn256(weight_decay=0.0, size=4).save_weights(str(weights))

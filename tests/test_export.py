@@ -1,4 +1,4 @@
-"""SavedModel / TFLite export (prnet.serving, export.py): signatures, backend agreement, serving, errors."""
+"""SavedModel / TFLite export (prnet.serving.saved_model, export.py): signatures, backend agreement, serving, errors."""
 
 import base64
 import json
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from prnet.model import POSMAP_SCALE, build_resfcn256
-from prnet.serving import (ExportError, convert_tflite, crop_encoded, export_all, export_saved_model,
+from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256
+from prnet.serving.saved_model import (ExportError, convert_tflite, crop_encoded, export_all, export_saved_model,
                            load_keras_model, representative_crops, tflite_predict)
 
 from helpers import randomize_bn
@@ -82,7 +82,7 @@ def test_backends_agree(exported, small_model, crops):
 
 
 def test_predictor_loads_exports(exported, small_model, crops, uv_template):
-    predictor = pytest.importorskip("prnet.predictor")
+    predictor = pytest.importorskip("prnet.inference.predictor")
     ref = small_model(crops, training=False).numpy() * POSMAP_SCALE
     p_saved = predictor.Predictor.from_saved_model(exported["saved_model"], detector=None, template=uv_template)
     np.testing.assert_allclose(p_saved.predict_posmaps(crops), ref, atol=FP32_MAX_PX)
@@ -91,7 +91,7 @@ def test_predictor_loads_exports(exported, small_model, crops, uv_template):
 
 
 def test_in_graph_crop_matches_prnet_crop(samples_dir):
-    from prnet.crop import box_from_bbox, crop_transform, warp_crop
+    from prnet.core.crop import box_from_bbox, crop_transform, warp_crop
 
     data = (samples_dir / "faces" / "prnet_test_1.jpg").read_bytes()
     image = tf.io.decode_jpeg(data, channels=3).numpy()
@@ -168,10 +168,10 @@ def test_serving_signature_like_tf_serving(exported, small_model, samples_dir, u
     out = np.load(tmp_path / "out.npz")
     assert out["landmarks"].shape == (1, 68, 3) and out["posmap"].shape == (1, 256, 256, 3)
 
-    from prnet.crop import box_from_bbox, crop_to_image, crop_transform, warp_crop
-    from prnet.uv import landmarks_from_posmap
+    from prnet.core.crop import box_from_bbox, crop_to_image, crop_transform, warp_crop
+    from prnet.core.uv import landmarks_from_posmap
 
-    # Independent path: OpenCV decode + prnet.crop + Keras training graph + template landmarks.
+    # Independent path: OpenCV decode + prnet.core.crop + Keras training graph + template landmarks.
     import cv2
 
     image = cv2.imread(str(photo))[..., ::-1]
@@ -181,7 +181,7 @@ def test_serving_signature_like_tf_serving(exported, small_model, samples_dir, u
     expected = crop_to_image(landmarks_from_posmap(pos, uv_template), tform)
     diff = np.abs(out["landmarks"][0] - expected)
     assert diff.max() < 0.5, diff.max()  # JPEG decoder and warp round-off only
-    predictor = pytest.importorskip("prnet.predictor")
+    predictor = pytest.importorskip("prnet.inference.predictor")
     face = predictor.Predictor.from_saved_model(exported["saved_model"], detector=None,
                                                 template=uv_template).reconstruct(image, boxes=[box])[0]
     assert np.abs(out["landmarks"][0] - face.landmarks).max() < 0.5
@@ -197,7 +197,7 @@ def test_load_keras_model_sources(small_model, tmp_path):
     manager.save()
     np.testing.assert_allclose(load_keras_model(tmp_path / "ckpt")(x).numpy(), ref, atol=1e-6)
     # An official-style TF1 name-based checkpoint (raw TF1 variable names, as a TF1 Saver writes them).
-    from prnet.model import checkpoint_name
+    from prnet.model.resfcn256 import checkpoint_name
 
     names = [checkpoint_name(v) for v in small_model.weights]
     tf.raw_ops.SaveV2(prefix=str(tmp_path / "tf1" / "ck"), tensor_names=names, shape_and_slices=[""] * len(names),

@@ -1,4 +1,4 @@
-"""Mesh post-processing (prnet.geometry, prnet.obj): coordinates, pose, renders, texture, .obj."""
+"""Mesh post-processing (prnet.mesh.geometry, prnet.mesh.obj): coordinates, pose, renders, texture, .obj."""
 
 import math
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from prnet import geometry as g
-from prnet.uv import UV_SIZE, landmarks_from_posmap, uv_triangles, vertices_from_posmap
+from prnet.mesh import geometry as g
+from prnet.core.uv import UV_SIZE, landmarks_from_posmap, uv_triangles, vertices_from_posmap
 
 F = np.diag([1.0, -1.0, 1.0])
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from prnet import losses
-from prnet.model import POSMAP_SCALE
+from prnet.training import losses
+from prnet.model.resfcn256 import POSMAP_SCALE
 
 
 def _numpy_loss(true_px, pred_norm, weights):
@@ -80,7 +80,7 @@ def test_total_loss_global_batch_and_weight_decay():
 def test_model_weight_decay_is_tf1_l2_regularizer():
     """The trainer's weight decay is the model's own regularisation losses: TF1's
     ``l2_regularizer(2e-4)`` = 2e-4 * sum(w^2) / 2 over every conv kernel (nothing else)."""
-    from prnet.model import WEIGHT_DECAY, build_resfcn256
+    from prnet.model.resfcn256 import WEIGHT_DECAY, build_resfcn256
 
     model = build_resfcn256(weight_decay=WEIGHT_DECAY, size=4)
     kernels = [v.numpy().astype(np.float64) for v in model.trainable_variables if v.path.endswith("kernel")]

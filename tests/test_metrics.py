@@ -7,8 +7,8 @@ import pytest
 import scipy.io as sio
 from scipy.spatial.transform import Rotation
 
-from prnet import metrics
-from prnet.metrics import MetricInputError
+from prnet.evaluation import metrics
+from prnet.evaluation.metrics import MetricInputError
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from prnet import model as prnet_model
+from prnet.model import resfcn256 as prnet_model
 
 
 @pytest.fixture(scope="module")

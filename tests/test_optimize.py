@@ -1,19 +1,19 @@
-"""The BN-folded inference graph (prnet.optimize) equals the Keras training graph."""
+"""The BN-folded inference graph (prnet.model.fast) equals the Keras training graph."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from prnet.model import POSMAP_SCALE, build_resfcn256
-from prnet.optimize import _subpixel_2x2, _subpixel_3x3, build_inference_model
+from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256
+from prnet.model.fast import _subpixel_2x2, _subpixel_3x3, build_inference_model
 
 from helpers import randomize_bn
 
 
 @pytest.fixture(scope="module")
 def sample_crops(samples_dir):
-    from prnet.serving import representative_crops
+    from prnet.serving.saved_model import representative_crops
 
     crops = np.stack(representative_crops(samples_dir / "faces", limit=3))
     assert crops.shape == (3, 256, 256, 3) and crops.dtype == np.float32

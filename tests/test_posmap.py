@@ -1,15 +1,15 @@
-"""prnet.posmap: UV rasteriser, crop conventions, and agreement with the real template and fits."""
+"""prnet.data.posmap: UV rasteriser, crop conventions, and agreement with the real template and fits."""
 
 import cv2
 import numpy as np
 import pytest
 
-from prnet.annotations import load_fit
-from prnet.bfm import landmark_interpolated_model
+from prnet.data.annotations import load_fit
+from prnet.data.bfm import landmark_interpolated_model
 from prnet.errors import DatasetError
-from prnet.posmap import (UVRasterizer, box_from_points, crop_tform, fit_similarity_yflip, make_example,
+from prnet.data.posmap import (UVRasterizer, box_from_points, crop_tform, fit_similarity_yflip, make_example,
                           vertices_to_crop, warp_image)
-from prnet.uv import landmarks_from_posmap, vertices_from_posmap
+from prnet.core.uv import landmarks_from_posmap, vertices_from_posmap
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +159,8 @@ def test_real_aflw_sample_posmap_agrees_with_ground_truth(samples_dir, model, ra
 
 
 def test_crop_conventions_match_inference_crop():
-    """Training crops and the predictor's crops (prnet.crop) use the same transform and warp."""
-    crop = pytest.importorskip("prnet.crop")
+    """Training crops and the predictor's crops (prnet.core.crop) use the same transform and warp."""
+    crop = pytest.importorskip("prnet.core.crop")
     t = crop_tform((123.4, 98.7), 211.0)
     np.testing.assert_allclose(t, crop.crop_transform((123.4, 98.7), 211.0), atol=1e-12)
     image = np.random.default_rng(1).integers(0, 256, (240, 260, 3), dtype=np.uint8)

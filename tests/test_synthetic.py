@@ -1,4 +1,4 @@
-"""Tests of the synthetic generator (prnet.synthetic) and the ``prnet_synthetic`` TFDS builder."""
+"""Tests of the synthetic generator (prnet.data.synthetic) and the ``prnet_synthetic`` TFDS builder."""
 
 import dataclasses
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from prnet.synthetic import SyntheticConfig, render_example, rotation_matrix
-from prnet.uv import UV_SIZE, landmarks_from_posmap, uv_triangles, vertices_from_posmap
+from prnet.data.synthetic import SyntheticConfig, render_example, rotation_matrix
+from prnet.core.uv import UV_SIZE, landmarks_from_posmap, uv_triangles, vertices_from_posmap
 
 FRONTAL_FLAT = dict(yaw_range=(-15.0, 15.0), pitch_range=(-10.0, 10.0), roll_range=(-10.0, 10.0),
                     background="none", occluder_prob=0.0, glasses_prob=0.0, mask_prob=0.0,
@@ -206,7 +206,7 @@ def test_background_variants(uv_template):
 def test_inside_of_the_shell_is_never_drawn(uv_template):
     """The template is an open shell: seen from the side, pixels whose nearest surface is its inside
     (back-facing) must show the background, not the face."""
-    from prnet.raster import rasterize
+    from prnet.mesh.raster import rasterize
 
     cfg = SyntheticConfig(**{**FRONTAL_FLAT, "yaw_range": (80.0, 85.0), "pitch_range": (20.0, 25.0)})
     ex = render_example(4, uv_template, cfg)

@@ -51,7 +51,7 @@ def _run_worker(mode, tmp_path, *args, timeout=400):
 
 
 def test_learning_rate_halves_every_5_epochs():
-    from prnet.training import learning_rate_schedule
+    from prnet.training.trainer import learning_rate_schedule
 
     schedule = learning_rate_schedule(1e-4, steps_per_epoch=10, decay_epochs=5)
     expected = {0: 1e-4, 49: 1e-4, 50: 5e-5, 99: 5e-5, 100: 2.5e-5, 149: 2.5e-5, 150: 1.25e-5}
@@ -60,8 +60,8 @@ def test_learning_rate_halves_every_5_epochs():
 
 
 def test_stream_is_deterministic_and_skip_resumes_it():
-    from prnet.augment import AugmentConfig
-    from prnet.training import train_pipeline
+    from prnet.data.augment import AugmentConfig
+    from prnet.training.trainer import train_pipeline
 
     src = _random_source(10)
     cfg = AugmentConfig(occluder_prob=1.0)
@@ -84,7 +84,7 @@ def test_stream_is_deterministic_and_skip_resumes_it():
 def test_prepare_example_decodes_encoded_images():
     import tensorflow as tf
 
-    from prnet.training import prepare_example
+    from prnet.training.trainer import prepare_example
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
@@ -96,7 +96,7 @@ def test_prepare_example_decodes_encoded_images():
 
 def test_bad_settings_raise_typed_errors(tmp_path):
     from prnet.errors import AssetsNotFoundError, DatasetError
-    from prnet.training import TrainConfig, TrainingConfigError, load_split
+    from prnet.training.trainer import TrainConfig, TrainingConfigError, load_split
 
     with pytest.raises(TrainingConfigError, match="strategy"):
         TrainConfig(model_dir=str(tmp_path), strategy="tpu")
@@ -193,8 +193,8 @@ def test_train_py_overfits_8_synthetic_examples(tmp_path, assets_dir, uv_templat
     same 8 examples clearly better than the mean map does. Baselines are computed here, in numpy."""
     import tensorflow as tf
 
-    from prnet import training
-    from prnet.model import build_resfcn256
+    from prnet.training import trainer as training
+    from prnet.model.resfcn256 import build_resfcn256
 
     model_dir = tmp_path / "run"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -238,7 +238,7 @@ def test_train_py_overfits_8_synthetic_examples(tmp_path, assets_dir, uv_templat
     assert loss < 0.35 * base_loss, (loss, base_loss)
     assert nme < 0.6 * base_nme, (nme, base_nme)
 
-    # The trainer's own validation (same 8 examples, prnet.metrics) agrees with this evaluation.
+    # The trainer's own validation (same 8 examples, prnet.evaluation.metrics) agrees with this evaluation.
     val = _scalars(model_dir / "validation")
     assert [s for s, _ in val["nme_2d"]] == list(range(100, OVERFIT_STEPS + 1, 100))
     np.testing.assert_allclose(val["nme_2d"][-1][1], nme, rtol=1e-3)
@@ -253,8 +253,8 @@ def test_train_py_overfits_8_synthetic_examples(tmp_path, assets_dir, uv_templat
 def _worker_resume_mirrored(tmp):
     import keras
 
-    from prnet import training
-    from prnet.augment import NO_AUGMENTATION, AugmentConfig
+    from prnet.training import trainer as training
+    from prnet.data.augment import NO_AUGMENTATION, AugmentConfig
 
     training.configure_cpu_devices(2)
     src = _random_source(12)

@@ -1,4 +1,4 @@
-"""The UV template (prnet.uv) on the real uv-data files: contents, triangulation, error handling."""
+"""The UV template (prnet.core.uv) on the real uv-data files: contents, triangulation, error handling."""
 
 import shutil
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from prnet.errors import AssetsCorruptError, AssetsNotFoundError
-from prnet.raster import rasterize
-from prnet.uv import (UV_SIZE, generate_uv_triangles, landmarks_from_posmap, load_uv_template, uv_triangles,
+from prnet.mesh.raster import rasterize
+from prnet.core.uv import (UV_SIZE, generate_uv_triangles, landmarks_from_posmap, load_uv_template, uv_triangles,
                       vertices_from_posmap)
 
 

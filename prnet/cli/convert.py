@@ -58,8 +58,8 @@ def _fail(message: str) -> int:
 
 
 def _verify(checkpoint) -> int:
-    from prnet.convert import checkpoint_prefix
-    from prnet.download import verify_files
+    from prnet.weights.convert import checkpoint_prefix
+    from prnet.weights.download import verify_files
 
     folder = checkpoint_prefix(checkpoint).parent if checkpoint else None
     results = verify_files(checkpoint_folder=folder)
@@ -76,8 +76,8 @@ def _verify(checkpoint) -> int:
 
 def execute(flag_values=FLAGS) -> int:
     """Run the tool with parsed flags; returns the exit status."""
-    from prnet import download
-    from prnet.convert import convert_checkpoint
+    from prnet.weights import download
+    from prnet.weights.convert import convert_checkpoint
     from prnet.errors import PRNetError
 
     fv = flag_values

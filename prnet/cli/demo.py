@@ -120,7 +120,7 @@ def write_face_outputs(folder: Path, stem: str, face, image_name: str, outputs, 
     import cv2
     import numpy as np
 
-    from prnet import geometry
+    from prnet.mesh import geometry
 
     written = []
     image = face.image
@@ -150,7 +150,7 @@ def write_face_outputs(folder: Path, stem: str, face, image_name: str, outputs, 
         path = folder / f"{stem}_pose.txt"
         with open(path, "w", encoding="utf-8") as f:
             f.write(_header(face, image_name, "head pose"))
-            f.write("# yaw pitch roll in degrees (300W-LP / AFLW2000-3D convention, see prnet.geometry)\n")
+            f.write("# yaw pitch roll in degrees (300W-LP / AFLW2000-3D convention, see prnet.mesh.geometry)\n")
             f.write(f"{yaw:.4f} {pitch:.4f} {roll:.4f}\n")
             f.write("# rotation matrix R (image frame: vertices ~ scale * R @ canonical + t), 3 rows\n")
             np.savetxt(f, rot, fmt="%.6f")
@@ -182,13 +182,13 @@ ANNOTATION_SUFFIXES = (".pts", ".mat")
 def find_annotation(image_path):
     """The sibling landmark annotation of an image: ``(landmarks (68, 2) 0-based image px, path)`` or None.
 
-    Looks for ``<stem>.pts`` (menpo / iBUG, read by :func:`prnet.annotations.load_pts`), then
-    ``<stem>.mat`` (300W-LP / AFLW2000-3D, :func:`prnet.annotations.load_fit`: ``pt3d_68`` x, y if
+    Looks for ``<stem>.pts`` (menpo / iBUG, read by :func:`prnet.data.annotations.load_pts`), then
+    ``<stem>.mat`` (300W-LP / AFLW2000-3D, :func:`prnet.data.annotations.load_fit`: ``pt3d_68`` x, y if
     present, else the 68-point ``pt2d``; a ``.mat`` with neither is ignored). A malformed file raises
     :class:`prnet.errors.DatasetError`. Note: 300W-LP stores its source photo's ``pt2d`` for every
     pose variant, so on rotated variants (``_1`` ...) the crop is only approximate.
     """
-    from prnet.annotations import load_fit, load_pts
+    from prnet.data.annotations import load_fit, load_pts
 
     image_path = Path(image_path)
     for suffix in ANNOTATION_SUFFIXES:
@@ -242,7 +242,7 @@ def main(argv):
     from tqdm import tqdm
 
     from prnet.errors import NoFaceFoundError, PRNetError
-    from prnet.predictor import RANDOM_WEIGHTS_WARNING, Predictor, read_image
+    from prnet.inference.predictor import RANDOM_WEIGHTS_WARNING, Predictor, read_image
 
     if FLAGS.input is None:
         import skimage.data

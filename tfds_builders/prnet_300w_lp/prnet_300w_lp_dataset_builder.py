@@ -1,6 +1,6 @@
 """TFDS builder ``prnet_300w_lp``: 300W-LP photos -> 256x256 crops + UV position maps (PRNet training).
 
-Each example is made as the original data generation (see :mod:`prnet.posmap`): the sample's
+Each example is made as the original data generation (see :mod:`prnet.data.posmap`): the sample's
 3DMM fit gives the dense BFM mesh in image pixels, the crop is the square box of 1.5x the
 projected landmarks' box, and the mesh's crop-pixel x, y, z are rasterised into the UV layout.
 
@@ -28,9 +28,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from prnet.annotations import IMAGE_EXTENSIONS, load_fit, pose_degrees
+from prnet.data.annotations import IMAGE_EXTENSIONS, load_fit, pose_degrees
 from prnet.errors import DatasetError, ImageReadError
-from prnet.posmap import load_model_files, make_example
+from prnet.data.posmap import load_model_files, make_example
 
 SUBSETS = ("AFW", "HELEN", "IBUG", "LFPW")
 FOLDERS = SUBSETS + tuple(f"{s}_Flip" for s in SUBSETS)

@@ -1,7 +1,7 @@
 """TFDS builder ``prnet_aflw2000_3d``: the AFLW2000-3D benchmark (2,000 photos with 3DMM fits).
 
 Ground truth is the file's ``pt3d_68`` (the fitted model's 68 landmarks) shifted to 0-based
-pixels (:mod:`prnet.annotations`). The crop follows the evaluation protocol: square box of
+pixels (:mod:`prnet.data.annotations`). The crop follows the evaluation protocol: square box of
 ``size = int(1.6 * old)`` around the landmarks (``old`` = mean side of their bounding box,
 centre = its centre), warped to 256x256 (``tform``: image -> crop pixels, scale ``255/size``).
 
@@ -26,9 +26,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from prnet.annotations import load_fit, pose_degrees
+from prnet.data.annotations import load_fit, pose_degrees
 from prnet.errors import DatasetError, ImageReadError
-from prnet.posmap import box_from_points, crop_tform, load_model_files, make_example, warp_image
+from prnet.data.posmap import box_from_points, crop_tform, load_model_files, make_example, warp_image
 from tfds_builders.prnet_300w_lp.prnet_300w_lp_dataset_builder import (SkipsBadSamples, read_rgb, scan_folder,
                                                                        strict_from_env)
 

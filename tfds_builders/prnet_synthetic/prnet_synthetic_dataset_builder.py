@@ -20,8 +20,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from prnet.synthetic import SyntheticConfig, iter_examples
-from prnet.uv import NUM_LANDMARKS, UV_SIZE, load_uv_template
+from prnet.data.synthetic import SyntheticConfig, iter_examples
+from prnet.core.uv import NUM_LANDMARKS, UV_SIZE, load_uv_template
 
 _SPLIT_IDS = {"train": 1, "validation": 2}
 
@@ -80,7 +80,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                                      doc="68 landmarks (x, y, z) in crop pixels."),
                 "pose": tfds.features.Tensor(shape=(3,), dtype=np.float32,
                                              doc="(yaw, pitch, roll) degrees, AFLW2000-3D convention."),
-                "seed": tfds.features.Scalar(dtype=np.int64, doc="render seed (prnet.synthetic.render_example)."),
+                "seed": tfds.features.Scalar(dtype=np.int64, doc="render seed (prnet.data.synthetic.render_example)."),
             }),
             supervised_keys=("image", "posmap"),
             homepage="https://github.com/yfeng95/PRNet",

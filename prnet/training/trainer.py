@@ -1,9 +1,9 @@
 """Training of ResFCN256 as in the paper: custom loop under ``tf.distribute``, resumable.
 
 Recipe (defaults): Adam, learning rate 1e-4 halved every 5 epochs (staircase), global batch 16,
-the weighted position-map MSE of :mod:`prnet.losses` plus L2 weight decay 2e-4 on every kernel
+the weighted position-map MSE of :mod:`prnet.training.losses` plus L2 weight decay 2e-4 on every kernel
 (the model's own regularisation losses, ``model.losses``: TF1's ``l2_regularizer``, i.e.
-``2e-4 * sum(w ** 2) / 2``), the augmentation of :mod:`prnet.augment`.
+``2e-4 * sum(w ** 2) / 2``), the augmentation of :mod:`prnet.data.augment`.
 
 Data: any ``tf.data.Dataset`` of dicts with ``image`` (``[256, 256, 3]`` uint8 crop, or its
 PNG/JPEG bytes), ``posmap`` (``[256, 256, 3]`` float32, crop pixels) and ``landmarks_68``
@@ -11,7 +11,7 @@ PNG/JPEG bytes), ``posmap`` (``[256, 256, 3]`` float32, crop pixels) and ``landm
 (:func:`load_split`).
 
 Distribution: the per-replica loss is ``sum(per-example) / global_batch`` plus the weight decay
-divided by the replica count (:func:`prnet.losses.total_loss`); gradients are summed over replicas
+divided by the replica count (:func:`prnet.training.losses.total_loss`); gradients are summed over replicas
 by the optimizer. With several replicas BatchNorm is synchronised (``sync_batchnorm``) so that its
 statistics are those of the global batch, as on one device.
 
@@ -32,10 +32,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from prnet import losses
-from prnet.augment import AugmentConfig, augment, to_float_image
+from prnet.training import losses
+from prnet.data.augment import AugmentConfig, augment, to_float_image
 from prnet.errors import DatasetError, PRNetError, WeightsFormatError, WeightsNotFoundError
-from prnet.model import POSMAP_SCALE, RESOLUTION, WEIGHT_DECAY, build_resfcn256, save_weights_atomic
+from prnet.model.resfcn256 import POSMAP_SCALE, RESOLUTION, WEIGHT_DECAY, build_resfcn256, save_weights_atomic
 
 STRATEGIES = ("default", "mirrored", "one_device")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
@@ -270,7 +270,7 @@ def count_examples(ds: tf.data.Dataset) -> int:
 
 def load_initial_weights(model: keras.Model, path) -> None:
     """Initialise ``model`` from a Keras ``.weights.h5`` file (e.g. converted official weights) or
-    an official TF1 checkpoint prefix (via :func:`prnet.convert.load_official_weights`)."""
+    an official TF1 checkpoint prefix (via :func:`prnet.weights.convert.load_official_weights`)."""
     path = os.fspath(path)
     if path.endswith(".weights.h5"):
         if not os.path.isfile(path):
@@ -281,7 +281,7 @@ def load_initial_weights(model: keras.Model, path) -> None:
             raise WeightsFormatError(f"--init_from {path} does not match this model (model_size "
                                      f"must equal the one the weights were trained with): {e}") from e
         return
-    from prnet.convert import is_tf1_checkpoint, load_official_weights
+    from prnet.weights.convert import is_tf1_checkpoint, load_official_weights
 
     if not is_tf1_checkpoint(path):
         raise WeightsNotFoundError(
@@ -335,7 +335,7 @@ class Trainer:
     """Model, optimizer, checkpoint and the distributed train step of one training run.
 
     ``steps_per_epoch`` fixes the epoch length (learning-rate schedule, epoch-end checkpoints).
-    ``template`` (:class:`prnet.uv.UVTemplate`) is loaded from ``config.assets_dir`` when needed
+    ``template`` (:class:`prnet.core.uv.UVTemplate`) is loaded from ``config.assets_dir`` when needed
     (``paper``/``uniform`` masks, validation landmarks). Side effects on the process: seeds Python,
     NumPy and TF RNGs with ``config.seed`` (``keras.utils.set_random_seed``) so that the initial
     weights are reproducible; ``config.deterministic`` enables TF op determinism process-wide.
@@ -395,7 +395,7 @@ class Trainer:
 
     def _get_template(self):
         if self._template is None:
-            from prnet.uv import load_uv_template
+            from prnet.core.uv import load_uv_template
 
             self._template = load_uv_template(self.config.assets_dir)
         return self._template
@@ -474,10 +474,10 @@ class Trainer:
         return self._predict_fn(tf.convert_to_tensor(images, tf.float32)).numpy().astype(np.float32) * POSMAP_SCALE
 
     def evaluate(self, val_ds: tf.data.Dataset) -> dict:
-        """68-landmark NME (fraction; 2D and 3D, :func:`prnet.metrics.landmark_nme`) and the
+        """68-landmark NME (fraction; 2D and 3D, :func:`prnet.evaluation.metrics.landmark_nme`) and the
         posmap loss on prepared, batched validation data (:func:`eval_pipeline`)."""
-        from prnet.metrics import landmark_nme
-        from prnet.uv import landmarks_from_posmap
+        from prnet.evaluation.metrics import landmark_nme
+        from prnet.core.uv import landmarks_from_posmap
 
         template = self._get_template()
         nme2, nme3, loss = [], [], []
@@ -496,7 +496,7 @@ class Trainer:
 
     def image_summaries(self, batch: dict, step: int, count: int):
         """TensorBoard images: input, predicted map, true map (maps / POSMAP_SCALE), landmark overlay."""
-        from prnet.uv import landmarks_from_posmap
+        from prnet.core.uv import landmarks_from_posmap
 
         images = batch["image"][:count].numpy()
         posmaps = self.predict_posmaps(images)

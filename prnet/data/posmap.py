@@ -4,7 +4,7 @@
 Pipeline for one sample (all pixel coordinates 0-based, x = column, y = row, z toward the camera):
 
 1. mesh = ``BFM.vertices(Shape_Para, Exp_Para)``, projected to image pixels with
-   :func:`prnet.bfm.transform` (``Pose_Para``);
+   :func:`prnet.data.bfm.transform` (``Pose_Para``);
 2. crop box around the 68 projected landmark vertices: centre = their bounding-box centre,
    ``size = int(1.5 * old)`` with ``old = (w + h) / 2`` of that box; optional jitter as the
    original (centre += U(-0.1, 0.1) * old per axis, size *= U(0.9, 1.1)); the original truncates
@@ -27,9 +27,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from prnet.bfm import BFM, transform
+from prnet.data.bfm import BFM, transform
 from prnet.errors import DatasetError
-from prnet.raster import rasterize
+from prnet.mesh.raster import rasterize
 
 UV_SIZE = 256
 CROP_SIZE = 256
@@ -189,7 +189,7 @@ def load_model_files(folder):
     """
     from pathlib import Path
 
-    from prnet.bfm import OBTAIN_HELP, load_bfm
+    from prnet.data.bfm import OBTAIN_HELP, load_bfm
 
     folder = Path(folder)
     for d in (folder, folder / "BFM"):

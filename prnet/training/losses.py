@@ -1,7 +1,7 @@
 """The training loss: masked, weighted MSE on the UV position map (paper Sec. 3.3).
 
 Units: both maps are *normalised* position maps, i.e. crop-pixel maps divided by
-:data:`prnet.model.POSMAP_SCALE` (``256 * 1.1``) -- exactly the network's sigmoid range. Per example
+:data:`prnet.model.resfcn256.POSMAP_SCALE` (``256 * 1.1``) -- exactly the network's sigmoid range. Per example
 
     loss_i = mean over (u, v, c) of  W[u, v] * (pred_i[u, v, c] - true_i[u, v, c]) ** 2
 
@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from prnet.errors import PRNetError
-from prnet.model import POSMAP_SCALE
+from prnet.model.resfcn256 import POSMAP_SCALE
 
 WEIGHT_MASK_MODES = ("paper", "uniform", "none")
 
@@ -43,15 +43,15 @@ class LossConfigError(PRNetError, ValueError):
 def loss_weights(mode: str, template=None) -> np.ndarray:
     """The ``(256, 256)`` float32 UV weight map of ``mode`` (``paper``, ``uniform`` or ``none``).
 
-    ``template`` (a :class:`prnet.uv.UVTemplate`) is needed for ``paper`` and ``uniform``; when
-    omitted it is loaded with :func:`prnet.uv.load_uv_template` (``PRNET_ASSETS_DIR`` or the cache).
+    ``template`` (a :class:`prnet.core.uv.UVTemplate`) is needed for ``paper`` and ``uniform``; when
+    omitted it is loaded with :func:`prnet.core.uv.load_uv_template` (``PRNET_ASSETS_DIR`` or the cache).
     """
     if mode not in WEIGHT_MASK_MODES:
         raise LossConfigError(f"unknown weight mask {mode!r}; choose one of {', '.join(WEIGHT_MASK_MODES)}")
     if mode == "none":
         return np.ones((256, 256), np.float32)
     if template is None:
-        from prnet.uv import load_uv_template
+        from prnet.core.uv import load_uv_template
 
         template = load_uv_template()
     mask = template.weight_mask if mode == "paper" else template.face_mask

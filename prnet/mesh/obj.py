@@ -52,7 +52,7 @@ def write_obj(path, vertices, triangles, colors=None, texture=None, uv_coords=No
       texture: optional ``(H, W, 3)`` uint8 RGB image; written as ``<stem>.png`` with a
         ``<stem>.mtl`` beside the ``.obj``. Requires ``uv_coords``.
       uv_coords: ``(N, 2)`` float texture coordinates ``(u, v)`` in [0, 1] (v up), e.g.
-        :func:`prnet.geometry.template_uv_coords`.
+        :func:`prnet.mesh.geometry.template_uv_coords`.
       image_height: height of the source image in pixels; see the module docstring for the y flip.
 
     Returns the ``.obj`` path. Nothing is left half-written: every file goes to a temporary file
@@ -75,7 +75,7 @@ def write_obj(path, vertices, triangles, colors=None, texture=None, uv_coords=No
         if texture.ndim != 3 or texture.shape[2] != 3 or texture.dtype != np.uint8:
             raise ValueError(f"texture must be an (H, W, 3) uint8 RGB image, got {texture.dtype} {texture.shape}")
         if uv_coords is None:
-            raise ValueError("a texture needs uv_coords (N, 2) in [0, 1]; see prnet.geometry.template_uv_coords")
+            raise ValueError("a texture needs uv_coords (N, 2) in [0, 1]; see prnet.mesh.geometry.template_uv_coords")
     if uv_coords is not None:
         uv_coords = np.asarray(uv_coords, dtype=np.float64)
         if uv_coords.shape != (n, 2):

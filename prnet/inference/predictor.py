@@ -6,7 +6,7 @@ crop scale; its origin is arbitrary, only differences are meaningful). Boxes are
 
 Example::
 
-    from prnet.predictor import Predictor
+    from prnet.inference.predictor import Predictor
     predictor = Predictor.from_weights()  # official weights: downloaded, converted, exported once (cache)
     for face in predictor.reconstruct("photo.jpg"):
         face.vertices, face.landmarks, face.pose  # (43867, 3), (68, 3) image px; (R, (yaw, pitch, roll))
@@ -20,11 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from prnet import crop as cropping
-from prnet.backends import KerasBackend, SavedModelBackend, TFLiteBackend, check_crops
+from prnet.core import crop as cropping
+from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend, check_crops
 from prnet.errors import ImageReadError, NoFaceFoundError, WeightsFormatError, WeightsNotFoundError
-from prnet.model import BASE_SIZE, RESOLUTION, build_resfcn256
-from prnet.uv import landmarks_from_posmap, load_uv_template, uv_triangles, vertices_from_posmap
+from prnet.model.resfcn256 import BASE_SIZE, RESOLUTION, build_resfcn256
+from prnet.core.uv import landmarks_from_posmap, load_uv_template, uv_triangles, vertices_from_posmap
 
 #: Values of ``backend`` in :meth:`Predictor.from_weights`.
 BACKENDS = ("auto", "keras", "saved_model")
@@ -112,15 +112,15 @@ class FaceResult:
     @functools.cached_property
     def colors(self) -> np.ndarray:
         """``(43867, 3)`` float32 RGB in [0, 1] sampled (bilinear) from the photo at each vertex."""
-        from prnet.geometry import vertex_colors
+        from prnet.mesh.geometry import vertex_colors
 
         return vertex_colors(self.image, self.vertices)
 
     @functools.cached_property
     def pose(self):
         """``(R (3, 3), (yaw, pitch, roll) degrees)`` by aligning the vertices to the mean face
-        (conventions in :mod:`prnet.geometry`)."""
-        from prnet.geometry import estimate_pose
+        (conventions in :mod:`prnet.mesh.geometry`)."""
+        from prnet.mesh.geometry import estimate_pose
 
         return estimate_pose(self.vertices, self.template.canonical_vertices)
 
@@ -131,14 +131,14 @@ class FaceResult:
 
     def depth_image(self, shape=None) -> np.ndarray:
         """``(H, W)`` float32 z-buffered depth (image-px z, 0 = background); ``shape`` defaults to the photo's."""
-        from prnet.geometry import render_depth
+        from prnet.mesh.geometry import render_depth
 
         h, w = (shape if shape is not None else self.image.shape)[:2]
         return render_depth(self.vertices, self.triangles, int(h), int(w))
 
     def uv_texture(self) -> np.ndarray:
         """``(256, 256, 3)`` uint8 RGB texture of the face unwrapped into UV space."""
-        from prnet.geometry import uv_texture
+        from prnet.mesh.geometry import uv_texture
 
         return uv_texture(self.image, self.posmap, self.template.face_mask)
 
@@ -169,7 +169,7 @@ def _checkpoint_dir_prefix(path: Path):
     if latest is not None:
         return latest
     if _looks_like_checkpoint(path):
-        from prnet.convert import checkpoint_prefix
+        from prnet.weights.convert import checkpoint_prefix
 
         return str(checkpoint_prefix(path))
     return None
@@ -186,7 +186,7 @@ def _template_kpt_ind(template):
 
 def _looks_like_checkpoint(path: Path) -> bool:
     try:
-        from prnet.convert import is_tf1_checkpoint
+        from prnet.weights.convert import is_tf1_checkpoint
     except ImportError:  # pragma: no cover - convert.py ships with the package
         return Path(str(path) + ".index").is_file()
     return is_tf1_checkpoint(path)
@@ -197,11 +197,11 @@ class Predictor:
 
     Args:
       backend: callable crops ``[N, 256, 256, 3]`` float32 in [0, 1] -> posmaps in crop pixels
-        (see :mod:`prnet.backends`); its ``random_weights`` attribute marks smoke-test networks.
-      detector: ``"auto"`` / ``"opencv"`` / ``"dlib"`` (see :mod:`prnet.detect`), a callable
+        (see :mod:`prnet.model.runtime`); its ``random_weights`` attribute marks smoke-test networks.
+      detector: ``"auto"`` / ``"opencv"`` / ``"dlib"`` (see :mod:`prnet.inference.detect`), a callable
         ``image -> (K, 4)`` boxes (optional ``box_rule`` attribute), or None (then pass boxes or
         landmarks to :meth:`reconstruct`). Built lazily, on the first detection.
-      template: a :class:`prnet.uv.UVTemplate`, a path to a ``uv-data`` folder, or None
+      template: a :class:`prnet.core.uv.UVTemplate`, a path to a ``uv-data`` folder, or None
         (``PRNET_ASSETS_DIR`` / the cache, downloaded on first use when possible).
       batch_size: crops per backend call.
       download: allow downloading the UV template when it is not in the cache.
@@ -294,13 +294,13 @@ class Predictor:
         """The authors' weights: ``<cache>/resfcn256.weights.h5`` (downloaded + converted on first use).
 
         With ``backend="auto"`` / ``"saved_model"`` they run through the fast SavedModel exported from
-        them once into ``<cache>/resfcn256_saved_model`` (:func:`prnet.download.ensure_official_saved_model`;
+        them once into ``<cache>/resfcn256_saved_model`` (:func:`prnet.weights.download.ensure_official_saved_model`;
         re-exported when the weights file changes; a damaged export is rebuilt). If the cache cannot be
         written, ``"auto"`` falls back to the Keras model with a warning. ``backend="keras"`` skips
         the export. Raises :class:`WeightsNotFoundError` with the manual steps when the weights are
         missing and cannot be downloaded.
         """
-        from prnet.download import ensure_official_saved_model, ensure_official_weights
+        from prnet.weights.download import ensure_official_saved_model, ensure_official_weights
 
         kwargs["download"] = download
         weights = ensure_official_weights(download=download)
@@ -357,15 +357,15 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path, **kwargs) -> "Predictor":
-        """A checkpoint, loaded by :func:`prnet.serving.load_keras_model` (base width read from it):
+        """A checkpoint, loaded by :func:`prnet.serving.saved_model.load_keras_model` (base width read from it):
 
         a training checkpoint directory (``tf.train.CheckpointManager`` over ``tf.train.Checkpoint(
         model=...)``, as ``train.py`` writes to ``<model_dir>/checkpoints``; the newest one), a TF2
         checkpoint prefix holding ``model=``, or the official TF1 checkpoint prefix
         (``256_256_resfcn256_weight``, converted in memory), or a checkpoint's ``.index`` / ``.data-*`` file.
         """
-        from prnet.convert import checkpoint_prefix
-        from prnet.serving import load_keras_model
+        from prnet.weights.convert import checkpoint_prefix
+        from prnet.serving.saved_model import load_keras_model
 
         p = Path(path).expanduser()
         resolved = (_checkpoint_dir_prefix(p) if p.is_dir() else None) or str(checkpoint_prefix(p))
@@ -414,7 +414,7 @@ class Predictor:
             directory = self._template_dir
             if directory is None:
                 try:
-                    from prnet.download import ensure_uv_template
+                    from prnet.weights.download import ensure_uv_template
                 except ImportError:  # pragma: no cover - download.py ships with the package
                     ensure_uv_template = None
                 if ensure_uv_template is not None:
@@ -428,7 +428,7 @@ class Predictor:
         if self._detector is None:
             if self._detector_spec is None:
                 raise NoFaceFoundError("no face detector configured: pass boxes= or landmarks= to reconstruct()")
-            from prnet.detect import make_detector
+            from prnet.inference.detect import make_detector
 
             self._detector = make_detector(self._detector_spec)
         return self._detector
@@ -499,7 +499,7 @@ class Predictor:
 
 
 def posmap_to_image(posmap_crop, tform) -> np.ndarray:
-    """Crop-pixel position map -> image pixels (``prnet.geometry.posmap_to_image``)."""
-    from prnet.geometry import posmap_to_image as _to_image
+    """Crop-pixel position map -> image pixels (``prnet.mesh.geometry.posmap_to_image``)."""
+    from prnet.mesh.geometry import posmap_to_image as _to_image
 
     return _to_image(posmap_crop, tform)

@@ -1,7 +1,7 @@
 """Synthetic training pairs (face crop, exact UV position map) rendered from the UV template alone.
 
 The template's mean face (``canonical_vertices`` with the ``uv_face.png`` texture sampled at
-``face_ind``, triangulated by :func:`prnet.uv.uv_triangles`) is smoothly deformed, rotated, lit,
+``face_ind``, triangulated by :func:`prnet.core.uv.uv_triangles`) is smoothly deformed, rotated, lit,
 cropped like the original 300W-LP training data and rasterised over a random cluttered
 background; random occluders are drawn over the result. The position map is exact by
 construction: it holds the very vertex positions that were rendered.
@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 
 from prnet.errors import AssetsCorruptError
-from prnet.raster import interpolate, rasterize
-from prnet.uv import UV_SIZE, UVTemplate, uv_triangles
+from prnet.mesh.raster import interpolate, rasterize
+from prnet.core.uv import UV_SIZE, UVTemplate, uv_triangles
 
 CROP_SIZE = 256
 
@@ -454,7 +454,7 @@ _WORKER = {}
 
 
 def _init_worker(assets_dir, config):
-    from prnet.uv import load_uv_template
+    from prnet.core.uv import load_uv_template
 
     _WORKER["template"] = load_uv_template(assets_dir)
     _WORKER["config"] = config

@@ -3,7 +3,7 @@
 Input: an RGB face crop, float32, shape ``[N, 256, 256, 3]``, values in ``[0, 1]``.
 Output: the sigmoid map ``[N, 256, 256, 3]`` in ``[0, 1]``; multiply by :data:`POSMAP_SCALE` to
 get the UV position map in *crop pixels* (x = column, y = row, z up to the same scale; see
-:mod:`prnet.geometry` for the conventions).
+:mod:`prnet.mesh.geometry` for the conventions).
 
 Layer names mirror the original checkpoint: the Keras layer ``resBlock_3.Conv_1.BatchNorm``
 holds the TF1 variables ``resfcn256/resBlock_3/Conv_1/BatchNorm/*``; use

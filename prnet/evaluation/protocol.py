@@ -3,18 +3,18 @@
 Used by the ``evaluate.py`` command line tool; every step is a plain function so it can be reused
 and tested. Ground truth and predictions are compared in image pixels (0-based pixel centres,
 x = column, y = row, z toward the camera with an arbitrary origin that the 3D NMEs remove, see
-:mod:`prnet.metrics`); only a TFDS dataset of bare crops is compared in crop pixels (the NMEs are
+:mod:`prnet.evaluation.metrics`); only a TFDS dataset of bare crops is compared in crop pixels (the NMEs are
 the same, the crop being a similarity).
 
 Ground-truth frames: ``pt3d_68`` of the ``.mat`` files and 3DDFA's ``AFLW2000-3D.pts68.npy`` are in
-MATLAB's 1-based frame; :func:`prnet.annotations.load_fit` subtracts ``MATLAB_PIXEL_OFFSET`` (1 px)
+MATLAB's 1-based frame; :func:`prnet.data.annotations.load_fit` subtracts ``MATLAB_PIXEL_OFFSET`` (1 px)
 from x, y (rows of the ``.npy`` are matched after adding it back). The re-annotated landmarks
 (``AFLW2000-3D-Reannotated.pts68.npy``) are used as stored: on average they already sit ~1 px
 up-left of the original ones (mean offset -1.2, -0.9 px over the 2000 images), i.e. 0-based.
 
 Crops: ``gt`` = the paper's protocol, the original's landmark rule (square of 1.6x the mean side of
 the bounding box of ``pt3d_68`` x, y); ``detector`` = the face detector's box that overlaps the
-ground-truth landmark box most, turned into a crop by the detector's rule (:mod:`prnet.detect`),
+ground-truth landmark box most, turned into a crop by the detector's rule (:mod:`prnet.inference.detect`),
 falling back to the ``gt`` crop when no face is found (counted in the results).
 
 Runtime: ``forward`` is the network alone (batched, a first warm-up call excluded, time per image =
@@ -36,7 +36,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from prnet import metrics
+from prnet.evaluation import metrics
 from prnet.errors import DatasetError, ImageReadError, NoFaceFoundError, PRNetError
 
 #: Names of the 3DDFA ground-truth arrays (rows in AFLW2000-3D file-name order).
@@ -69,7 +69,7 @@ class EvalSample:
     it is already the 256x256 network crop (TFDS examples) and no crop is made. ``landmarks``:
     ``(68, 3)`` x, y, z; ``reannotated``: ``(68, 2)`` or None; ``vertices``: ``(43867, 3)`` dense
     ground truth on the UV face points or None; ``yaw``: ground-truth yaw, degrees; ``fit``: the
-    :class:`prnet.annotations.Fit` it came from (for dense ground truth from a BFM), or None.
+    :class:`prnet.data.annotations.Fit` it came from (for dense ground truth from a BFM), or None.
     """
 
     id: str
@@ -161,8 +161,8 @@ def load_gt_arrays(gt_dir=None, reannotated=None) -> Optional[GroundTruthArrays]
 def attach_gt_arrays(sample: EvalSample, gt: GroundTruthArrays) -> EvalSample:
     """Find ``sample``'s row of the 3DDFA arrays by its landmark values (image pixels, 0-based) and
     attach the row, the array's yaw and the re-annotated landmarks. Raises
-    :class:`prnet.metrics.MetricInputError` if no row matches (different data)."""
-    from prnet.annotations import MATLAB_PIXEL_OFFSET
+    :class:`prnet.evaluation.metrics.MetricInputError` if no row matches (different data)."""
+    from prnet.data.annotations import MATLAB_PIXEL_OFFSET
 
     raw = np.asarray(sample.landmarks, np.float64).copy()
     raw[:, :2] += MATLAB_PIXEL_OFFSET  # back to the arrays' MATLAB frame for matching
@@ -183,7 +183,7 @@ def load_folder_samples(dataset_dir, *, max_images: Optional[int] = None,
     each image's row is found by matching its ``pt3d_68`` values (:func:`attach_gt_arrays`). Images
     are read later, one batch at a time.
     """
-    from prnet.annotations import list_samples, load_fit, pose_degrees
+    from prnet.data.annotations import list_samples, load_fit, pose_degrees
 
     pairs = list_samples(dataset_dir)
     if max_images:
@@ -203,13 +203,13 @@ def load_folder_samples(dataset_dir, *, max_images: Optional[int] = None,
 def bfm_dense_ground_truth(bfm_path, uv_path, template) -> Callable:
     """``dense_fn(fit, image_shape) -> (43867, 3)`` image-pixel ground truth on the UV face points.
 
-    The fit's BFM mesh (:func:`prnet.posmap.image_vertices`) is rasterised into the UV layout with
+    The fit's BFM mesh (:func:`prnet.data.posmap.image_vertices`) is rasterised into the UV layout with
     the BFM's UV coordinates (``BFM_UV.mat``), the same way the training position maps are made,
-    and sampled at ``template.face_ind``. Needs face3d's ``BFM.mat`` (see :mod:`prnet.bfm`).
+    and sampled at ``template.face_ind``. Needs face3d's ``BFM.mat`` (see :mod:`prnet.data.bfm`).
     """
-    from prnet.bfm import load_bfm
-    from prnet.posmap import UVRasterizer, image_vertices
-    from prnet.uv import vertices_from_posmap
+    from prnet.data.bfm import load_bfm
+    from prnet.data.posmap import UVRasterizer, image_vertices
+    from prnet.core.uv import vertices_from_posmap
 
     bfm = load_bfm(bfm_path, uv_path)
     if bfm.uv_coords is None:
@@ -224,8 +224,8 @@ def bfm_dense_ground_truth(bfm_path, uv_path, template) -> Callable:
 
 
 def _tfds_sample(ex: dict, index: int, template, gt: Optional[GroundTruthArrays]) -> EvalSample:
-    from prnet.crop import crop_to_image
-    from prnet.uv import vertices_from_posmap
+    from prnet.core.crop import crop_to_image
+    from prnet.core.uv import vertices_from_posmap
 
     if "pose" in ex:
         yaw = float(np.asarray(ex["pose"]).ravel()[0])
@@ -265,7 +265,7 @@ def load_tfds_samples(name: str = "prnet_aflw2000_3d", *, data_dir=None, split: 
     """
     import tensorflow_datasets as tfds
 
-    from prnet.uv import load_uv_template
+    from prnet.core.uv import load_uv_template
 
     base = name.split("/")[0].split(":")[0]
     if base.startswith("prnet_"):
@@ -294,14 +294,14 @@ def load_tfds_samples(name: str = "prnet_aflw2000_3d", *, data_dir=None, split: 
 def _crop_for(sample: EvalSample, image, crop: str, detector):
     """``(tform, crop float32, crop_source, detect_ms, crop_ms)`` for one sample.
 
-    Detector boxes are turned into a crop by the detector's ``box_rule`` (see :mod:`prnet.detect`):
+    Detector boxes are turned into a crop by the detector's ``box_rule`` (see :mod:`prnet.inference.detect`):
     ``"detector"`` (default) = the original's x1.58 rule, ``"bbox"`` = the landmark-box x1.6 rule.
     Of several faces, the box overlapping the ground-truth landmarks' box most is used; when none
     overlaps it (or none is found) the ``gt`` crop is used and the record says so.
     """
-    from prnet.crop import (box_from_bbox, box_from_detector, box_from_landmarks, crop_transform,
+    from prnet.core.crop import (box_from_bbox, box_from_detector, box_from_landmarks, crop_transform,
                             landmarks_bbox, warp_crop)
-    from prnet.detect import box_iou
+    from prnet.inference.detect import box_iou
 
     if sample.precropped:
         t0 = time.perf_counter()
@@ -333,8 +333,8 @@ def _crop_for(sample: EvalSample, image, crop: str, detector):
 
 def _mesh(posmap_crop, tform, template):
     """Crop-pixel position map -> image-pixel ``(landmarks (68,3), vertices (43867,3))``."""
-    from prnet.crop import crop_to_image
-    from prnet.uv import landmarks_from_posmap, vertices_from_posmap
+    from prnet.core.crop import crop_to_image
+    from prnet.core.uv import landmarks_from_posmap, vertices_from_posmap
 
     posmap = crop_to_image(posmap_crop, tform)
     return landmarks_from_posmap(posmap, template), vertices_from_posmap(posmap, template)
@@ -677,10 +677,10 @@ class EvalConfig:
 
 
 def load_model(weights=None, *, random_weights: bool = False, batch_size: int = 8):
-    """``(predictor, model_info)``: a :class:`prnet.predictor.Predictor` and what ``results.json``
+    """``(predictor, model_info)``: a :class:`prnet.inference.predictor.Predictor` and what ``results.json``
     records about it (weights path, SHA-256, random flag, backend). ``weights=None`` = the official
-    weights (:func:`prnet.download.ensure_official_weights`)."""
-    from prnet.predictor import Predictor
+    weights (:func:`prnet.weights.download.ensure_official_weights`)."""
+    from prnet.inference.predictor import Predictor
 
     if random_weights:
         if weights is not None:
@@ -690,7 +690,7 @@ def load_model(weights=None, *, random_weights: bool = False, batch_size: int = 
                            "description": "RANDOM WEIGHTS (smoke test, untrained)"}
     official = weights is None
     if official:
-        from prnet.download import ensure_official_weights
+        from prnet.weights.download import ensure_official_weights
 
         weights = ensure_official_weights()
     predictor = Predictor.from_weights(str(weights), batch_size=batch_size)
@@ -710,7 +710,7 @@ def evaluate(config: EvalConfig, predictor=None, model_info: Optional[dict] = No
     ``predictor``/``model_info`` may be given directly (anything with ``predict_posmaps`` or a
     callable crops -> posmaps); otherwise they come from :func:`load_model`.
     """
-    from prnet.uv import load_uv_template
+    from prnet.core.uv import load_uv_template
 
     if (config.dataset_dir is None) == (config.tfds_name is None):
         raise ValueError("give exactly one of dataset_dir or tfds_name")
@@ -735,7 +735,7 @@ def evaluate(config: EvalConfig, predictor=None, model_info: Optional[dict] = No
         data.update(source="tfds", tfds_name=config.tfds_name, data_dir=config.data_dir, split=config.split,
                     dense_ground_truth="the dataset's posmap feature, if any")
     if config.crop == "detector":
-        from prnet.detect import make_detector
+        from prnet.inference.detect import make_detector
 
         kwargs = {"model_path": config.detector_model} if config.detector == "dlib_cnn" else {}
         detector = make_detector(config.detector, **kwargs)

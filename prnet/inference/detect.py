@@ -1,12 +1,12 @@
 """Pluggable face detectors: RGB uint8 image -> ``(K, 4)`` float64 boxes ``(x0, y0, x1, y1)``.
 
 A detector is any callable ``detector(image) -> boxes`` (image px, largest face first). It may
-carry an attribute ``box_rule`` that says how :mod:`prnet.predictor` turns a box into a crop:
+carry an attribute ``box_rule`` that says how :mod:`prnet.inference.predictor` turns a box into a crop:
 
 * ``"detector"`` (the default for plain callables): a dlib-CNN-like face box; the original rule
-  applies (crop side x1.58, centre moved down 0.14 x the box side; :func:`prnet.crop.box_from_detector`).
+  applies (crop side x1.58, centre moved down 0.14 x the box side; :func:`prnet.core.crop.box_from_detector`).
 * ``"bbox"``: the box estimates the bounding box of the 68 landmarks; the landmark rule applies
-  (crop side x1.6; :func:`prnet.crop.box_from_bbox`).
+  (crop side x1.6; :func:`prnet.core.crop.box_from_bbox`).
 
 Built in:
 

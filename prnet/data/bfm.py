@@ -31,7 +31,7 @@ Pose (``Pose_Para`` = pitch, yaw, roll [radians], tx, ty, tz, scale), 3DDFA conv
 The fits were made in MATLAB's 1-based pixel frame (``x_1 = p_x``, ``y_1 = H + 1 - p_y``, which
 reproduces AFLW2000-3D's ``pt3d_68`` with the 68-point bases to ~1 px, and the ``_Flip`` folders
 mirror annotations by ``x' = W + 1 - x``); we subtract 1 to get this project's 0-based pixel
-centres (x right, y down). :func:`prnet.annotations.load_fit` applies the same shift to ``pt2d`` /
+centres (x right, y down). :func:`prnet.data.annotations.load_fit` applies the same shift to ``pt2d`` /
 ``pt3d_68``, so everything is in one frame. (face3d's 300W-LP script uses ``y = H - 1 - p_y`` and no
 x shift, i.e. it is off by (+1, -1) px from the annotations; we follow the annotations.)
 """
@@ -42,7 +42,7 @@ from typing import Optional
 
 import numpy as np
 
-from prnet.annotations import MATLAB_PIXEL_OFFSET
+from prnet.data.annotations import MATLAB_PIXEL_OFFSET
 from prnet.errors import DatasetError
 
 #: Vertices of the neck-trimmed topology used by 300W-LP / AFLW2000-3D fits.

@@ -1,4 +1,4 @@
-"""Import the official PRNet TF1 checkpoint into the Keras model of :mod:`prnet.model`.
+"""Import the official PRNet TF1 checkpoint into the Keras model of :mod:`prnet.model.resfcn256`.
 
 The authors' release is a TF1 ``tf.train.Saver`` checkpoint: the prefix
 ``256_256_resfcn256_weight`` with the files ``<prefix>.index`` (names, dtypes, shapes) and
@@ -122,7 +122,7 @@ def match_variables(model, checkpoint_shapes: dict) -> dict:
     checkpoint, every checkpoint variable that is neither used nor optimizer state, and every
     shape mismatch.
     """
-    from prnet.model import checkpoint_name
+    from prnet.model.resfcn256 import checkpoint_name
 
     mapping, missing, mismatched = {}, [], []
     for variable in model.weights:
@@ -191,7 +191,7 @@ def convert_checkpoint(prefix, output_path) -> Path:
     after it is complete, so a failure never leaves a partial ``output_path``. Returns the
     output path. Load it with ``build_resfcn256().load_weights(path)``.
     """
-    from prnet.model import build_resfcn256, save_weights_atomic
+    from prnet.model.resfcn256 import build_resfcn256, save_weights_atomic
 
     output_path = Path(output_path).expanduser()
     if not output_path.name.endswith(".weights.h5"):

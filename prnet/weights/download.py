@@ -11,7 +11,7 @@ Sources (content pinned by SHA-256; a file is only accepted with the right size 
 
 Mirrors: set ``PRNET_WEIGHTS_BASE_URL`` (a folder URL holding both checkpoint files) and/or
 ``PRNET_UV_BASE_URL`` (a folder URL holding the ``uv-data`` files); they replace the default
-sources. Everything is stored under :func:`prnet.paths.cache_dir`: ``official-checkpoint/``,
+sources. Everything is stored under :func:`prnet.core.paths.cache_dir`: ``official-checkpoint/``,
 ``uv-data/``, the converted Keras weights ``resfcn256.weights.h5`` and, exported from them on first
 use, the fast SavedModel ``resfcn256_saved_model/`` with its stamp ``resfcn256_saved_model.json``
 (:func:`ensure_official_saved_model`).
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prnet.errors import AssetsNotFoundError, DownloadError, WeightsNotFoundError
-from prnet.paths import UV_TEMPLATE_FILES, assets_dir, cache_dir
+from prnet.core.paths import UV_TEMPLATE_FILES, assets_dir, cache_dir
 
 CHUNK = 1 << 20
 USER_AGENT = "prnet-tf2-downloader/0.1 (+urllib)"
@@ -385,7 +385,7 @@ def ensure_official_weights(download: bool = True) -> Path:
     and converted. Raises :class:`WeightsNotFoundError` with the manual steps when the weights
     are missing and cannot be downloaded.
     """
-    from prnet.convert import convert_checkpoint
+    from prnet.weights.convert import convert_checkpoint
 
     out = weights_path()
     if out.is_file():
@@ -440,7 +440,7 @@ def ensure_saved_model(weights, export_dir, *, kpt_ind=None, download: bool = Tr
                        progress: bool = True) -> Path:
     """Return a SavedModel exported from the Keras ``weights`` file, exporting it only when needed.
 
-    The export (:func:`prnet.serving.export_saved_model`: the BN-folded fast network, signatures
+    The export (:func:`prnet.serving.saved_model.export_saved_model`: the BN-folded fast network, signatures
     ``serving_default`` ``images`` -> ``posmap`` in crop pixels, plus ``predict_images``) is written
     atomically to ``export_dir``, then a stamp ``<export_dir>.json`` records the weights' size,
     mtime and SHA-256. Later calls reuse the export while the stamp matches the weights (same size
@@ -463,10 +463,10 @@ def ensure_saved_model(weights, export_dir, *, kpt_ind=None, download: bool = Tr
     if not force and _export_is_current(export_dir, weights, _read_stamp(stamp_path), stat):
         return export_dir
 
-    from prnet.serving import export_saved_model, load_keras_model
+    from prnet.serving.saved_model import export_saved_model, load_keras_model
 
     if kpt_ind is None:
-        from prnet.uv import load_uv_template
+        from prnet.core.uv import load_uv_template
 
         kpt_ind = load_uv_template(ensure_uv_template(download=download)).kpt_ind
     if progress:

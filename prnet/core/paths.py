@@ -7,7 +7,7 @@ Resolution order for the UV template directory (the folder holding ``uv_kpt_ind.
 2. the environment variable ``PRNET_ASSETS_DIR`` (either the ``uv-data`` folder itself or a
    folder that contains ``uv-data/``);
 3. ``<cache>/uv-data`` where ``<cache>`` is ``$PRNET_CACHE_DIR`` or ``~/.cache/prnet``
-   (filled by ``prnet-convert --download`` / :mod:`prnet.download`).
+   (filled by ``prnet-convert --download`` / :mod:`prnet.weights.download`).
 """
 
 import os

@@ -6,7 +6,7 @@ Both datasets store one MATLAB file per image (``<name>.jpg`` + ``<name>.mat``, 
 ==============  ===========  ========================================================================
 key             shape        meaning
 ==============  ===========  ========================================================================
-``Pose_Para``   (1, 7) f32   ``pitch, yaw, roll`` (radians, 3DDFA rotation, see :mod:`prnet.bfm`),
+``Pose_Para``   (1, 7) f32   ``pitch, yaw, roll`` (radians, 3DDFA rotation, see :mod:`prnet.data.bfm`),
                              ``tx, ty, tz`` (pixels, model y up), ``scale`` (~1e-3, model units to px)
 ``Shape_Para``  (199, 1)     BFM identity coefficients (f64, f32 in the ``_Flip`` folders)
 ``Exp_Para``    (29, 1)      3DDFA expression coefficients (some AFLW files store uint8 zeros)
@@ -29,7 +29,7 @@ folders mirror ``pt2d`` as ``x' = W + 1 - x``, and the fits reproduce ``pt3d_68`
 ``y = H + 1 - y_model``). :func:`load_fit` returns ``pt2d`` and ``pt3d_68`` transposed to
 ``(68, 2|3)`` rows ``(x, y[, z])`` and shifted to this project's 0-based pixel centres
 (``x - 1, y - 1``; z unchanged: toward the camera, the fit's origin). ``roi`` and the AFLW 21-point
-``pt2d`` are returned as stored. :mod:`prnet.bfm` projects fits into the same 0-based frame.
+``pt2d`` are returned as stored. :mod:`prnet.data.bfm` projects fits into the same 0-based frame.
 """
 
 import math

@@ -3,9 +3,9 @@
 Weights sources (:func:`load_keras_model`): a Keras ``.weights.h5`` file, a training checkpoint
 directory (``tf.train.Checkpoint(model=...)``, newest via ``tf.train.latest_checkpoint``) or one
 TF2 checkpoint prefix, an official TF1 checkpoint prefix, or ``None`` for the official weights
-from the cache. The exported graphs use the BN-folded fast network of :mod:`prnet.optimize`.
+from the cache. The exported graphs use the BN-folded fast network of :mod:`prnet.model.fast`.
 
-SavedModel signatures (crop conventions of :mod:`prnet.crop`; crop pixels: x = column, y = row,
+SavedModel signatures (crop conventions of :mod:`prnet.core.crop`; crop pixels: x = column, y = row,
 z toward the camera on the x/y scale):
 
 * ``serving_default``: ``images`` float32 ``[N, 256, 256, 3]`` RGB crops in ``[0, 1]`` ->
@@ -36,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from prnet.errors import PRNetError, WeightsFormatError, WeightsNotFoundError
-from prnet.model import RESOLUTION, build_resfcn256
-from prnet.optimize import IMAGES_SPEC, build_inference_model
+from prnet.model.resfcn256 import RESOLUTION, build_resfcn256
+from prnet.model.fast import IMAGES_SPEC, build_inference_model
 
 #: TFLite variants written by :func:`convert_tflite`.
 QUANTIZATIONS = ("float32", "float16", "int8")
@@ -81,7 +81,7 @@ def load_keras_model(source=None, *, size: int | None = None):
     """Build ResFCN256 (inference form, no weight decay) and load weights from ``source``.
 
     Args:
-      source: ``None`` (official weights via :func:`prnet.download.ensure_official_weights`), a Keras
+      source: ``None`` (official weights via :func:`prnet.weights.download.ensure_official_weights`), a Keras
         ``.weights.h5`` file, a training checkpoint directory or TF2 checkpoint prefix (an object
         checkpoint holding ``model=``), or an official TF1 checkpoint prefix
         (``.../256_256_resfcn256_weight``).
@@ -91,16 +91,16 @@ def load_keras_model(source=None, *, size: int | None = None):
       WeightsNotFoundError: nothing at ``source``. WeightsFormatError: unreadable or mismatched.
     """
     if source is None:
-        from prnet.download import ensure_official_weights
+        from prnet.weights.download import ensure_official_weights
 
         source = ensure_official_weights()
     path = Path(source).expanduser()
     if path.name.endswith(".index") or ".data-" in path.name:  # a checkpoint file -> its prefix
-        from prnet.convert import checkpoint_prefix
+        from prnet.weights.convert import checkpoint_prefix
 
         path = checkpoint_prefix(path)
     if path.is_dir() and tf.train.latest_checkpoint(str(path)) is None:
-        from prnet.convert import checkpoint_prefix, is_tf1_checkpoint
+        from prnet.weights.convert import checkpoint_prefix, is_tf1_checkpoint
 
         if is_tf1_checkpoint(path):  # e.g. the original's Data/net-data folder
             path = checkpoint_prefix(path)
@@ -124,7 +124,7 @@ def load_keras_model(source=None, *, size: int | None = None):
     if Path(f"{path}.index").is_file():
         if _is_tf2_checkpoint(path):
             return _load_tf2_checkpoint(str(path), size)
-        from prnet.convert import load_official_weights
+        from prnet.weights.convert import load_official_weights
 
         size = size or _size_from_shapes([s for _, s in tf.train.list_variables(str(path))], path)
         model = build_resfcn256(weight_decay=0, size=size)
@@ -178,7 +178,7 @@ def crop_encoded(data, box):
 
     ``box`` float32 ``(4,)`` ``(x0, y0, x1, y1)`` image px, or zeros for the whole image.
     Returns ``(crop float32 (256, 256, 3) in [0, 1], tform float32 (3, 3) image -> crop px)``,
-    the same crop as ``prnet.crop.warp_crop(image, crop_transform(*box_from_bbox(box)))``
+    the same crop as ``prnet.core.crop.warp_crop(image, crop_transform(*box_from_bbox(box)))``
     (bilinear, black outside the image).
     """
     data = _checked(data, _is_image(data), "predict_images: an element of `images` is not an encoded JPEG, "
@@ -300,7 +300,7 @@ def _as_net(model_or_net, optimize=True):
         return model_or_net
     if optimize:
         return build_inference_model(model_or_net)
-    from prnet.model import POSMAP_SCALE
+    from prnet.model.resfcn256 import POSMAP_SCALE
 
     model = model_or_net
 
@@ -322,14 +322,14 @@ def export_saved_model(model_or_net, export_dir, *, kpt_ind=None, optimize: bool
     """Write the SavedModel (signatures in the module docstring) to ``export_dir``, atomically.
 
     Args:
-      model_or_net: a Keras ResFCN256 or an :class:`prnet.optimize.InferenceNet`.
+      model_or_net: a Keras ResFCN256 or an :class:`prnet.model.fast.InferenceNet`.
       kpt_ind: ``(68, 2)`` UV pixels (col, row) of the landmarks; default: the UV template's
-        (:func:`prnet.uv.load_uv_template`, needs the assets).
+        (:func:`prnet.core.uv.load_uv_template`, needs the assets).
       optimize: export the BN-folded graph (default) rather than the Keras training graph.
       overwrite: replace an existing ``export_dir``.
     """
     if kpt_ind is None:
-        from prnet.uv import load_uv_template
+        from prnet.core.uv import load_uv_template
 
         kpt_ind = load_uv_template().kpt_ind
     module = ServingModule(_as_net(model_or_net, optimize), kpt_ind)
@@ -369,7 +369,7 @@ def convert_tflite(model_or_net, output_path, *, quantization: str = "float32", 
         crops = [np.asarray(c, np.float32).reshape(RESOLUTION, RESOLUTION, 3) for c in (representative or [])]
         if not crops:
             raise ExportError("int8 TFLite needs representative crops for calibration (see "
-                              "prnet.serving.representative_crops or export.py --calibration)")
+                              "prnet.serving.saved_model.representative_crops or export.py --calibration)")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([c[None]] for c in crops)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -425,7 +425,7 @@ def representative_crops(source, limit: int = 100, seed: int = 0):
       source: ``"tfds:NAME[/config]"`` (e.g. ``tfds:prnet_synthetic``; its ``image`` feature, already
         256x256 crops; needs ``import tfds_builders``) or a folder searched recursively for images;
         an image with a sibling ``.pts`` (68 points) or ``.mat`` (``pt2d``/``pt3d_68``) is cropped by
-        the landmark rule (:func:`prnet.crop.box_from_landmarks`), any other is taken whole
+        the landmark rule (:func:`prnet.core.crop.box_from_landmarks`), any other is taken whole
         (centred square).
       limit: at most this many crops.
     """
@@ -443,7 +443,7 @@ def representative_crops(source, limit: int = 100, seed: int = 0):
             raise ExportError(f"cannot load calibration dataset {source[5:]!r}: {err}; build it with "
                               "`tfds build` or pass --calibration=FOLDER of face images") from err
         return [ex["image"].astype(np.float32) / 255.0 for ex in tfds.as_numpy(ds.take(limit))]
-    from prnet.crop import box_from_landmarks, crop_transform, warp_crop
+    from prnet.core.crop import box_from_landmarks, crop_transform, warp_crop
 
     folder = Path(source).expanduser()
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
@@ -533,7 +533,7 @@ def measure_exports(model, written: dict, crops) -> list:
     Returns rows ``{"format", "path", "size_mb", "max_abs_px", "mean_abs_px"}``; the reference is
     ``model(crops) * POSMAP_SCALE`` (the training graph in inference mode).
     """
-    from prnet.model import POSMAP_SCALE
+    from prnet.model.resfcn256 import POSMAP_SCALE
 
     crops = np.asarray(crops, np.float32)
     reference = np.concatenate([model(crops[i:i + 4], training=False).numpy() for i in range(0, len(crops), 4)])

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from prnet.errors import AssetsCorruptError
-from prnet.paths import assets_dir
+from prnet.core.paths import assets_dir
 
 UV_SIZE = 256
 NUM_FACE_VERTICES = 43867
@@ -67,7 +67,7 @@ def _check(condition: bool, path: Path, what: str):
 
 
 def load_uv_template(directory=None) -> UVTemplate:
-    """Load and validate the UV template from ``directory`` (see :func:`prnet.paths.assets_dir`)."""
+    """Load and validate the UV template from ``directory`` (see :func:`prnet.core.paths.assets_dir`)."""
     d = assets_dir(directory)
     try:
         kpt = np.loadtxt(d / "uv_kpt_ind.txt")

@@ -22,9 +22,9 @@ import math
 import cv2
 import numpy as np
 
-from prnet.obj import write_obj  # noqa: F401  (re-exported: part of this module's API)
-from prnet.raster import interpolate, rasterize
-from prnet.uv import UV_SIZE
+from prnet.mesh.obj import write_obj  # noqa: F401  (re-exported: part of this module's API)
+from prnet.mesh.raster import interpolate, rasterize
+from prnet.core.uv import UV_SIZE
 
 __all__ = [
     "posmap_to_image", "vertex_colors", "similarity_transform", "angles_to_rotation",
@@ -48,7 +48,7 @@ def posmap_to_image(posmap_crop: np.ndarray, tform: np.ndarray) -> np.ndarray:
 
     Args:
       posmap_crop: ``(..., 3)`` positions in crop pixels (a ``(256, 256, 3)`` map or any points).
-      tform: ``(3, 3)`` image -> crop transform (see :mod:`prnet.crop`).
+      tform: ``(3, 3)`` image -> crop transform (see :mod:`prnet.core.crop`).
 
     Returns the same shape, float32, in image pixels (z keeps its origin, scaled by ``1 / s``).
     """

@@ -4,9 +4,9 @@ Every backend is a callable ``backend(crops) -> posmaps`` (NumPy in, NumPy float
 ``N``) with two attributes: ``source`` (where its weights came from, for messages and output
 headers) and ``random_weights`` (True only for an untrained smoke-test network). Position maps are
 in crop pixels: ``[..., 0] = x`` (column), ``[..., 1] = y`` (row), ``[..., 2] = z`` (toward the
-camera, same scale; see :mod:`prnet.geometry`).
+camera, same scale; see :mod:`prnet.mesh.geometry`).
 
-* :class:`KerasBackend` - a Keras ResFCN256 (``prnet.model``) run in inference mode.
+* :class:`KerasBackend` - a Keras ResFCN256 (``prnet.model.resfcn256``) run in inference mode.
 * :class:`SavedModelBackend` - an exported SavedModel: signature ``serving_default``, input
   ``images`` float32 ``[N, 256, 256, 3]`` in [0, 1], output ``posmap`` in crop pixels.
 * :class:`TFLiteBackend` - a ``.tflite`` file with one image input and one posmap output, float32
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from prnet.errors import WeightsFormatError, WeightsNotFoundError
-from prnet.model import POSMAP_SCALE, RESOLUTION
+from prnet.model.resfcn256 import POSMAP_SCALE, RESOLUTION
 
 CROP_SHAPE = (RESOLUTION, RESOLUTION, 3)
 

@@ -1,6 +1,6 @@
 """A fast inference graph numerically equivalent to a trained ResFCN256.
 
-:func:`build_inference_model` reads the weights of a Keras ResFCN256 (``prnet.model``) and
+:func:`build_inference_model` reads the weights of a Keras ResFCN256 (``prnet.model.resfcn256``) and
 returns an :class:`InferenceNet` (a ``tf.Module``) that maps float32 crops ``[N, 256, 256, 3]``
 in ``[0, 1]`` straight to the UV position map in **crop pixels** (x = column, y = row, z toward
 the camera; the training graph's ``sigmoid * POSMAP_SCALE``). Rewrites, all exact up to float32
@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from prnet.model import DECODER_LAYERS, ENCODER_BLOCKS, POSMAP_SCALE, RESOLUTION, _tf1_suffix
+from prnet.model.resfcn256 import DECODER_LAYERS, ENCODER_BLOCKS, POSMAP_SCALE, RESOLUTION, _tf1_suffix
 
 STRIDE1_MODES = ("conv", "transpose")
 STRIDE2_MODES = ("subpixel", "subpixel3x3", "transpose")
@@ -238,7 +238,7 @@ def _deconv_params(model, name, stride, stride1, stride2):
 
 def build_inference_model(model, *, stride1: str = "conv", stride2: str = "subpixel",
                           residual: str = "affine") -> InferenceNet:
-    """Fold a Keras ResFCN256 (``prnet.model.build_resfcn256``, any ``size``) into an :class:`InferenceNet`.
+    """Fold a Keras ResFCN256 (``prnet.model.resfcn256.build_resfcn256``, any ``size``) into an :class:`InferenceNet`.
 
     Args:
       model: the trained Keras model (its current weights and BatchNorm moving statistics are read
@@ -264,5 +264,5 @@ def build_inference_model(model, *, stride1: str = "conv", stride2: str = "subpi
             spec.append(("deconv", _deconv_params(model, f"Conv2d_transpose{_tf1_suffix(i)}", stride,
                                                   stride1, stride2)))
     except ValueError as err:  # get_layer raises ValueError for a missing name
-        raise ValueError(f"build_inference_model expects a prnet.model.build_resfcn256 model: {err}") from err
+        raise ValueError(f"build_inference_model expects a prnet.model.resfcn256.build_resfcn256 model: {err}") from err
     return InferenceNet(spec, stride1, stride2, residual)
