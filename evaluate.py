@@ -70,6 +70,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from prnet.errors import PRNetError
+    import tfds_builders  # noqa: F401  (registers the project's TFDS builders for --tfds_name)
     from prnet.evaluation.protocol import EvalConfig, evaluate
 
     if FLAGS.output_dir is None:

@@ -42,6 +42,7 @@ flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
 
 def main(argv):
     del argv
+    import tfds_builders  # noqa: F401  (registers the project's TFDS builders for --calibration=tfds:...)
     from prnet.serving import saved_model as serving
     from prnet.core.uv import load_uv_template
 

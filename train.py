@@ -84,12 +84,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from prnet.errors import PRNetError
-    from prnet.training import trainer as training
+    import tfds_builders  # noqa: F401  (registers the project's TFDS builders)
+    from prnet.training import config as train_config, trainer
     from prnet.data.augment import NO_AUGMENTATION, AugmentConfig
 
     try:
         if FLAGS.cpu_devices:
-            training.configure_cpu_devices(FLAGS.cpu_devices)
+            train_config.configure_cpu_devices(FLAGS.cpu_devices)
         augment = NO_AUGMENTATION
         if FLAGS.augment:
             augment = AugmentConfig(
@@ -98,7 +99,7 @@ def main(argv):
                 scale_range=_pair(FLAGS.scale_range, "scale_range"), color=FLAGS.aug_color,
                 color_range=_pair(FLAGS.color_range, "color_range"), occlude=FLAGS.aug_occlude,
                 occluder_prob=FLAGS.occluder_prob)
-        config = training.TrainConfig(
+        config = train_config.TrainConfig(
             model_dir=FLAGS.model_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, assets_dir=FLAGS.assets_dir,
             train_split=FLAGS.train_split, val_split=FLAGS.val_split or None, batch_size=FLAGS.batch_size,
             epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch, learning_rate=FLAGS.learning_rate,
@@ -110,7 +111,7 @@ def main(argv):
             checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
             shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed, image_summaries=FLAGS.image_summaries,
             deterministic=FLAGS.deterministic, progress=FLAGS.progress)
-        summary = training.train(config)
+        summary = trainer.train(config)
     except PRNetError as e:
         raise SystemExit(f"error: {e}")
     if summary["losses"]:

@@ -68,16 +68,17 @@ def _memory_source(n=64):
 
 
 def bench_pipeline():
-    from prnet.training import trainer as training
+    import tfds_builders  # noqa: F401  (registers the project's builders)
+    from prnet.data import pipeline
     from prnet.data.augment import NO_AUGMENTATION, AugmentConfig
 
     if FLAGS.dataset:
-        source = training.load_split(FLAGS.dataset, FLAGS.split, FLAGS.data_dir)
+        source = pipeline.load_split(FLAGS.dataset, FLAGS.split, FLAGS.data_dir)
         what = f"{FLAGS.dataset}:{FLAGS.split}"
     else:
         source = _memory_source()
         what = "in-memory PNG crops"
-    ds = training.train_pipeline(source, FLAGS.batch_size, augment_config=AugmentConfig() if FLAGS.augment
+    ds = pipeline.train_pipeline(source, FLAGS.batch_size, augment_config=AugmentConfig() if FLAGS.augment
                                  else NO_AUGMENTATION, shuffle_buffer=64)
     it = iter(ds)
     for _ in range(3):
@@ -94,14 +95,15 @@ def bench_steps(size: int, precision: str):
     import numpy as np
     import tensorflow as tf
 
-    from prnet.training import trainer as training
+    from prnet.training.config import TrainConfig
+    from prnet.training.trainer import Trainer
     from prnet.data.augment import NO_AUGMENTATION
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = training.TrainConfig(model_dir=tmp, model_size=size, batch_size=FLAGS.batch_size,
+        cfg = TrainConfig(model_dir=tmp, model_size=size, batch_size=FLAGS.batch_size,
                                    mixed_precision=precision, xla=FLAGS.xla, strategy=FLAGS.strategy,
                                    weight_mask="none", augment=NO_AUGMENTATION, progress=False)
-        trainer = training.Trainer(cfg, steps_per_epoch=1000)
+        trainer = Trainer(cfg, steps_per_epoch=1000)
         rng = np.random.default_rng(0)
         batch = {"image": rng.random((FLAGS.batch_size, 256, 256, 3), np.float32),
                  "posmap": (rng.random((FLAGS.batch_size, 256, 256, 3)) * 250).astype(np.float32),

@@ -171,7 +171,8 @@ def main(argv):
 
     if FLAGS.end_to_end:
         from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
-        from prnet.inference.predictor import Predictor, read_image
+        from prnet.inference.predictor import Predictor
+        from prnet.core.images import read_image
 
         photo = samples / "faces" / "prnet_test_0.jpg"
         image = read_image(photo)

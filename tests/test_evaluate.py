@@ -19,7 +19,8 @@ import scipy.io as sio
 from prnet.evaluation import protocol as evaluation
 from prnet.evaluation import metrics
 from prnet.core.crop import box_from_landmarks, crop_transform
-from prnet.evaluation.protocol import EvalConfig, EvalSample
+from prnet.evaluation.protocol import EvalConfig
+from prnet.evaluation.ground_truth import EvalSample
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,8 @@ from prnet.core import crop as cropping
 from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
 from prnet.errors import ImageReadError, NoFaceFoundError, WeightsFormatError, WeightsNotFoundError
 from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256
-from prnet.inference.predictor import FaceResult, Predictor, as_rgb, infer_base_size, read_image
+from prnet.inference.predictor import FaceResult, Predictor, infer_base_size
+from prnet.core.images import as_rgb, read_image
 
 from helpers import randomize_bn
 

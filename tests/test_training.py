@@ -51,7 +51,7 @@ def _run_worker(mode, tmp_path, *args, timeout=400):
 
 
 def test_learning_rate_halves_every_5_epochs():
-    from prnet.training.trainer import learning_rate_schedule
+    from prnet.training.config import learning_rate_schedule
 
     schedule = learning_rate_schedule(1e-4, steps_per_epoch=10, decay_epochs=5)
     expected = {0: 1e-4, 49: 1e-4, 50: 5e-5, 99: 5e-5, 100: 2.5e-5, 149: 2.5e-5, 150: 1.25e-5}
@@ -61,7 +61,7 @@ def test_learning_rate_halves_every_5_epochs():
 
 def test_stream_is_deterministic_and_skip_resumes_it():
     from prnet.data.augment import AugmentConfig
-    from prnet.training.trainer import train_pipeline
+    from prnet.data.pipeline import train_pipeline
 
     src = _random_source(10)
     cfg = AugmentConfig(occluder_prob=1.0)
@@ -84,7 +84,7 @@ def test_stream_is_deterministic_and_skip_resumes_it():
 def test_prepare_example_decodes_encoded_images():
     import tensorflow as tf
 
-    from prnet.training.trainer import prepare_example
+    from prnet.data.pipeline import prepare_example
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
@@ -96,7 +96,9 @@ def test_prepare_example_decodes_encoded_images():
 
 def test_bad_settings_raise_typed_errors(tmp_path):
     from prnet.errors import AssetsNotFoundError, DatasetError
-    from prnet.training.trainer import TrainConfig, TrainingConfigError, load_split
+    from prnet.training.config import TrainConfig, TrainingConfigError
+    import tfds_builders  # noqa: F401  (registers the project's builders)
+    from prnet.data.pipeline import load_split
 
     with pytest.raises(TrainingConfigError, match="strategy"):
         TrainConfig(model_dir=str(tmp_path), strategy="tpu")
@@ -193,7 +195,8 @@ def test_train_py_overfits_8_synthetic_examples(tmp_path, assets_dir, uv_templat
     same 8 examples clearly better than the mean map does. Baselines are computed here, in numpy."""
     import tensorflow as tf
 
-    from prnet.training import trainer as training
+    import tfds_builders  # noqa: F401  (registers the project's builders)
+    from prnet.data.pipeline import eval_pipeline, load_split
     from prnet.model.resfcn256 import build_resfcn256
 
     model_dir = tmp_path / "run"
@@ -206,7 +209,7 @@ def test_train_py_overfits_8_synthetic_examples(tmp_path, assets_dir, uv_templat
     assert "final training loss" in proc.stdout
 
     # The 8 examples, exactly as the trainer reads them (no augmentation), and the baselines.
-    data = next(iter(training.eval_pipeline(training.load_split(
+    data = next(iter(eval_pipeline(load_split(
         "prnet_synthetic/tiny", "train[:8]", str(tmp_path / "tfds"), assets_dir), 8)))
     images, posmaps, landmarks = (data[k].numpy() for k in ("image", "posmap", "landmarks_68"))
     assert images.shape == (8, 256, 256, 3) and len({float(p.sum()) for p in posmaps}) == 8
@@ -253,23 +256,24 @@ def test_train_py_overfits_8_synthetic_examples(tmp_path, assets_dir, uv_templat
 def _worker_resume_mirrored(tmp):
     import keras
 
-    from prnet.training import trainer as training
+    from prnet.training.config import TrainConfig, configure_cpu_devices
+    from prnet.training.trainer import Trainer
     from prnet.data.augment import NO_AUGMENTATION, AugmentConfig
 
-    training.configure_cpu_devices(2)
+    configure_cpu_devices(2)
     src = _random_source(12)
     base = dict(model_size=4, batch_size=2, steps_per_epoch=1, epochs=3, learning_rate=1e-3, lr_decay_epochs=1,
                 weight_mask="none", augment=AugmentConfig(occluder_prob=1.0), seed=1, shuffle_buffer=12,
                 log_every=1, val_every=0, checkpoint_every=0, progress=False, deterministic=True)
-    full = training.Trainer(training.TrainConfig(model_dir=f"{tmp}/full", **base), 1)
+    full = Trainer(TrainConfig(model_dir=f"{tmp}/full", **base), 1)
     full.restore_or_initialize()
     full_hist = full.fit(src, None, log=lambda *_: None)["losses"]
     # Interrupted run: one epoch, then a brand-new Trainer resumes from the checkpoint.
-    part = training.Trainer(training.TrainConfig(model_dir=f"{tmp}/part", **{**base, "epochs": 1}), 1)
+    part = Trainer(TrainConfig(model_dir=f"{tmp}/part", **{**base, "epochs": 1}), 1)
     part.restore_or_initialize()
     part.fit(src, None, log=lambda *_: None)
     del part
-    resumed = training.Trainer(training.TrainConfig(model_dir=f"{tmp}/part", **base), 1)
+    resumed = Trainer(TrainConfig(model_dir=f"{tmp}/part", **base), 1)
     how = resumed.restore_or_initialize()
     assert how.startswith("resumed"), how
     out = {"resumed_step": resumed.step, "resumed_examples": int(resumed.examples_seen.numpy()),
@@ -287,7 +291,7 @@ def _worker_resume_mirrored(tmp):
     results = {}
     keras.mixed_precision.set_dtype_policy("float64")
     for name in ("default", "mirrored"):
-        trainer = training.Trainer(training.TrainConfig(model_dir=f"{tmp}/{name}", strategy=name, **cmp), 1)
+        trainer = Trainer(TrainConfig(model_dir=f"{tmp}/{name}", strategy=name, **cmp), 1)
         initial = [w.numpy().copy() for w in trainer.model.weights]
         it = trainer.make_iterator(src)
         losses = [h["loss"] for h in trainer.train_steps(it, 2)]

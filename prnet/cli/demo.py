@@ -242,7 +242,8 @@ def main(argv):
     from tqdm import tqdm
 
     from prnet.errors import NoFaceFoundError, PRNetError
-    from prnet.inference.predictor import RANDOM_WEIGHTS_WARNING, Predictor, read_image
+    from prnet.inference.predictor import RANDOM_WEIGHTS_WARNING, Predictor
+    from prnet.core.images import read_image
 
     if FLAGS.input is None:
         import skimage.data

@@ -434,10 +434,6 @@ def representative_crops(source, limit: int = 100, seed: int = 0):
         import tensorflow_datasets as tfds
 
         try:
-            import tfds_builders  # noqa: F401  (registers the project's builders)
-        except ImportError:
-            pass
-        try:
             ds = tfds.load(source[5:], split="train", shuffle_files=False)
         except Exception as err:  # tfds raises many types (DatasetNotFoundError, AssertionError, ...)
             raise ExportError(f"cannot load calibration dataset {source[5:]!r}: {err}; build it with "

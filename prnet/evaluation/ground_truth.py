@@ -1,0 +1,242 @@
+"""AFLW2000-3D ground truth for the evaluation: dataset folders, TFDS datasets and 3DDFA's arrays.
+
+Every sample's ground truth is in the frame of its image: 0-based pixel centres, x = column,
+y = row, z toward the camera with an arbitrary origin (the 3D NMEs remove it).
+
+Frames: ``pt3d_68`` of the ``.mat`` files and 3DDFA's ``AFLW2000-3D.pts68.npy`` are in MATLAB's
+1-based frame; :func:`prnet.data.annotations.load_fit` subtracts ``MATLAB_PIXEL_OFFSET`` (1 px)
+from x, y (rows of the ``.npy`` are matched after adding it back). The re-annotated landmarks
+(``AFLW2000-3D-Reannotated.pts68.npy``) are used as stored: on average they already sit ~1 px
+up-left of the original ones (mean offset -1.2, -0.9 px over the 2000 images), i.e. 0-based.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from prnet.core.images import read_image
+from prnet.errors import DatasetError
+from prnet.evaluation import metrics
+
+
+#: Names of the 3DDFA ground-truth arrays (rows in AFLW2000-3D file-name order).
+GT_PTS68 = "AFLW2000-3D.pts68.npy"
+
+
+GT_POSE = "AFLW2000-3D.pose.npy"
+
+
+GT_REANNOTATED = "AFLW2000-3D-Reannotated.pts68.npy"
+
+
+@dataclass
+class EvalSample:
+    """One face to evaluate, ground truth in the frame of ``image`` (0-based pixels).
+
+    ``image``/``image_path``: RGB uint8 picture (loaded lazily from the path); when ``precropped``
+    it is already the 256x256 network crop (TFDS examples) and no crop is made. ``landmarks``:
+    ``(68, 3)`` x, y, z; ``reannotated``: ``(68, 2)`` or None; ``vertices``: ``(43867, 3)`` dense
+    ground truth on the UV face points or None; ``yaw``: ground-truth yaw, degrees; ``fit``: the
+    :class:`prnet.data.annotations.Fit` it came from (for dense ground truth from a BFM), or None.
+    """
+
+    id: str
+    yaw: float
+    landmarks: np.ndarray
+    image_path: Optional[Path] = None
+    image: Optional[np.ndarray] = None
+    precropped: bool = False
+    reannotated: Optional[np.ndarray] = None
+    vertices: Optional[np.ndarray] = None
+    row: Optional[int] = None
+    fit: Optional[object] = None
+
+    def load_image(self) -> np.ndarray:
+        if self.image is not None:
+            return self.image
+        return read_image(self.image_path)
+
+
+@dataclass(frozen=True)
+class GroundTruthArrays:
+    """3DDFA's arrays: ``pts68`` (M, 68, 3) MATLAB frame, ``yaw`` (M,) degrees, ``reannotated`` (M, 68, 2)."""
+
+    pts68: np.ndarray
+    yaw: Optional[np.ndarray]
+    reannotated: Optional[np.ndarray]
+    sources: dict = field(default_factory=dict)
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: could not read {what} ({e}); get it from 3DDFA's "
+                           "test.configs / aflw2000-3d ground-truth files") from e
+
+
+def load_gt_arrays(gt_dir=None, reannotated=None) -> Optional[GroundTruthArrays]:
+    """Load 3DDFA's AFLW2000-3D arrays from ``gt_dir`` and/or the re-annotation file ``reannotated``.
+
+    When only ``reannotated`` is given, ``AFLW2000-3D.pts68.npy`` is looked for beside it (it is
+    needed to find each image's row). Returns None when neither is given.
+    """
+    if gt_dir is None and reannotated is None:
+        return None
+    gt_dir = Path(gt_dir) if gt_dir is not None else Path(reannotated).parent
+    if not gt_dir.is_dir():
+        raise DatasetError(f"{gt_dir}: ground-truth folder not found (expected 3DDFA's {GT_PTS68} etc.)")
+    pts_path = gt_dir / GT_PTS68
+    if not pts_path.is_file():
+        raise DatasetError(f"{pts_path} not found: it is needed to match images to rows of the 3DDFA "
+                           f"arrays; pass --gt_dir pointing to the folder with {GT_PTS68}")
+    pts = _load_npy(pts_path, "the 68 landmarks")
+    if pts.ndim != 3 or pts.shape[1:] != (3, 68):
+        raise DatasetError(f"{pts_path}: expected shape (M, 3, 68), got {pts.shape}")
+    sources = {"pts68": str(pts_path)}
+    yaw = None
+    if (gt_dir / GT_POSE).is_file():
+        pose = _load_npy(gt_dir / GT_POSE, "the poses")
+        yaw = pose.reshape(pose.shape[0], -1)[:, 0].astype(np.float64)  # file holds yaw (degrees) first
+        if yaw.shape[0] != pts.shape[0]:
+            raise DatasetError(f"{gt_dir / GT_POSE}: {yaw.shape[0]} rows but {pts.shape[0]} landmark sets")
+        sources["pose"] = str(gt_dir / GT_POSE)
+    re_path = Path(reannotated) if reannotated is not None else gt_dir / GT_REANNOTATED
+    re = None
+    if re_path.is_file():
+        re = _load_npy(re_path, "the re-annotated landmarks")
+        if re.shape != (pts.shape[0], 2, 68):
+            raise DatasetError(f"{re_path}: expected shape ({pts.shape[0]}, 2, 68), got {re.shape}")
+        re = re.transpose(0, 2, 1).astype(np.float64)
+        sources["reannotated"] = str(re_path)
+    elif reannotated is not None:
+        raise DatasetError(f"{re_path}: re-annotated landmarks file not found")
+    return GroundTruthArrays(pts.transpose(0, 2, 1).astype(np.float64), yaw, re, sources)
+
+
+def attach_gt_arrays(sample: EvalSample, gt: GroundTruthArrays) -> EvalSample:
+    """Find ``sample``'s row of the 3DDFA arrays by its landmark values (image pixels, 0-based) and
+    attach the row, the array's yaw and the re-annotated landmarks. Raises
+    :class:`prnet.evaluation.metrics.MetricInputError` if no row matches (different data)."""
+    from prnet.data.annotations import MATLAB_PIXEL_OFFSET
+
+    raw = np.asarray(sample.landmarks, np.float64).copy()
+    raw[:, :2] += MATLAB_PIXEL_OFFSET  # back to the arrays' MATLAB frame for matching
+    row = int(metrics.match_rows(raw, gt.pts68, tolerance=1e-2)[0])
+    sample.row = row
+    if gt.yaw is not None:
+        sample.yaw = float(gt.yaw[row])
+    if gt.reannotated is not None:
+        sample.reannotated = gt.reannotated[row]
+    return sample
+
+
+def load_folder_samples(dataset_dir, *, max_images: Optional[int] = None,
+                        gt: Optional[GroundTruthArrays] = None) -> list:
+    """Samples from a folder in the original AFLW2000 layout (``imageNNNNN.jpg`` + ``.mat``).
+
+    Ground truth from each ``.mat`` (``pt3d_68``, yaw of ``Pose_Para``). With ``gt`` (3DDFA arrays)
+    each image's row is found by matching its ``pt3d_68`` values (:func:`attach_gt_arrays`). Images
+    are read later, one batch at a time.
+    """
+    from prnet.data.annotations import list_samples, load_fit, pose_degrees
+
+    pairs = list_samples(dataset_dir)
+    if max_images:
+        pairs = pairs[:max_images]
+    samples = []
+    for image_path, mat_path in pairs:
+        fit = load_fit(mat_path)
+        if fit.pt3d_68 is None:
+            raise DatasetError(f"{mat_path}: no 'pt3d_68' key; AFLW2000-3D fit files have the ground-truth "
+                               "68 landmarks there (300W-LP files do not: evaluate on AFLW2000-3D)")
+        sample = EvalSample(id=image_path.stem, yaw=float(pose_degrees(fit)[0]),
+                            landmarks=np.asarray(fit.pt3d_68, np.float64), image_path=image_path, fit=fit)
+        samples.append(attach_gt_arrays(sample, gt) if gt is not None else sample)
+    return samples
+
+
+def bfm_dense_ground_truth(bfm_path, uv_path, template) -> Callable:
+    """``dense_fn(fit, image_shape) -> (43867, 3)`` image-pixel ground truth on the UV face points.
+
+    The fit's BFM mesh (:func:`prnet.data.posmap.image_vertices`) is rasterised into the UV layout with
+    the BFM's UV coordinates (``BFM_UV.mat``), the same way the training position maps are made,
+    and sampled at ``template.face_ind``. Needs face3d's ``BFM.mat`` (see :mod:`prnet.data.bfm`).
+    """
+    from prnet.data.bfm import load_bfm
+    from prnet.data.posmap import UVRasterizer, image_vertices
+    from prnet.core.uv import vertices_from_posmap
+
+    bfm = load_bfm(bfm_path, uv_path)
+    if bfm.uv_coords is None:
+        raise DatasetError(f"{bfm_path}: dense ground truth needs the BFM's UV coordinates: pass BFM_UV.mat")
+    rasterizer = UVRasterizer(bfm.uv_coords, bfm.triangles, fill_mask=template.face_mask)
+
+    def dense(fit, image_shape):
+        verts = image_vertices(fit, bfm, int(image_shape[0]))
+        return vertices_from_posmap(rasterizer(verts).astype(np.float64), template)
+
+    return dense
+
+
+def _tfds_sample(ex: dict, index: int, template, gt: Optional[GroundTruthArrays]) -> EvalSample:
+    from prnet.core.crop import crop_to_image
+    from prnet.core.uv import vertices_from_posmap
+
+    if "pose" in ex:
+        yaw = float(np.asarray(ex["pose"]).ravel()[0])
+    elif "yaw" in ex:
+        yaw = float(np.asarray(ex["yaw"]).ravel()[0])
+    else:
+        raise DatasetError("the TFDS dataset has no 'pose' (yaw, pitch, roll degrees) or 'yaw' feature: the "
+                           "yaw buckets need the ground-truth yaw")
+    ident = next((ex[k] for k in ("source", "id", "name", "image_id") if k in ex), str(index))
+    ident = Path(ident.decode() if isinstance(ident, bytes) else str(ident)).name
+    posmap = np.asarray(ex["posmap"], np.float64) if "posmap" in ex else None
+    if "full_image" in ex and "landmarks_68_3d" in ex and "tform" in ex:
+        # the full photo: same pipeline as a dataset folder (own crop, detector possible)
+        vertices = None
+        if posmap is not None:
+            vertices = vertices_from_posmap(crop_to_image(posmap, np.asarray(ex["tform"], np.float64)), template)
+        sample = EvalSample(id=ident, yaw=yaw, landmarks=np.asarray(ex["landmarks_68_3d"], np.float64),
+                            image=np.asarray(ex["full_image"], np.uint8), vertices=vertices)
+        return attach_gt_arrays(sample, gt) if gt is not None else sample
+    if gt is not None:
+        raise DatasetError("--gt_dir / --reannotated need image-pixel landmarks (a 'landmarks_68_3d' feature)")
+    return EvalSample(id=ident, yaw=yaw, landmarks=np.asarray(ex["landmarks_68"], np.float64),
+                      image=np.asarray(ex["image"], np.uint8), precropped=True,
+                      vertices=None if posmap is None else vertices_from_posmap(posmap, template))
+
+
+def load_tfds_samples(name: str = "prnet_aflw2000_3d", *, data_dir=None, split: str = "test",
+                      max_images: Optional[int] = None, template=None,
+                      gt: Optional[GroundTruthArrays] = None):
+    """``(count, iterator of EvalSample)`` from a prepared TFDS dataset, read lazily (one at a time).
+
+    ``prnet_aflw2000_3d`` examples hold the full photo (``full_image``), ``landmarks_68_3d`` in image
+    pixels, ``pose`` (yaw first, degrees), ``tform`` and, in its ``posmap`` config
+    (``prnet_aflw2000_3d/posmap``), the ground-truth ``posmap`` in crop pixels (-> dense ground truth
+    in image pixels through ``inv(tform)``). Datasets of crops only (``image``, ``landmarks_68`` in
+    crop pixels) are evaluated on their own crops.
+    """
+    import tensorflow_datasets as tfds
+
+    from prnet.core.uv import load_uv_template
+
+    base = name.split("/")[0].split(":")[0]
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        count = builder.info.splits[split].num_examples
+        ds = builder.as_dataset(split=split, shuffle_files=False)
+    except Exception as e:  # tfds raises several types for missing / unprepared datasets
+        raise DatasetError(f"could not load TFDS dataset {name!r} (split {split!r}) from {data_dir}: {e}. "
+                           f"Build it first: `tfds build tfds_builders/{base} --manual_dir ... --data_dir ...`") from e
+    if max_images:
+        ds = ds.take(max_images)
+        count = min(count, max_images)
+    if count == 0:
+        raise DatasetError(f"TFDS dataset {name!r} split {split!r} is empty")
+    template = template if template is not None else load_uv_template()
+    return count, (_tfds_sample(ex, i, template, gt) for i, ex in enumerate(tfds.as_numpy(ds)))

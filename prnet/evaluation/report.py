@@ -1,0 +1,264 @@
+"""Evaluation reports: per-bucket summaries, text tables, ``results.csv`` / ``.json``, CED plots.
+
+NMEs are fractions inside the records and percentages in every table and file. Each output file
+is written atomically; ``results.json`` is written last, so its presence means a complete set.
+"""
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from prnet.evaluation import metrics
+
+
+#: Per-image metrics: key -> table row label. Values are NME fractions internally, percentages in
+#: every output file.
+METRICS = {
+    "nme_2d": "68 landmarks, 2D",
+    "nme_3d": "68 landmarks, 3D",
+    "dense_2d": "all points (dense), 2D",
+    "dense_3d": "all points (dense), 3D",
+    "reconstruction_3d": "3D reconstruction (rigid)",
+    "nme_2d_reannotated": "68 landmarks, 2D",
+}
+
+
+#: The PRNet paper's Table 1 row (AFLW2000-3D, 68 landmarks, 2D NME %, gt-landmark crops).
+PAPER_2D = {"0-30": 2.75, "30-60": 3.51, "60-90": 4.61, "mean_of_buckets": 3.62}
+
+
+TIMING_KEYS = ("detect_ms", "crop_ms", "forward_ms", "mesh_ms", "end_to_end_ms")
+
+
+RANDOM_WARNING = ("RANDOM WEIGHTS (--smoke_test_random_weights): this network is untrained; every number "
+                  "below only tests the pipeline and says nothing about PRNet's accuracy.")
+
+
+def _percent(summary: dict) -> dict:
+    def p(v):
+        return None if v is None else 100.0 * v
+    return {"buckets": {k: p(v) for k, v in summary["buckets"].items()}, "counts": summary["counts"],
+            "mean_of_buckets": p(summary["mean_of_buckets"]), "mean": p(summary["mean"]),
+            "median": p(summary["median"]), "count": summary["count"]}
+
+
+def summarize(records: Sequence[dict]) -> dict:
+    """NME summaries (percent) per metric with yaw buckets, and timing statistics (ms)."""
+    yaw = np.array([r["yaw"] for r in records], np.float64)
+    out = {"nme_percent": {}, "runtime_ms": {}}
+    for key in METRICS:
+        values = [r[key] for r in records]
+        have = np.array([v is not None for v in values])
+        if not have.any():
+            continue
+        errors = np.array([v for v in values if v is not None], np.float64)
+        out["nme_percent"][key] = _percent(metrics.bucket_summary(errors, yaw[have]))
+    for key in TIMING_KEYS:
+        t = np.array([r[key] for r in records], np.float64)
+        out["runtime_ms"][key] = {"mean": float(t.mean()), "median": float(np.median(t))}
+    out["crop_sources"] = {s: sum(r["crop"] == s for r in records) for s in sorted({r["crop"] for r in records})}
+    return out
+
+
+def _fmt(v, width=9):
+    return f"{'-':>{width}}" if v is None else f"{v:{width}.2f}"
+
+
+def format_tables(results: dict) -> str:
+    """The papers' layout: rows = metrics, columns = |yaw| buckets, mean of buckets, plain mean."""
+    nme = results["summary"]["nme_percent"]
+    labels = [lab for lab, _, _ in metrics.YAW_BUCKETS]
+    first = next(iter(nme.values()))
+    header = (f"{'NME (%), by |yaw| (deg)':<34}"
+              + "".join(f"{lab + ' n=' + str(first['counts'][lab]):>14}" for lab in labels)
+              + f"{'Mean':>9}{'Mean(all)':>11}")
+    rule = "-" * len(header)
+
+    def row(label, s):
+        return (f"{label:<34}" + "".join(f"{_fmt(s['buckets'][lab], 14)}" for lab in labels)
+                + _fmt(s["mean_of_buckets"]) + _fmt(s["mean"], 11))
+
+    lines = []
+    random = results["model"].get("random_weights")
+    if random:
+        lines += ["!" * len(header), "WARNING: " + RANDOM_WARNING, "!" * len(header)]
+    data = results["data"]
+    lines += [f"AFLW2000-3D ({data['count']} images, crop: {data['crop']}), model: {results['model']['description']}",
+              "Table 1: ground truth of the fits (pt3d_68; dense = fit's face points). "
+              "Mean = mean of the 3 bucket means.", rule, header, rule]
+    for key in ("nme_2d", "nme_3d", "dense_2d", "dense_3d", "reconstruction_3d"):
+        if key in nme:
+            lines.append(row(METRICS[key], nme[key]))
+    lines.append(f"{'PRNet paper (Table 1), 2D':<34}" + "".join(f"{_fmt(PAPER_2D[lab], 14)}" for lab in labels)
+                 + _fmt(PAPER_2D["mean_of_buckets"]) + _fmt(None, 11))
+    lines.append(rule)
+    if "nme_2d_reannotated" in nme:
+        lines += ["Table 2: re-annotated landmarks (AFLW2000-3D-Reannotated.pts68.npy)", rule, header, rule,
+                  row(METRICS["nme_2d_reannotated"], nme["nme_2d_reannotated"]), rule]
+    rt = results["summary"]["runtime_ms"]
+    lines.append(f"Runtime per image ({results['runtime']['device']}, batch {results['runtime']['batch_size']}): "
+                 f"network forward mean {rt['forward_ms']['mean']:.2f} ms / "
+                 f"median {rt['forward_ms']['median']:.2f} ms; "
+                 f"end-to-end (detect {rt['detect_ms']['mean']:.2f} + crop {rt['crop_ms']['mean']:.2f} + network + "
+                 f"mesh {rt['mesh_ms']['mean']:.2f}) mean {rt['end_to_end_ms']['mean']:.2f} ms / median "
+                 f"{rt['end_to_end_ms']['median']:.2f} ms")
+    if random:
+        lines.append("WARNING: " + RANDOM_WARNING)
+    return "\n".join(lines)
+
+
+def file_sha256(path) -> Optional[str]:
+    """SHA-256 of a weights file, of a SavedModel folder (all files, sorted by relative path), or of
+    a TF1 checkpoint prefix (``prefix.index`` + ``prefix.data-*``); None if nothing is there."""
+    path = Path(path)
+    if path.is_file():
+        files = [(path.name, path)]
+    elif path.is_dir():
+        files = sorted((str(p.relative_to(path)), p) for p in path.rglob("*") if p.is_file())
+    else:
+        files = sorted((p.name, p) for p in path.parent.glob(path.name + ".*") if p.is_file())
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for name, p in files:
+        if len(files) > 1:
+            h.update(name.encode() + b"\0")
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable, binary: bool = False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": "", "encoding": "utf-8"})) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+CSV_COLUMNS = ("id", "row", "yaw", "bucket", "crop") + tuple(f"{k}_percent" for k in METRICS) + TIMING_KEYS
+
+
+def per_image_rows(records: Sequence[dict]) -> list:
+    """Records as output rows: keys :data:`CSV_COLUMNS`, NMEs in percent (None = no ground truth)."""
+    rows = []
+    for r in records:
+        row = {k: r[k] for k in ("id", "row", "yaw", "bucket", "crop")}
+        row.update({f"{k}_percent": None if r[k] is None else 100.0 * r[k] for k in METRICS})
+        row.update({k: r[k] for k in TIMING_KEYS})
+        rows.append(row)
+    return rows
+
+
+def write_csv(path, records: Sequence[dict]):
+    """Per-image ``results.csv``: id, 3DDFA row, yaw (deg), bucket, crop source, NMEs (%), timings (ms);
+    empty cells where there is no value."""
+    def cell(v):
+        if v is None:
+            return ""
+        return f"{v:.6f}" if isinstance(v, float) else v
+
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        for row in per_image_rows(records):
+            w.writerow([cell(row[k]) for k in CSV_COLUMNS])
+    _atomic_write(Path(path), write)
+
+
+def plot_ced(path, records: Sequence[dict], title: str, keys=None):
+    """Cumulative error distribution PNG: NME (%) on x, fraction of images on y, one curve per metric."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    keys = [k for k in (keys or METRICS) if any(r[k] is not None for r in records)]
+    fig = Figure(figsize=(7, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    # 0..10 % as the papers' plots, widened to show at least 95 % of the images of every curve
+    p95 = max(np.percentile([100 * r[k] for r in records if r[k] is not None], 95) for k in keys)
+    top = max(10.0, 1.1 * float(p95))
+    thresholds = np.linspace(0, top, 400)
+    for k in keys:
+        errors = np.array([100 * r[k] for r in records if r[k] is not None])
+        x, y = metrics.ced_curve(errors, thresholds)
+        suffix = " (re-annotated)" if k == "nme_2d_reannotated" else ""
+        ax.plot(x, y, label=f"{METRICS[k]}{suffix}: mean {errors.mean():.2f}%")
+    ax.set_xlabel("NME (%)")
+    ax.set_ylabel("fraction of images")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, 1.0)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _atomic_write(Path(path), lambda f: f.write(buf.getvalue()), binary=True)
+
+
+def write_outputs(output_dir, results: dict, records: Sequence[dict]) -> dict:
+    """Write ``results.csv``, ``ced.png``, ``table.txt`` and ``results.json`` (summary + per-image rows,
+    written last), each atomically; return their paths."""
+    out = Path(output_dir)
+    paths = {"json": out / "results.json", "csv": out / "results.csv", "ced": out / "ced.png",
+             "table": out / "table.txt"}
+    write_csv(paths["csv"], records)
+    title = "AFLW2000-3D CED, " + results["model"]["description"]
+    if results["model"].get("random_weights"):
+        title = "RANDOM WEIGHTS - meaningless numbers\n" + title
+    plot_ced(paths["ced"], records, title)
+    _atomic_write(paths["table"], lambda f: f.write(results["table"] + "\n"))
+    payload = dict(results, per_image=per_image_rows(records))
+    # written last: a results.json means the whole set is complete
+    _atomic_write(paths["json"], lambda f: json.dump(payload, f, indent=2))
+    return paths
+
+
+def device_name() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"GPU ({gpus[0].name})" if gpus else "CPU"
+
+
+def build_results(records, *, model: dict, data: dict, batch_size: int) -> dict:
+    """Everything ``results.json`` holds: model, data, protocol, summary (percent), runtime, table."""
+    results = {
+        "model": model,
+        "data": dict(data, count=len(records)),
+        "protocol": {
+            "unit": "NME in percent",
+            "normalisation": "sqrt(w*h) of the ground-truth x,y bounding box: of the 68 landmarks for "
+                             "landmark NMEs, of the ground-truth face points for dense/reconstruction NMEs",
+            "nme_3d": "each point set's own minimum z subtracted first",
+            "reconstruction_3d": "prediction rigidly aligned (rotation + translation, Kabsch) to the ground truth "
+                                 "on the same UV points, then mean 3D distance",
+            "yaw_buckets": "|yaw| <= 30, 30 < |yaw| <= 60, |yaw| > 60 degrees (3DDFA's rule; >90 in the last)",
+            "mean": "mean_of_buckets = mean of the three bucket means (the papers' 'Mean'); mean = over all images",
+            "crop": "gt: square 1.6x the mean side of the pt3d_68 x,y bounding box; detector: the detector box "
+                    "by its rule (dlib-CNN-like boxes: x1.58, centre moved down 0.14x; calibrated landmark boxes: "
+                    "x1.6), the box overlapping the gt landmarks most; falls back to gt when no face is found",
+            "frames": "fit landmarks shifted by -1 px (MATLAB 1-based -> 0-based); re-annotations used as stored",
+        },
+        "summary": summarize(records),
+        "runtime": {"device": device_name(), "batch_size": batch_size,
+                    "forward": "network only, batched, warm-up excluded, batch time / batch size",
+                    "end_to_end": "detection + crop + network share + mesh (landmarks, vertices); no image decode"},
+    }
+    if model.get("random_weights"):
+        results["warning"] = RANDOM_WARNING
+    results["table"] = format_tables(results)
+    return results
