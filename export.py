@@ -43,24 +43,26 @@ flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
 def main(argv):
     del argv
     import tfds_builders  # noqa: F401  (registers the project's TFDS builders for --calibration=tfds:...)
-    from prnet.serving import saved_model as serving
     from prnet.core.uv import load_uv_template
+    from prnet.serving.calibration import representative_crops
+    from prnet.serving.export import export_all, measure_exports
+    from prnet.weights.formats import load_keras_model
 
     try:
         kpt_ind = load_uv_template(FLAGS.assets_dir).kpt_ind
-        model = serving.load_keras_model(FLAGS.weights or None, size=FLAGS.size or None)
-        calibration = (serving.representative_crops(FLAGS.calibration, limit=FLAGS.num_calibration)
+        model = load_keras_model(FLAGS.weights or None, size=FLAGS.size or None)
+        calibration = (representative_crops(FLAGS.calibration, limit=FLAGS.num_calibration)
                        if "int8" in FLAGS.formats else None)
-        written = serving.export_all(model, FLAGS.output_dir, formats=tuple(FLAGS.formats),
-                                     calibration=calibration, kpt_ind=kpt_ind, optimize=FLAGS.optimize,
-                                     overwrite=FLAGS.overwrite)
+        written = export_all(model, FLAGS.output_dir, formats=tuple(FLAGS.formats),
+                             calibration=calibration, kpt_ind=kpt_ind, optimize=FLAGS.optimize,
+                             overwrite=FLAGS.overwrite)
         for fmt, path in written.items():
             print(f"{fmt:12s} {path}")
         if FLAGS.check_images:
-            crops = serving.representative_crops(FLAGS.check_images, limit=32)
+            crops = representative_crops(FLAGS.check_images, limit=32)
             print(f"\nposition-map error vs the Keras model on {len(crops)} crops from {FLAGS.check_images}:")
             print(f"{'format':12s} {'size MB':>8s} {'max px':>9s} {'mean px':>9s}")
-            for row in serving.measure_exports(model, written, crops):
+            for row in measure_exports(model, written, crops):
                 print(f"{row['format']:12s} {row['size_mb']:8.1f} {row['max_abs_px']:9.4f} {row['mean_abs_px']:9.4f}")
     except PRNetError as err:
         print(f"export.py: error: {err}", file=sys.stderr)

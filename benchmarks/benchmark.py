@@ -107,12 +107,15 @@ def main(argv):
     import tensorflow as tf
 
     from prnet.serving import saved_model as serving
+    from prnet.serving import tflite
+    from prnet.serving import calibration
+    from prnet.weights import formats
     from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256
     from prnet.model.fast import build_inference_model
 
     print(machine_description())
     if FLAGS.weights:
-        model = serving.load_keras_model(FLAGS.weights)
+        model = formats.load_keras_model(FLAGS.weights)
         print(f"weights: {FLAGS.weights}")
     else:
         keras.utils.set_random_seed(0)
@@ -125,7 +128,7 @@ def main(argv):
                                    rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
         print("weights: RANDOM (the official weights are not available here; speed does not depend on them)")
     samples = Path(FLAGS.samples)
-    crops = np.stack(serving.representative_crops(samples, limit=16)) if samples.is_dir() else \
+    crops = np.stack(calibration.representative_crops(samples, limit=16)) if samples.is_dir() else \
         np.random.default_rng(1).uniform(0, 1, (16, 256, 256, 3)).astype(np.float32)
     batches = [int(b) for b in FLAGS.batch_sizes]
     tmp = Path(tempfile.mkdtemp(prefix="prnet-bench-"))
@@ -144,7 +147,7 @@ def main(argv):
             runners[name] = lambda b, fn=fn: (lambda x: fn(images=x)["posmap"])
         elif name.startswith("tflite_"):
             q = name[len("tflite_"):]
-            path = serving.convert_tflite(net, tmp / f"{q}.tflite", quantization=q, representative=list(crops))
+            path = tflite.convert_tflite(net, tmp / f"{q}.tflite", quantization=q, representative=list(crops))
             print(f"{name}: {path.stat().st_size / 2**20:.1f} MB")
             runners[name] = lambda b, path=path: _tflite_runner(path, b, FLAGS.threads)
         else:
@@ -155,7 +158,7 @@ def main(argv):
                             ("conv", "transpose", "concat")):
             variant = build_inference_model(model, stride1=s1, stride2=s2, residual=res)
             runners[f"tf[{s1}/{s2}/{res}]"] = lambda b, v=variant: v
-            path = serving.convert_tflite(variant, tmp / f"v_{s1}_{s2}_{res}.tflite")
+            path = tflite.convert_tflite(variant, tmp / f"v_{s1}_{s2}_{res}.tflite")
             runners[f"tflite[{s1}/{s2}/{res}]"] = lambda b, path=path: _tflite_runner(path, b, FLAGS.threads)
 
     rows = []

@@ -44,3 +44,27 @@ class NoFaceFoundError(PRNetError, LookupError):
 
 class DatasetError(PRNetError, ValueError):
     """A dataset file (annotation ``.mat``, BFM model, ...) is missing or malformed."""
+
+
+class TrainingConfigError(PRNetError, ValueError):
+    """Inconsistent training settings (unknown strategy, batch not divisible by replicas, ...)."""
+
+
+class AugmentConfigError(PRNetError, ValueError):
+    """Augmentation ranges that make no sense (e.g. a scale <= 0)."""
+
+
+class LossConfigError(PRNetError, ValueError):
+    """An unknown weight-mask mode or a weight map of the wrong shape."""
+
+
+class ExportError(PRNetError, ValueError):
+    """An export could not be written (destination exists, bad calibration data, ...)."""
+
+
+class DetectorUnavailableError(PRNetError, RuntimeError):
+    """The requested face detector cannot run in this installation (missing package or model file)."""
+
+
+class MetricInputError(PRNetError, ValueError):
+    """Arrays given to a metric have incompatible shapes or too few coordinates."""

@@ -145,7 +145,8 @@ def test_load_pts_on_the_face_found_by_the_detector(samples_dir):
     """takeo: the Haar detector's (calibrated) box and the annotation agree."""
     cv2 = pytest.importorskip("cv2")
     from prnet.data.annotations import load_pts
-    from prnet.inference.detect import DetectorUnavailableError, make_detector
+    from prnet.errors import DetectorUnavailableError
+    from prnet.inference.detect import make_detector
 
     try:
         det = make_detector("opencv")

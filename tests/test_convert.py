@@ -328,16 +328,16 @@ def test_cli_converts_and_fails_cleanly(fake_official, tmp_path):
 
 
 def test_ensure_official_weights_converts_a_checkpoint_placed_in_the_cache(fake_official, tmp_path, monkeypatch):
-    from prnet.weights import download
+    from prnet.weights import official
 
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
-    folder = download.checkpoint_dir()
+    folder = official.checkpoint_dir()
     folder.mkdir(parents=True)
     for suffix in (".index", ".data-00000-of-00001"):
         (folder / f"{PREFIX_NAME}{suffix}").symlink_to(f"{fake_official[0]}{suffix}")
-    path = download.ensure_official_weights(download=False)
+    path = official.ensure_official_weights(download=False)
     assert path == tmp_path / "cache" / "resfcn256.weights.h5" and path.stat().st_size > 50e6
-    assert download.ensure_official_weights(download=False) == path  # cached now
+    assert official.ensure_official_weights(download=False) == path  # cached now
 
 
 def test_model_conventions_are_checked(fake_official):

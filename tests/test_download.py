@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from prnet.weights import download
+from prnet.weights import official
 from prnet.errors import AssetsNotFoundError, DownloadError, WeightsNotFoundError
 
 PAYLOAD = np.random.default_rng(7).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
@@ -226,10 +227,10 @@ def test_gdrive_confirm_url_parsing():
 def test_weights_missing_offline_names_manual_steps(tmp_path, monkeypatch):
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(WeightsNotFoundError) as e:
-        download.ensure_official_weights(download=False)
+        official.ensure_official_weights(download=False)
     msg = str(e.value)
-    for needle in (download.GDRIVE_VIEW_URL, download.WEIGHTS_DATA_NAME, download.WEIGHTS_INDEX_NAME,
-                   download.WEIGHTS_DATA.sha256, "prnet-convert --checkpoint", "--weights PATH",
+    for needle in (official.GDRIVE_VIEW_URL, official.WEIGHTS_DATA_NAME, official.WEIGHTS_INDEX_NAME,
+                   official.WEIGHTS_DATA.sha256, "prnet-convert --checkpoint", "--weights PATH",
                    str(tmp_path / "cache" / "official-checkpoint"), "raw.githubusercontent.com/yfeng95/PRNet/"):
         assert needle in msg, needle
     assert not (tmp_path / "cache" / "resfcn256.weights.h5").exists()
@@ -237,77 +238,75 @@ def test_weights_missing_offline_names_manual_steps(tmp_path, monkeypatch):
 
 def test_weights_download_failure_is_weights_not_found(server, tmp_path, monkeypatch):
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv(download.ENV_WEIGHTS_BASE_URL, f"{server.url}/empty-mirror")
+    monkeypatch.setenv(official.ENV_WEIGHTS_BASE_URL, f"{server.url}/empty-mirror")
     with pytest.raises(WeightsNotFoundError, match="could not be downloaded") as e:
-        download.ensure_official_weights(download=True)
+        official.ensure_official_weights(download=True)
     assert "HTTP 404" in str(e.value) and "prnet-convert --checkpoint" in str(e.value)
 
 
 def test_uv_template_download_from_mirror(server, assets_dir, tmp_path, monkeypatch):
     """The real uv-data files served by the local mirror pass the pinned checksums."""
-    for remote in download.UV_FILES:
+    for remote in official.UV_FILES:
         server.files[f"/uv-mirror/{remote.name}"] = (assets_dir / remote.name).read_bytes()
     monkeypatch.delenv("PRNET_ASSETS_DIR", raising=False)
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(AssetsNotFoundError, match="prnet-convert --download"):
-        download.ensure_uv_template(download=False)
-    monkeypatch.setenv(download.ENV_UV_BASE_URL, f"{server.url}/uv-mirror/")
-    folder = download.ensure_uv_template(download=True)
+        official.ensure_uv_template(download=False)
+    monkeypatch.setenv(official.ENV_UV_BASE_URL, f"{server.url}/uv-mirror/")
+    folder = official.ensure_uv_template(download=True)
     assert folder == tmp_path / "cache" / "uv-data"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(r.name for r in download.UV_FILES)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(r.name for r in official.UV_FILES)
     from prnet.core.uv import load_uv_template
 
     assert load_uv_template(folder).face_ind.shape == (43867,)
-    assert all(r.status == "ok" for r in download.verify_files(uv_folder=folder) if r.path.parent == folder)
+    assert all(r.status == "ok" for r in official.verify_files(uv_folder=folder) if r.path.parent == folder)
 
 
 def test_uv_template_honours_assets_dir(assets_dir, monkeypatch):
     monkeypatch.setenv("PRNET_ASSETS_DIR", str(assets_dir))
-    monkeypatch.setenv(download.ENV_UV_BASE_URL, _closed_port_url())  # would fail if it downloaded
-    assert download.ensure_uv_template(download=True) == assets_dir
+    monkeypatch.setenv(official.ENV_UV_BASE_URL, _closed_port_url())  # would fail if it downloaded
+    assert official.ensure_uv_template(download=True) == assets_dir
 
 
 def test_pinned_hashes_match_the_real_files(assets_dir, official_index):
-    for remote in download.UV_FILES:
+    for remote in official.UV_FILES:
         data = (assets_dir / remote.name).read_bytes()
         assert len(data) == remote.size and hashlib.sha256(data).hexdigest() == remote.sha256, remote.name
     data = official_index.read_bytes()
-    assert len(data) == download.WEIGHTS_INDEX.size
-    assert hashlib.sha256(data).hexdigest() == download.WEIGHTS_INDEX.sha256
+    assert len(data) == official.WEIGHTS_INDEX.size
+    assert hashlib.sha256(data).hexdigest() == official.WEIGHTS_INDEX.sha256
 
 
 def test_verify_files_reports_status(tmp_path, official_index):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    (ckpt / download.WEIGHTS_INDEX_NAME).write_bytes(official_index.read_bytes())
-    (ckpt / download.WEIGHTS_DATA_NAME).write_bytes(b"not the weights")
-    status = {r.name: r.status for r in download.verify_files(ckpt, tmp_path / "no-uv")}
-    assert status[download.WEIGHTS_INDEX_NAME] == "ok"
-    assert status[download.WEIGHTS_DATA_NAME] == "MISMATCH"
+    (ckpt / official.WEIGHTS_INDEX_NAME).write_bytes(official_index.read_bytes())
+    (ckpt / official.WEIGHTS_DATA_NAME).write_bytes(b"not the weights")
+    status = {r.name: r.status for r in official.verify_files(ckpt, tmp_path / "no-uv")}
+    assert status[official.WEIGHTS_INDEX_NAME] == "ok"
+    assert status[official.WEIGHTS_DATA_NAME] == "MISMATCH"
     assert status["face_ind.txt"] == "missing"
 
 
 def test_default_sources_are_pinned():
-    urls = download.source_urls(download.WEIGHTS_INDEX)
+    urls = official.source_urls(official.WEIGHTS_INDEX)
     assert urls[0].startswith("https://raw.githubusercontent.com/yfeng95/PRNet/30f6680")
     assert urls[-1].endswith("/master/Data/net-data/256_256_resfcn256_weight.index")
-    assert all(download.GDRIVE_WEIGHTS_ID in u for u in download.source_urls(download.WEIGHTS_DATA))
+    assert all(official.GDRIVE_WEIGHTS_ID in u for u in official.source_urls(official.WEIGHTS_DATA))
 
 
 # --------------------------------------------------------------------------- cached SavedModel export
 
 def _counting_exports(monkeypatch):
-    """Wrap prnet.serving.saved_model.export_saved_model to count real exports."""
-    import prnet.serving.saved_model
-
+    """Wrap the export_saved_model that prnet.weights.official calls, to count real exports."""
     calls = []
-    real = prnet.serving.saved_model.export_saved_model
+    real = official.export_saved_model
 
     def counted(*args, **kwargs):
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prnet.serving.saved_model, "export_saved_model", counted)
+    monkeypatch.setattr(official, "export_saved_model", counted)
     return calls
 
 
@@ -342,10 +341,10 @@ def test_official_saved_model_is_exported_once_and_follows_the_weights(tmp_path,
     monkeypatch.setenv("PRNET_CACHE_DIR", str(cache))
     calls = _counting_exports(monkeypatch)
     kpt = np.stack([np.arange(68), np.arange(68)[::-1]], axis=1)  # any (col, row) pixels will do here
-    weights = download.weights_path()
+    weights = official.weights_path()
     model = _save_small_weights(weights, seed=1)
 
-    export = download.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
+    export = official.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
     assert export == cache / "resfcn256_saved_model" and (export / "saved_model.pb").is_file()
     assert len(calls) == 1
     stamp = json.loads((cache / "resfcn256_saved_model.json").read_text())
@@ -359,25 +358,25 @@ def test_official_saved_model_is_exported_once_and_follows_the_weights(tmp_path,
 
     # Second call: reused, nothing rewritten.
     pb_mtime = (export / "saved_model.pb").stat().st_mtime_ns
-    assert download.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False) == export
+    assert official.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False) == export
     assert len(calls) == 1 and (export / "saved_model.pb").stat().st_mtime_ns == pb_mtime
     # Same bytes with a new mtime (e.g. copied back from a backup): checked by hash, still reused.
     st = weights.stat()
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    download.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
+    official.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
     assert len(calls) == 1
     assert json.loads((cache / "resfcn256_saved_model.json").read_text())["weights_mtime_ns"] == \
         st.st_mtime_ns + 10**9
     # Different weights (same size, same file name): re-exported, and the export follows them.
     model2 = _save_small_weights(weights, seed=2)
-    download.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
+    official.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
     assert len(calls) == 2
     out2 = tf.saved_model.load(str(export)).signatures["serving_default"](images=tf.constant(x))["posmap"]
     np.testing.assert_allclose(out2.numpy(), model2(x, training=False).numpy() * POSMAP_SCALE, atol=1e-3)
     assert np.abs(out2.numpy() - out.numpy()).max() > 0.1
     # A damaged export (variables lost) is rebuilt.
     (export / "variables" / "variables.index").unlink()
-    download.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
+    official.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
     assert len(calls) == 3 and (export / "variables" / "variables.index").is_file()
 
 
@@ -389,7 +388,7 @@ def test_failed_export_keeps_the_previous_one_and_its_stamp(tmp_path, monkeypatc
     weights, export = tmp_path / "w.weights.h5", tmp_path / "sm"
     kpt = np.zeros((68, 2), np.int64)
     _save_small_weights(weights, seed=3)
-    download.ensure_saved_model(weights, export, kpt_ind=kpt, progress=False)
+    official.ensure_saved_model(weights, export, kpt_ind=kpt, progress=False)
     stamp = (tmp_path / "sm.json").read_text()
     before = sorted(p.name for p in tmp_path.iterdir())
     _save_small_weights(weights, seed=4)
@@ -399,7 +398,7 @@ def test_failed_export_keeps_the_previous_one_and_its_stamp(tmp_path, monkeypatc
 
     monkeypatch.setattr(prnet.serving.saved_model.tf.saved_model, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        download.ensure_saved_model(weights, export, kpt_ind=kpt, progress=False)
+        official.ensure_saved_model(weights, export, kpt_ind=kpt, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == before and (export / "saved_model.pb").is_file()
     assert (tmp_path / "sm.json").read_text() == stamp  # still names the old weights: re-exported next time
     assert json.loads(stamp)["weights_sha256"] != hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -408,5 +407,5 @@ def test_failed_export_keeps_the_previous_one_and_its_stamp(tmp_path, monkeypatc
 def test_official_saved_model_without_weights_offline_says_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(WeightsNotFoundError, match="prnet-convert --checkpoint"):
-        download.ensure_official_saved_model(download=False)
+        official.ensure_official_saved_model(download=False)
     assert not (tmp_path / "cache" / "resfcn256_saved_model").exists()

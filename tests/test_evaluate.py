@@ -17,6 +17,8 @@ import pytest
 import scipy.io as sio
 
 from prnet.evaluation import protocol as evaluation
+from prnet.evaluation import ground_truth
+from prnet.evaluation import report
 from prnet.evaluation import metrics
 from prnet.core.crop import box_from_landmarks, crop_transform
 from prnet.evaluation.protocol import EvalConfig
@@ -254,7 +256,7 @@ def test_detector_crops_and_fallback(data, template):
         # 'bbox' rule on the landmark box == the gt crop: identical predictions and errors
         assert r["nme_2d"] == pytest.approx(g["nme_2d"], rel=1e-5)
         assert r["detect_ms"] > 0
-    summary = evaluation.summarize(recs)
+    summary = report.summarize(recs)
     assert summary["crop_sources"]["detector"] == len(found)
     with pytest.raises(ValueError, match="detector"):
         evaluation.run_inference(backend, samples, template, crop="detector", progress=False)
@@ -319,7 +321,7 @@ def test_sample_loading_errors(data, tmp_path):
     s = evaluation.load_folder_samples(data["samples"], max_images=1)[0]
     moved = EvalSample(id="x", yaw=0.0, landmarks=s.landmarks + 5.0)
     with pytest.raises(metrics.MetricInputError, match="matches no reference row"):
-        evaluation.attach_gt_arrays(moved, gt)
+        ground_truth.attach_gt_arrays(moved, gt)
 
 
 def test_file_sha256(tmp_path):

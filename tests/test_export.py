@@ -13,8 +13,13 @@ import pytest
 import tensorflow as tf
 
 from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256
-from prnet.serving.saved_model import (ExportError, convert_tflite, crop_encoded, export_all, export_saved_model,
-                           load_keras_model, representative_crops, tflite_predict)
+from prnet.errors import ExportError
+from prnet.serving.tflite import convert_tflite
+from prnet.serving.saved_model import crop_encoded, export_saved_model
+from prnet.serving.export import export_all
+from prnet.weights.formats import load_keras_model
+from prnet.serving.calibration import representative_crops
+from prnet.serving.tflite import tflite_predict
 
 from helpers import randomize_bn
 

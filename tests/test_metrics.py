@@ -8,7 +8,7 @@ import scipy.io as sio
 from scipy.spatial.transform import Rotation
 
 from prnet.evaluation import metrics
-from prnet.evaluation.metrics import MetricInputError
+from prnet.errors import MetricInputError
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from helpers import randomize_bn
 
 @pytest.fixture(scope="module")
 def sample_crops(samples_dir):
-    from prnet.serving.saved_model import representative_crops
+    from prnet.serving.calibration import representative_crops
 
     crops = np.stack(representative_crops(samples_dir / "faces", limit=3))
     assert crops.shape == (3, 256, 256, 3) and crops.dtype == np.float32

@@ -7,7 +7,9 @@ from prnet.core import crop as cropping
 from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
 from prnet.errors import ImageReadError, NoFaceFoundError, WeightsFormatError, WeightsNotFoundError
 from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256
-from prnet.inference.predictor import FaceResult, Predictor, infer_base_size
+from prnet.inference.results import FaceResult
+from prnet.inference.predictor import Predictor
+from prnet.weights.formats import infer_base_size
 from prnet.core.images import as_rgb, read_image
 
 from helpers import randomize_bn
@@ -344,7 +346,8 @@ def test_mean_face_through_detector_chain_lands_on_annotated_faces(uv_template, 
     re-ordered, so point 0 sits on the other side of the face.)"""
     from scipy.io import loadmat
 
-    from prnet.inference.detect import DetectorUnavailableError, make_detector
+    from prnet.errors import DetectorUnavailableError
+    from prnet.inference.detect import make_detector
 
     try:
         detector = make_detector("opencv")
@@ -390,14 +393,15 @@ def _small_trained_like_model(seed):
 def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_path, monkeypatch):
     """Small weights stand in for the converted official ones: the default predictor exports them
     once into the cache, runs the SavedModel, and agrees with the Keras model (<= 1e-3 px)."""
-    import prnet.serving.saved_model
+    import prnet.weights.official
 
     cache = tmp_path / "cache"
     cache.mkdir()
     monkeypatch.setenv("PRNET_CACHE_DIR", str(cache))
     exports = []
-    real_export = prnet.serving.saved_model.export_saved_model
-    monkeypatch.setattr(prnet.serving.saved_model, "export_saved_model", lambda *a, **k: exports.append(1) or real_export(*a, **k))
+    real_export = prnet.weights.official.export_saved_model
+    monkeypatch.setattr(prnet.weights.official, "export_saved_model",
+                        lambda *a, **k: exports.append(1) or real_export(*a, **k))
     model = _small_trained_like_model(11)
     weights = cache / "resfcn256.weights.h5"
     model.save_weights(str(weights))
@@ -430,7 +434,7 @@ def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_pat
 
 
 def test_unwritable_cache_falls_back_to_the_keras_model(tmp_path, monkeypatch):
-    import prnet.weights.download
+    import prnet.weights.official
 
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path))
     model = _small_trained_like_model(12)
@@ -439,7 +443,7 @@ def test_unwritable_cache_falls_back_to_the_keras_model(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "resfcn256_saved_model"))
 
-    monkeypatch.setattr(prnet.weights.download, "ensure_official_saved_model", read_only)
+    monkeypatch.setattr(prnet.weights.official, "ensure_official_saved_model", read_only)
     with pytest.warns(RuntimeWarning, match="Permission denied"):
         predictor = Predictor.from_weights(None, detector=None, download=False)
     assert predictor.backend_name == "Keras" and "resfcn256.weights.h5" in predictor.source

@@ -96,7 +96,8 @@ def test_prepare_example_decodes_encoded_images():
 
 def test_bad_settings_raise_typed_errors(tmp_path):
     from prnet.errors import AssetsNotFoundError, DatasetError
-    from prnet.training.config import TrainConfig, TrainingConfigError
+    from prnet.training.config import TrainConfig
+    from prnet.errors import TrainingConfigError
     import tfds_builders  # noqa: F401  (registers the project's builders)
     from prnet.data.pipeline import load_split
 

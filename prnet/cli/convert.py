@@ -59,7 +59,7 @@ def _fail(message: str) -> int:
 
 def _verify(checkpoint) -> int:
     from prnet.weights.convert import checkpoint_prefix
-    from prnet.weights.download import verify_files
+    from prnet.weights.official import verify_files
 
     folder = checkpoint_prefix(checkpoint).parent if checkpoint else None
     results = verify_files(checkpoint_folder=folder)
@@ -76,7 +76,7 @@ def _verify(checkpoint) -> int:
 
 def execute(flag_values=FLAGS) -> int:
     """Run the tool with parsed flags; returns the exit status."""
-    from prnet.weights import download
+    from prnet.weights import official
     from prnet.weights.convert import convert_checkpoint
     from prnet.errors import PRNetError
 
@@ -87,13 +87,13 @@ def execute(flag_values=FLAGS) -> int:
         raise app.UsageError("--checkpoint and --download are exclusive")
     try:
         if fv.download:
-            print(f"UV template: {download.ensure_uv_template(download=True)}")
+            print(f"UV template: {official.ensure_uv_template(download=True)}")
         if fv.checkpoint or fv.download:
-            output = Path(fv.output).expanduser() if fv.output else download.weights_path()
+            output = Path(fv.output).expanduser() if fv.output else official.weights_path()
             if output.exists() and not fv.force:
                 print(f"{output} already exists; keeping it (use --force to overwrite)")
             else:
-                prefix = fv.checkpoint or download.official_checkpoint(download=True)
+                prefix = fv.checkpoint or official.official_checkpoint(download=True)
                 print(f"wrote {convert_checkpoint(prefix, output)}")
         if fv.verify:
             return _verify(fv.checkpoint)

@@ -25,15 +25,11 @@ import dataclasses
 import math
 
 import tensorflow as tf
+from prnet.errors import AugmentConfigError
 
-from prnet.errors import PRNetError
 
 CROP_SIZE = 256
 CROP_CENTER = (CROP_SIZE - 1) / 2.0
-
-
-class AugmentConfigError(PRNetError, ValueError):
-    """Augmentation ranges that make no sense (e.g. a scale <= 0)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,12 +23,8 @@ Conventions (pinned by ``tests/test_metrics.py`` on the 3DDFA ground-truth array
 """
 
 import numpy as np
+from prnet.errors import MetricInputError
 
-from prnet.errors import PRNetError
-
-
-class MetricInputError(PRNetError, ValueError):
-    """Arrays given to a metric have incompatible shapes or too few coordinates."""
 
 
 #: ``(label, low, high)``: a face is in a bucket when ``low < |yaw| <= high`` (degrees; 0 and 30 are in "0-30").

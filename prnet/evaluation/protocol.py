@@ -211,7 +211,7 @@ def load_model(weights=None, *, random_weights: bool = False, batch_size: int = 
                            "description": "RANDOM WEIGHTS (smoke test, untrained)"}
     official = weights is None
     if official:
-        from prnet.weights.download import ensure_official_weights
+        from prnet.weights.official import ensure_official_weights
 
         weights = ensure_official_weights()
     predictor = Predictor.from_weights(str(weights), batch_size=batch_size)

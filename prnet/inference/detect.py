@@ -49,11 +49,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from prnet.errors import ImageReadError, PRNetError
-
-
-class DetectorUnavailableError(PRNetError, RuntimeError):
-    """The requested face detector cannot run in this installation (missing package or model file)."""
+from prnet.errors import ImageReadError
+from prnet.errors import DetectorUnavailableError
 
 
 @dataclass(frozen=True)

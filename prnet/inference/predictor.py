@@ -12,9 +12,7 @@ Example::
         face.vertices, face.landmarks, face.pose  # (43867, 3), (68, 3) image px; (R, (yaw, pitch, roll))
 """
 
-import functools
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,9 @@ from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend, 
 from prnet.core.images import as_rgb, read_image
 from prnet.errors import NoFaceFoundError, WeightsFormatError, WeightsNotFoundError
 from prnet.model.resfcn256 import BASE_SIZE, RESOLUTION, build_resfcn256
-from prnet.core.uv import landmarks_from_posmap, load_uv_template, uv_triangles, vertices_from_posmap
+from prnet.core.uv import landmarks_from_posmap, load_uv_template, vertices_from_posmap
+from prnet.inference.results import FaceResult
+from prnet.weights.formats import _checkpoint_dir_prefix, _looks_like_checkpoint, infer_base_size
 
 #: Values of ``backend`` in :meth:`Predictor.from_weights`.
 BACKENDS = ("auto", "keras", "saved_model")
@@ -32,100 +32,7 @@ BACKENDS = ("auto", "keras", "saved_model")
 RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS \u2014 NOT A FACE MODEL"
 
 
-# ----------------------------------------------------------------------------- results
-@dataclass(eq=False)
-class FaceResult:
-    """One reconstructed face. All coordinates are image pixels unless the name says crop.
-
-    Attributes:
-      box: ``(4,)`` the face box the crop came from (detector box after calibration, user box,
-        or the landmarks' bounding box), ``(x0, y0, x1, y1)``.
-      center, size: the crop square (image px).
-      tform: ``(3, 3)`` image -> crop transform.
-      posmap_crop: ``(256, 256, 3)`` network position map in crop pixels.
-      posmap: ``(256, 256, 3)`` the same in image pixels (z / s).
-      vertices: ``(43867, 3)`` face vertices; landmarks: ``(68, 3)``.
-      random_weights: True when the network was untrained (smoke test): the geometry is meaningless.
-      source: where the network weights came from.
-    """
-
-    box: np.ndarray
-    center: np.ndarray
-    size: float
-    tform: np.ndarray
-    posmap_crop: np.ndarray
-    posmap: np.ndarray
-    vertices: np.ndarray
-    landmarks: np.ndarray
-    random_weights: bool = False
-    source: str = ""
-    image: np.ndarray = field(default=None, repr=False)
-    template: object = field(default=None, repr=False)
-
-    @functools.cached_property
-    def colors(self) -> np.ndarray:
-        """``(43867, 3)`` float32 RGB in [0, 1] sampled (bilinear) from the photo at each vertex."""
-        from prnet.mesh.geometry import vertex_colors
-
-        return vertex_colors(self.image, self.vertices)
-
-    @functools.cached_property
-    def pose(self):
-        """``(R (3, 3), (yaw, pitch, roll) degrees)`` by aligning the vertices to the mean face
-        (conventions in :mod:`prnet.mesh.geometry`)."""
-        from prnet.mesh.geometry import estimate_pose
-
-        return estimate_pose(self.vertices, self.template.canonical_vertices)
-
-    @property
-    def triangles(self) -> np.ndarray:
-        """``(T, 3)`` vertex indices of the face mesh (UV grid triangulation)."""
-        return uv_triangles(self.template)
-
-    def depth_image(self, shape=None) -> np.ndarray:
-        """``(H, W)`` float32 z-buffered depth (image-px z, 0 = background); ``shape`` defaults to the photo's."""
-        from prnet.mesh.geometry import render_depth
-
-        h, w = (shape if shape is not None else self.image.shape)[:2]
-        return render_depth(self.vertices, self.triangles, int(h), int(w))
-
-    def uv_texture(self) -> np.ndarray:
-        """``(256, 256, 3)`` uint8 RGB texture of the face unwrapped into UV space."""
-        from prnet.mesh.geometry import uv_texture
-
-        return uv_texture(self.image, self.posmap, self.template.face_mask)
-
-
 # ----------------------------------------------------------------------------- weights
-def infer_base_size(weights_path) -> int:
-    """Base width ``size`` of a ResFCN256 ``.weights.h5`` file (its first conv kernel is 4x4x3xsize)."""
-    import h5py
-
-    try:
-        with h5py.File(str(weights_path), "r") as f:
-            shape = f["layers/conv2d/vars/0"].shape
-    except (OSError, KeyError) as e:
-        raise WeightsFormatError(
-            f"{weights_path} is not a Keras ResFCN256 weights file (.weights.h5 saved by this package): {e}") from e
-    if tuple(shape[:3]) != (4, 4, 3):
-        raise WeightsFormatError(f"{weights_path}: first convolution kernel has shape {tuple(shape)}, "
-                                 "expected (4, 4, 3, size) as in ResFCN256")
-    return int(shape[3])
-
-
-def _checkpoint_dir_prefix(path: Path):
-    """The checkpoint a folder holds (newest of a ``tf.train.CheckpointManager``, or a single TF1/TF2
-    checkpoint), as a string prefix; None if it holds none."""
-    import tensorflow as tf
-
-    latest = tf.train.latest_checkpoint(str(path))
-    if latest is not None:
-        return latest
-    if _looks_like_checkpoint(path):
-        from prnet.weights.convert import checkpoint_prefix
-
-        return str(checkpoint_prefix(path))
-    return None
 
 
 def _template_kpt_ind(template):
@@ -135,14 +42,6 @@ def _template_kpt_ind(template):
     if isinstance(template, (str, Path)):
         return load_uv_template(template).kpt_ind
     return template.kpt_ind
-
-
-def _looks_like_checkpoint(path: Path) -> bool:
-    try:
-        from prnet.weights.convert import is_tf1_checkpoint
-    except ImportError:  # pragma: no cover - convert.py ships with the package
-        return Path(str(path) + ".index").is_file()
-    return is_tf1_checkpoint(path)
 
 
 class Predictor:
@@ -253,7 +152,7 @@ class Predictor:
         the export. Raises :class:`WeightsNotFoundError` with the manual steps when the weights are
         missing and cannot be downloaded.
         """
-        from prnet.weights.download import ensure_official_saved_model, ensure_official_weights
+        from prnet.weights.official import ensure_official_saved_model, ensure_official_weights
 
         kwargs["download"] = download
         weights = ensure_official_weights(download=download)
@@ -318,7 +217,7 @@ class Predictor:
         (``256_256_resfcn256_weight``, converted in memory), or a checkpoint's ``.index`` / ``.data-*`` file.
         """
         from prnet.weights.convert import checkpoint_prefix
-        from prnet.serving.saved_model import load_keras_model
+        from prnet.weights.formats import load_keras_model
 
         p = Path(path).expanduser()
         resolved = (_checkpoint_dir_prefix(p) if p.is_dir() else None) or str(checkpoint_prefix(p))
@@ -367,7 +266,7 @@ class Predictor:
             directory = self._template_dir
             if directory is None:
                 try:
-                    from prnet.weights.download import ensure_uv_template
+                    from prnet.weights.official import ensure_uv_template
                 except ImportError:  # pragma: no cover - download.py ships with the package
                     ensure_uv_template = None
                 if ensure_uv_template is not None:

@@ -7,19 +7,15 @@ import keras
 import tensorflow as tf
 
 from prnet.data.augment import AugmentConfig
-from prnet.errors import PRNetError
 from prnet.model.resfcn256 import WEIGHT_DECAY
 from prnet.training import losses
+from prnet.errors import TrainingConfigError
 
 
 STRATEGIES = ("default", "mirrored", "one_device")
 
 
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
-
-
-class TrainingConfigError(PRNetError, ValueError):
-    """Inconsistent training settings (unknown strategy, batch not divisible by replicas, ...)."""
 
 
 @dataclasses.dataclass

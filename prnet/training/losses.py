@@ -30,14 +30,10 @@ single-device loss ``mean_i loss_i + weight_decay_terms``.
 import numpy as np
 import tensorflow as tf
 
-from prnet.errors import PRNetError
 from prnet.model.resfcn256 import POSMAP_SCALE
+from prnet.errors import LossConfigError
 
 WEIGHT_MASK_MODES = ("paper", "uniform", "none")
-
-
-class LossConfigError(PRNetError, ValueError):
-    """An unknown weight-mask mode or a weight map of the wrong shape."""
 
 
 def loss_weights(mode: str, template=None) -> np.ndarray:

@@ -32,7 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from prnet.training import losses
-from prnet.training.config import TrainConfig, TrainingConfigError, learning_rate_schedule, make_strategy
+from prnet.training.config import TrainConfig, learning_rate_schedule, make_strategy
+from prnet.errors import TrainingConfigError
 from prnet.training.summaries import _draw_landmarks, write_images, write_scalar
 from prnet.data.pipeline import count_examples, eval_pipeline, load_split, train_pipeline
 from prnet.errors import DatasetError, WeightsFormatError, WeightsNotFoundError

@@ -1,0 +1,382 @@
+"""The official PRNet weights and UV template: pinned sources, the cache, conversion and export.
+
+Sources (content pinned by SHA-256; a file is only accepted with the right size and hash):
+
+* the official TF1 checkpoint of the authors' release: the data file
+  ``256_256_resfcn256_weight.data-00000-of-00001`` (160,290,984 bytes) from the authors'
+  Google Drive (id :data:`GDRIVE_WEIGHTS_ID`, linked from the original README), and its
+  ``.index`` from the PRNet GitHub repository (``Data/net-data/``);
+* the UV template (``Data/uv-data/*``) from the PRNet GitHub repository at pinned commits
+  (falling back to ``master``: the checksum pins the content either way).
+
+Mirrors: set ``PRNET_WEIGHTS_BASE_URL`` (a folder URL holding both checkpoint files) and/or
+``PRNET_UV_BASE_URL`` (a folder URL holding the ``uv-data`` files); they replace the default
+sources. Everything is stored under :func:`prnet.core.paths.cache_dir`: ``official-checkpoint/``,
+``uv-data/``, the converted Keras weights ``resfcn256.weights.h5`` and, exported from them on first
+use, the fast SavedModel ``resfcn256_saved_model/`` with its stamp ``resfcn256_saved_model.json``
+(:func:`ensure_official_saved_model`).
+
+Files are fetched with :mod:`prnet.weights.download` (resumable, checked against the pinned
+SHA-256).
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from prnet.core.files import sha256_file
+from prnet.core.paths import UV_TEMPLATE_FILES, assets_dir, cache_dir
+from prnet.errors import AssetsNotFoundError, DownloadError, WeightsNotFoundError
+from prnet.serving.saved_model import export_saved_model
+from prnet.weights.convert import convert_checkpoint
+from prnet.weights.download import RemoteFile, download_file
+from prnet.weights.formats import load_keras_model
+
+
+ENV_WEIGHTS_BASE_URL = "PRNET_WEIGHTS_BASE_URL"
+
+
+ENV_UV_BASE_URL = "PRNET_UV_BASE_URL"
+
+
+#: The PRNet repository (MIT) on GitHub, and the raw-file URL pattern.
+GITHUB_REPO = "yfeng95/PRNet"
+
+
+RAW_URL = "https://raw.githubusercontent.com/{repo}/{ref}/{path}"
+
+
+#: The authors' Google Drive file of the weights (README: "Download the PRN trained model at ... GoogleDrive").
+GDRIVE_WEIGHTS_ID = "1UoE-XuW1SDLUjZmJPkIZ1MLxvQFgmTFH"
+
+
+GDRIVE_VIEW_URL = f"https://drive.google.com/file/d/{GDRIVE_WEIGHTS_ID}/view"
+
+
+GDRIVE_DOWNLOAD_URLS = (
+    f"https://drive.usercontent.google.com/download?id={GDRIVE_WEIGHTS_ID}&export=download&confirm=t",
+    f"https://drive.google.com/uc?export=download&id={GDRIVE_WEIGHTS_ID}",
+)
+
+
+#: The authors' second mirror (BaiduDrive; manual download only).
+BAIDU_WEIGHTS_URL = "https://pan.baidu.com/s/10vuV7m00OHLcsihaC-Adsw"
+
+
+CHECKPOINT_PREFIX_NAME = "256_256_resfcn256_weight"
+
+
+WEIGHTS_DATA_NAME = CHECKPOINT_PREFIX_NAME + ".data-00000-of-00001"
+
+
+WEIGHTS_INDEX_NAME = CHECKPOINT_PREFIX_NAME + ".index"
+
+
+#: Cache layout.
+CHECKPOINT_SUBDIR = "official-checkpoint"
+
+
+UV_SUBDIR = "uv-data"
+
+
+KERAS_WEIGHTS_NAME = "resfcn256.weights.h5"
+
+
+SAVED_MODEL_SUBDIR = "resfcn256_saved_model"
+
+
+#: Bumped when the exported graph changes, so that older cached exports are rebuilt.
+EXPORT_FORMAT_VERSION = 1
+
+
+# Commits of yfeng95/PRNet at which the files were recorded; the hashes were computed on the
+# real files (uv-data and the index) and, for the data file, taken from a public mirror.
+WEIGHTS_DATA = RemoteFile(WEIGHTS_DATA_NAME, 160_290_984,
+                          "59d338bf0c21b10be813f17f84042c9d3a5bf318e588855ff2b2c041c25bb91a",
+                          gdrive_id=GDRIVE_WEIGHTS_ID)
+
+
+WEIGHTS_INDEX = RemoteFile(WEIGHTS_INDEX_NAME, 20_319,
+                           "cb88192fcf744b8e26d1ea6a2681cd90f102a2d977ab1bac3026bdf4ce785744",
+                           "Data/net-data/" + WEIGHTS_INDEX_NAME, "30f6680cf7fb2c4cba48f99cae24b58c38c4802e")
+
+
+UV_FILES = (
+    RemoteFile("uv_kpt_ind.txt", 3_400, "158f329a0e5518b7553195cf2373f91b9ada697b6071cdafb52b573d488a1c60",
+               "Data/uv-data/uv_kpt_ind.txt", "8cfc7fb2ed05c40f9845d1c5ef4b1c7ab5daded9"),
+    RemoteFile("face_ind.txt", 1_096_675, "86a7ce5131d3c827c368fd3c1236ded6b5d80802f1abd5cf98940ba0595ab231",
+               "Data/uv-data/face_ind.txt", "8cfc7fb2ed05c40f9845d1c5ef4b1c7ab5daded9"),
+    RemoteFile("canonical_vertices.npy", 1_052_888,
+               "724ceae7e9be10a86670159f3cdc4a4abd5bd8d3c29a475c17115b6ada55112c",
+               "Data/uv-data/canonical_vertices.npy", "master"),
+    RemoteFile("uv_face_mask.png", 859, "66e0c5e555619d708202639058adbeece545b67fef52a22eabd46cc71494a6c6",
+               "Data/uv-data/uv_face_mask.png", "846616afe792827af373fb589d29a935215a983b"),
+    RemoteFile("uv_weight_mask.png", 2_148, "a97882fbac6920ad08c6e314ea327db2b0a7d7fbf6a6a56be5e696b66fde0ae7",
+               "Data/uv-data/uv_weight_mask.png", "a3832c16f9af2cfa9b4cc44c825c726b227f9309"),
+    RemoteFile("uv_kpt_mask.png", 594, "befe84bcf0c61c9db13c94725d8bc71e4649c676230dddfb840fa0d801aadfb1",
+               "Data/uv-data/uv_kpt_mask.png", "a3832c16f9af2cfa9b4cc44c825c726b227f9309"),
+    RemoteFile("uv_face.png", 47_264, "5ad30efe3723da2e26d928c517291605b9520a6ff0498e40140ce4f4cf842d2c",
+               "Data/uv-data/uv_face.png", "846616afe792827af373fb589d29a935215a983b"),
+    RemoteFile("uv_face_eyes.png", 56_016, "46398c6222361c49c348dfb4ce9750dfe19a4a9c86540577190471fb1341f14c",
+               "Data/uv-data/uv_face_eyes.png", "223bcc3c6d593f761da3f9238cf348dca887d0de"),
+)
+
+
+assert set(UV_TEMPLATE_FILES) <= {f.name for f in UV_FILES}
+
+
+def weights_path() -> Path:
+    """The converted official weights in the cache: ``<cache>/resfcn256.weights.h5``."""
+    return cache_dir() / KERAS_WEIGHTS_NAME
+
+
+def saved_model_path() -> Path:
+    """The SavedModel exported from the official weights: ``<cache>/resfcn256_saved_model``."""
+    return cache_dir() / SAVED_MODEL_SUBDIR
+
+
+def checkpoint_dir() -> Path:
+    """Where the official TF1 checkpoint files are kept: ``<cache>/official-checkpoint``."""
+    return cache_dir() / CHECKPOINT_SUBDIR
+
+
+def source_urls(remote: RemoteFile) -> list:
+    """Candidate URLs for a file, in the order they are tried (mirror env vars first and only)."""
+    env = ENV_UV_BASE_URL if remote in UV_FILES else ENV_WEIGHTS_BASE_URL
+    base = os.environ.get(env)
+    if base:
+        return [base.rstrip("/") + "/" + urllib.parse.quote(remote.name)]
+    if remote.gdrive_id:
+        return [u.replace(GDRIVE_WEIGHTS_ID, remote.gdrive_id) for u in GDRIVE_DOWNLOAD_URLS]
+    refs = [remote.commit] + (["master"] if remote.commit != "master" else [])
+    return [RAW_URL.format(repo=GITHUB_REPO, ref=ref, path=remote.repo_path) for ref in refs]
+
+
+def fetch(remote: RemoteFile, folder, *, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download one pinned file into ``folder`` (verified; no-op if already there and valid)."""
+    mirrored = bool(os.environ.get(ENV_UV_BASE_URL if remote in UV_FILES else ENV_WEIGHTS_BASE_URL))
+    return download_file(source_urls(remote), Path(folder) / remote.name, remote.sha256, remote.size,
+                         gdrive=bool(remote.gdrive_id) and not mirrored, progress=progress, timeout=timeout)
+
+
+def manual_weights_steps() -> str:
+    """The exact manual steps to obtain the official weights (shown when they are missing)."""
+    ckpt = checkpoint_dir()
+    index_url = RAW_URL.format(repo=GITHUB_REPO, ref=WEIGHTS_INDEX.commit, path=WEIGHTS_INDEX.repo_path)
+    return (
+        "To get the official PRNet weights (the authors' release):\n"
+        f"  1. download {WEIGHTS_DATA_NAME} ({WEIGHTS_DATA.size:,} bytes, sha256 {WEIGHTS_DATA.sha256})\n"
+        f"     from {GDRIVE_VIEW_URL} (or {BAIDU_WEIGHTS_URL}),\n"
+        f"     and {WEIGHTS_INDEX_NAME} from {index_url};\n"
+        f"  2. put both files in {ckpt}/ (they are converted on first use), or convert them yourself:\n"
+        f"     prnet-convert --checkpoint DIR/{CHECKPOINT_PREFIX_NAME} --output {weights_path()}\n"
+        "Or run `prnet-convert --download` on a machine with internet access "
+        f"(mirror: set {ENV_WEIGHTS_BASE_URL}), or pass `--weights PATH` to use any other weights file."
+    )
+
+
+def ensure_uv_template(download: bool = True) -> Path:
+    """Return the UV template folder (``uv-data``), downloading it into the cache if needed.
+
+    ``PRNET_ASSETS_DIR``, when set, is used as is (never downloaded into). Otherwise the files
+    are fetched into ``<cache>/uv-data`` (each verified by SHA-256). Raises
+    :class:`AssetsNotFoundError` if they are missing and ``download`` is false,
+    :class:`DownloadError` if fetching fails.
+    """
+    if os.environ.get("PRNET_ASSETS_DIR"):
+        return assets_dir()
+    folder = cache_dir() / UV_SUBDIR
+    missing = [f for f in UV_FILES if not (folder / f.name).is_file()]
+    if missing and not download:
+        raise AssetsNotFoundError(
+            f"PRNet UV template not found in {folder} (missing {', '.join(f.name for f in missing)}). Run "
+            "`prnet-convert --download`, or set PRNET_ASSETS_DIR to a copy of the original repository's "
+            "Data/uv-data folder.")
+    try:
+        for remote in missing:
+            fetch(remote, folder)
+    except DownloadError as e:
+        raise DownloadError(
+            f"{e}\nThe UV template is the Data/uv-data folder of https://github.com/{GITHUB_REPO} (MIT): copy "
+            f"its files into {folder}, or set PRNET_ASSETS_DIR to a copy of it, or {ENV_UV_BASE_URL} to a "
+            "mirror URL.") from e
+    return assets_dir(folder)
+
+
+def official_checkpoint(download: bool = True) -> Path:
+    """Return the prefix of the official TF1 checkpoint in ``<cache>/official-checkpoint``.
+
+    Files already there (e.g. put by hand) are used; missing ones are downloaded and verified
+    when ``download`` is true. Raises :class:`WeightsNotFoundError` with the manual steps otherwise.
+    """
+    folder = checkpoint_dir()
+    missing = [f for f in (WEIGHTS_INDEX, WEIGHTS_DATA) if not (folder / f.name).is_file()]
+    if missing and not download:
+        raise WeightsNotFoundError(f"Official PRNet weights not found: no {weights_path()} and no checkpoint "
+                                   f"in {folder}.\n{manual_weights_steps()}")
+    try:
+        for remote in missing:
+            fetch(remote, folder)
+    except DownloadError as e:
+        raise WeightsNotFoundError(f"Official PRNet weights could not be downloaded: {e}\n"
+                                   f"{manual_weights_steps()}") from e
+    return folder / CHECKPOINT_PREFIX_NAME
+
+
+def ensure_official_weights(download: bool = True) -> Path:
+    """Return the converted official weights ``<cache>/resfcn256.weights.h5``, creating them on first use.
+
+    If the TF1 checkpoint files are already in ``<cache>/official-checkpoint/`` (put there by
+    hand) they are converted; otherwise, with ``download`` true, they are downloaded (verified)
+    and converted. Raises :class:`WeightsNotFoundError` with the manual steps when the weights
+    are missing and cannot be downloaded.
+    """
+
+    out = weights_path()
+    if out.is_file():
+        return out
+    return convert_checkpoint(official_checkpoint(download), out)
+
+
+def _stamp_path(export_dir: Path) -> Path:
+    return export_dir.with_name(export_dir.name + ".json")
+
+
+def _read_stamp(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _export_is_current(export_dir: Path, weights: Path, stamp: dict, stat) -> bool:
+    """True if ``export_dir`` holds a complete export of exactly these weights (by SHA-256)."""
+    if stamp.get("format") != EXPORT_FORMAT_VERSION or not (export_dir / "saved_model.pb").is_file() \
+            or not (export_dir / "variables" / "variables.index").is_file():
+        return False
+    if stamp.get("weights_size") != stat.st_size:
+        return False
+    if stamp.get("weights_mtime_ns") == stat.st_mtime_ns:
+        return bool(stamp.get("weights_sha256"))
+    # The weights file was touched (copied, re-converted): compare contents, re-stamp if equal.
+    if stamp.get("weights_sha256") != sha256_file(weights):
+        return False
+    stamp.update(weights_mtime_ns=stat.st_mtime_ns)
+    try:
+        _write_json_atomic(_stamp_path(export_dir), stamp)
+    except OSError:  # a read-only cache still serves the (verified) export
+        pass
+    return True
+
+
+def ensure_saved_model(weights, export_dir, *, kpt_ind=None, download: bool = True, force: bool = False,
+                       progress: bool = True) -> Path:
+    """Return a SavedModel exported from the Keras ``weights`` file, exporting it only when needed.
+
+    The export (:func:`prnet.serving.saved_model.export_saved_model`: the BN-folded fast network, signatures
+    ``serving_default`` ``images`` -> ``posmap`` in crop pixels, plus ``predict_images``) is written
+    atomically to ``export_dir``, then a stamp ``<export_dir>.json`` records the weights' size,
+    mtime and SHA-256. Later calls reuse the export while the stamp matches the weights (same size
+    and mtime, or same SHA-256); changed weights, a missing/damaged export, a stale export format or
+    ``force`` re-export. A crash mid-way leaves the old export (or none), never a partial one.
+
+    Args:
+      weights: a Keras ResFCN256 ``.weights.h5`` file (any base width).
+      export_dir: where the SavedModel goes (its parent is created).
+      kpt_ind: ``(68, 2)`` landmark UV pixels (col, row) for the ``predict_images`` signature;
+        default: the UV template's (:func:`ensure_uv_template`, downloaded if ``download``).
+      progress: print one line to stderr when exporting (it takes a while, once).
+    """
+    weights, export_dir = Path(weights).expanduser(), Path(export_dir).expanduser()
+    try:
+        stat = weights.stat()
+    except OSError as e:
+        raise WeightsNotFoundError(f"Keras weights file not found: {weights}") from e
+    stamp_path = _stamp_path(export_dir)
+    if not force and _export_is_current(export_dir, weights, _read_stamp(stamp_path), stat):
+        return export_dir
+
+
+    if kpt_ind is None:
+        from prnet.core.uv import load_uv_template
+
+        kpt_ind = load_uv_template(ensure_uv_template(download=download)).kpt_ind
+    if progress:
+        print(f"prnet: exporting {weights.name} as a SavedModel into {export_dir} (once; reused while the "
+              "weights are unchanged)", file=sys.stderr, flush=True)
+    digest = sha256_file(weights)
+    start = time.time()
+    export_saved_model(load_keras_model(weights), export_dir, kpt_ind=kpt_ind, overwrite=True)
+    _write_json_atomic(stamp_path, {
+        "format": EXPORT_FORMAT_VERSION, "weights": str(weights.resolve()), "weights_size": stat.st_size,
+        "weights_mtime_ns": stat.st_mtime_ns, "weights_sha256": digest,
+        "exported_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "export_seconds": round(time.time() - start, 2)})
+    return export_dir
+
+
+def ensure_official_saved_model(download: bool = True, *, kpt_ind=None, force: bool = False,
+                                progress: bool = True) -> Path:
+    """Return ``<cache>/resfcn256_saved_model``: the official weights exported as a fast SavedModel.
+
+    First use: :func:`ensure_official_weights` (download + convert if needed), then one export
+    (:func:`ensure_saved_model`); later uses reuse it while ``resfcn256.weights.h5`` is unchanged.
+    Raises :class:`WeightsNotFoundError` (with the manual steps) when the weights are missing and
+    cannot be downloaded.
+    """
+    return ensure_saved_model(ensure_official_weights(download), saved_model_path(), kpt_ind=kpt_ind,
+                              download=download, force=force, progress=progress)
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """Result of :func:`verify_files` for one file: status is 'ok', 'missing' or 'MISMATCH'."""
+
+    name: str
+    path: Path
+    status: str
+    expected_sha256: str
+    actual_sha256: str = ""
+
+
+def verify_files(checkpoint_folder=None, uv_folder=None) -> list:
+    """Check the official checkpoint and UV template files against the pinned sizes and SHA-256.
+
+    Defaults: ``<cache>/official-checkpoint``, and the UV template in use (``PRNET_ASSETS_DIR``
+    if set, else ``<cache>/uv-data``).
+    """
+    checkpoint_folder = Path(checkpoint_folder) if checkpoint_folder else checkpoint_dir()
+    if uv_folder is None:
+        env = os.environ.get("PRNET_ASSETS_DIR")
+        uv_folder = Path(env).expanduser() if env else cache_dir() / UV_SUBDIR
+        if (uv_folder / UV_SUBDIR).is_dir() and not (uv_folder / "face_ind.txt").exists():
+            uv_folder = uv_folder / UV_SUBDIR
+    uv_folder = Path(uv_folder)
+    results = []
+    for folder, remotes in ((checkpoint_folder, (WEIGHTS_DATA, WEIGHTS_INDEX)), (uv_folder, UV_FILES)):
+        for remote in remotes:
+            path = folder / remote.name
+            if not path.is_file():
+                results.append(FileCheck(remote.name, path, "missing", remote.sha256))
+                continue
+            actual = sha256_file(path)
+            results.append(FileCheck(remote.name, path, "ok" if actual == remote.sha256 else "MISMATCH",
+                                     remote.sha256, actual))
+    return results
