@@ -21,12 +21,17 @@ import sys
 
 from absl import app, flags
 
+import tfds_builders  # noqa: F401  (registers the project's TFDS builders for --tfds_name)
+from prnet.errors import PRNetError
+from prnet.evaluation.protocol import EvalConfig, evaluate
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("weights", None,
-                    "Model to evaluate: a Keras .weights.h5 file, a SavedModel folder, a .tflite file or an "
-                    "official TF1 checkpoint prefix. Default: the official PRNet weights (downloaded and "
-                    "converted into the cache on first use).")
+                    "Model to evaluate, any format prnet-demo --weights takes: a Keras .weights.h5 (or .keras) "
+                    "file, a SavedModel folder, a .tflite file, a training checkpoint folder or a TF2 / official "
+                    "TF1 checkpoint prefix. Default: the official PRNet weights (downloaded and converted into "
+                    "the cache on first use), run like prnet-demo's through their cached SavedModel export.")
 flags.DEFINE_bool("smoke_test_random_weights", False,
                   "Use an UNTRAINED, randomly initialised network (pipeline smoke tests only; every output "
                   "is marked as meaningless). Cannot be combined with --weights.")
@@ -34,8 +39,10 @@ flags.DEFINE_string("dataset_dir", None,
                     "Folder in the original AFLW2000 layout: imageNNNNN.jpg + imageNNNNN.mat (searched "
                     "recursively). Ground truth: each .mat's pt3d_68 and Pose_Para.")
 flags.DEFINE_string("tfds_name", None,
-                    "Instead of --dataset_dir: a prepared TFDS dataset of crops, e.g. prnet_aflw2000_3d "
-                    "(examples are already cropped, so --crop does not apply; dense metrics come from its posmaps).")
+                    "Instead of --dataset_dir: a prepared TFDS dataset, e.g. prnet_aflw2000_3d or "
+                    "prnet_aflw2000_3d/posmap. Its examples carry the full photo and image-pixel landmarks, so they "
+                    "are cropped like --dataset_dir (--crop applies) and the posmap config adds dense metrics; a "
+                    "dataset of bare crops (image + landmarks_68 only) is scored on its own crops.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir for --tfds_name (default: TFDS's own default).")
 flags.DEFINE_string("split", "test", "TFDS split for --tfds_name.")
 flags.DEFINE_enum("crop", "gt", ["gt", "detector"],
@@ -69,10 +76,6 @@ flags.DEFINE_bool("progress", True, "Show a progress bar.")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from prnet.errors import PRNetError
-    import tfds_builders  # noqa: F401  (registers the project's TFDS builders for --tfds_name)
-    from prnet.evaluation.protocol import EvalConfig, evaluate
-
     if FLAGS.output_dir is None:
         raise app.UsageError("--output_dir is required")
     if (FLAGS.dataset_dir is None) == (FLAGS.tfds_name is None):

@@ -7,7 +7,7 @@ Examples:
   python export.py --output_dir=exported --calibration=path/to/face/images # official weights
 
 Writes ``<output_dir>/saved_model/`` (signatures ``serving_default``, ``predict_images``,
-``predict_images_nobox``; see ``prnet/serving.py``) and ``<output_dir>/prnet_<q>.tflite``; each
+``predict_images_nobox``; see :mod:`prnet.serving.saved_model`) and ``<output_dir>/prnet_<q>.tflite``; each
 output is written to a temporary path first and renamed, so a failed export leaves nothing behind.
 """
 
@@ -15,12 +15,19 @@ import sys
 
 from absl import app, flags
 
+import tfds_builders  # noqa: F401  (registers the project's TFDS builders for --calibration=tfds:...)
+from prnet.core.uv import load_uv_template
 from prnet.errors import PRNetError
+from prnet.serving.calibration import representative_crops
+from prnet.serving.export import export_all, measure_exports
+from prnet.weights.formats import load_keras_model
+from prnet.weights.official import ensure_official_weights
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("weights", None, "Weights to export: a Keras .weights.h5 file, a training checkpoint "
-                    "directory (newest checkpoint; it holds model=) or checkpoint prefix, or an official TF1 "
-                    "checkpoint prefix. Empty: the official weights from the cache (prnet-convert --download).")
+flags.DEFINE_string("weights", None, "Weights to export: a Keras .weights.h5 (or .keras) file, a training "
+                    "checkpoint directory (newest checkpoint; it holds model=) or checkpoint prefix, or an official "
+                    "TF1 checkpoint prefix. Empty: the official weights from the cache (downloaded and converted on "
+                    "first use; prnet-convert --download).")
 flags.DEFINE_integer("size", 0, "Base width of the network (16 for the official model); 0 infers it from the weights.")
 flags.DEFINE_string("output_dir", None, "Folder to write saved_model/ and prnet_<quantization>.tflite into.")
 flags.DEFINE_list("formats", ["saved_model", "float32", "float16", "int8"],
@@ -42,15 +49,9 @@ flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
 
 def main(argv):
     del argv
-    import tfds_builders  # noqa: F401  (registers the project's TFDS builders for --calibration=tfds:...)
-    from prnet.core.uv import load_uv_template
-    from prnet.serving.calibration import representative_crops
-    from prnet.serving.export import export_all, measure_exports
-    from prnet.weights.formats import load_keras_model
-
     try:
         kpt_ind = load_uv_template(FLAGS.assets_dir).kpt_ind
-        model = load_keras_model(FLAGS.weights or None, size=FLAGS.size or None)
+        model = load_keras_model(FLAGS.weights or ensure_official_weights(), size=FLAGS.size or None)
         calibration = (representative_crops(FLAGS.calibration, limit=FLAGS.num_calibration)
                        if "int8" in FLAGS.formats else None)
         written = export_all(model, FLAGS.output_dir, formats=tuple(FLAGS.formats),

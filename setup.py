@@ -1,8 +1,14 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# One version source: prnet/__init__.py (read as text: importing the package needs its dependencies).
+VERSION = re.search(r'^__version__ = "([^"]+)"', Path("prnet/__init__.py").read_text(), re.M).group(1)
 
 setup(
     name="prnet-tf2",
-    version="0.1.0",
+    version=VERSION,
     description="PRNet (Feng et al., ECCV 2018) for TensorFlow 2 / Keras 3: 3D face reconstruction "
                 "and dense alignment from a UV position map.",
     long_description=open("README.md", encoding="utf-8").read(),
@@ -13,6 +19,8 @@ setup(
     include_package_data=True,
     # TFDS reads each builder's README.md (description) and CITATIONS.bib from its folder.
     package_data={"tfds_builders": ["*/README.md", "*/CITATIONS.bib"]},
+    # dummy_data/: test fixtures of tests/test_builders_tfds.py, never installed.
+    exclude_package_data={"tfds_builders": ["*/dummy_data/*", "*/dummy_data/*/*", "*/dummy_data/*/*/*"]},
     install_requires=[
         "tensorflow>=2.16,<2.22",
         "keras>=3.3",
@@ -31,7 +39,10 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7.4"],
+        # dill: tfds.testing (DatasetBuilderTestCase) imports it; TFDS only declares it in its tests extra.
+        "test": ["pytest>=7.4", "dill>=0.3"],
+        # The linter CI runs before the tests (configuration in pyproject.toml).
+        "lint": ["ruff>=0.6"],
         # Optional dlib HOG face detector (prebuilt wheel, no compiler needed).
         "dlib": ["dlib-bin>=19.24"],
     },

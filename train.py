@@ -55,13 +55,17 @@ flags.DEFINE_bool("sync_batchnorm", True, "With several replicas, compute BatchN
 flags.DEFINE_float("bn_momentum", None, "Override the BatchNorm moving-average momentum (default: the original's "
                    "0.999; e.g. 0.9 for short runs, whose moving statistics would otherwise lag).")
 flags.DEFINE_string("model_dir", None, "Output folder: checkpoints, TensorBoard logs, final.weights.h5. Required.")
-flags.DEFINE_string("init_from", None, "Initial weights (ignored when resuming): a Keras .weights.h5 file (e.g. "
-                    "converted official weights) or an official TF1 checkpoint prefix.")
-flags.DEFINE_integer("model_size", 16, "Base width of ResFCN256 (16 = the paper's network; 4 = tiny, for CPU smoke runs).")
+flags.DEFINE_string("init_from", None,
+                    "Initial weights (ignored when resuming), any format prnet.weights.formats reads: a "
+                    "Keras .weights.h5 (e.g. converted official weights) or .keras file, a training checkpoint "
+                    "folder or TF2 prefix, or an official TF1 checkpoint prefix.")
+flags.DEFINE_integer("model_size", 16,
+                     "Base width of ResFCN256 (16 = the paper's network; 4 = tiny, for CPU smoke runs).")
 flags.DEFINE_integer("log_every", 100, "Steps between training-loss/learning-rate logs.")
 flags.DEFINE_integer("val_every", 1000, "Steps between validations (0 = only at the end).")
 flags.DEFINE_integer("val_examples", None, "Use at most this many validation examples (default: all).")
-flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints (0 = at every epoch end); one is always saved at the end.")
+flags.DEFINE_integer("checkpoint_every", 1000,
+                     "Steps between checkpoints (0 = at every epoch end); one is always saved at the end.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
 flags.DEFINE_integer("shuffle_buffer", 512, "Shuffle buffer, examples (~1 MB of RAM each).")
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the shuffle and the augmentation.")
@@ -83,10 +87,11 @@ def _pair(values, name):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from prnet.errors import PRNetError
     import tfds_builders  # noqa: F401  (registers the project's TFDS builders)
-    from prnet.training import config as train_config, trainer
     from prnet.data.augment import NO_AUGMENTATION, AugmentConfig
+    from prnet.errors import PRNetError
+    from prnet.training import config as train_config
+    from prnet.training import trainer
 
     try:
         if FLAGS.cpu_devices:
@@ -106,14 +111,15 @@ def main(argv):
             lr_decay_epochs=FLAGS.lr_decay_epochs, lr_decay_factor=FLAGS.lr_decay_factor,
             weight_mask=FLAGS.weight_mask, weight_decay=FLAGS.weight_decay, augment=augment,
             strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision, xla=FLAGS.xla,
-            sync_batchnorm=FLAGS.sync_batchnorm, bn_momentum=FLAGS.bn_momentum, init_from=FLAGS.init_from, model_size=FLAGS.model_size,
+            sync_batchnorm=FLAGS.sync_batchnorm, bn_momentum=FLAGS.bn_momentum, init_from=FLAGS.init_from,
+            model_size=FLAGS.model_size,
             log_every=FLAGS.log_every, val_every=FLAGS.val_every, val_examples=FLAGS.val_examples,
             checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
             shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed, image_summaries=FLAGS.image_summaries,
             deterministic=FLAGS.deterministic, progress=FLAGS.progress)
         summary = trainer.train(config)
     except PRNetError as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from None
     if summary["losses"]:
         print(f"final training loss {summary['losses'][-1]['loss']:.6f}")
 

@@ -13,8 +13,13 @@ import time
 
 import numpy as np
 
-from prnet.mesh import geometry as g
+from prnet.core.crop import crop_to_image
+from prnet.core.transforms import euler_to_rotation, flip_y
 from prnet.core.uv import UV_SIZE, landmarks_from_posmap, load_uv_template, uv_triangles, vertices_from_posmap
+from prnet.mesh.draw import draw_mesh_overlay
+from prnet.mesh.pose import estimate_pose
+from prnet.mesh.render import render_colors, render_depth
+from prnet.mesh.texture import uv_texture, vertex_colors
 
 
 def median_ms(fn, repeats):
@@ -30,7 +35,7 @@ def median_ms(fn, repeats):
 def face_in_image(template, size, face_width):
     """The posed mean face, scaled to ``face_width`` pixels and centred in a ``size`` image."""
     c = template.canonical_vertices.astype(np.float64)
-    v = (c - c.mean(0)) @ g.angles_to_rotation(20, 5, 0).T
+    v = (c - c.mean(0)) @ flip_y(euler_to_rotation(*np.radians([5, 20, 0]))).T  # yaw 20, pitch 5
     v *= face_width / np.ptp(v[:, 0])
     v[:, :2] += size / 2
     v[:, 2] -= v[:, 2].min()
@@ -53,9 +58,9 @@ def main():
         v = face_in_image(t, size, face_width)
         colors = rng.random((len(v), 3), dtype=np.float32)
         photo = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        depth_ms = median_ms(lambda: g.render_depth(v, tris, size, size), args.repeats)
-        color_ms = median_ms(lambda: g.render_colors(v, tris, colors, size, size), args.repeats)
-        overlay_ms = median_ms(lambda: g.draw_mesh_overlay(photo, v, tris), args.repeats)
+        depth_ms = median_ms(lambda v=v, size=size: render_depth(v, tris, size, size), args.repeats)
+        color_ms = median_ms(lambda v=v, c=colors, size=size: render_colors(v, tris, c, size, size), args.repeats)
+        overlay_ms = median_ms(lambda p=photo, v=v: draw_mesh_overlay(p, v, tris), args.repeats)
         print(f"{size}x{size} (face {face_width} px): depth {depth_ms:.1f} ms, colour {color_ms:.1f} ms, "
               f"shaded overlay {overlay_ms:.1f} ms")
 
@@ -70,16 +75,16 @@ def main():
     photo = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
 
     def postprocess():
-        pos = g.posmap_to_image(posmap, tform)
+        pos = crop_to_image(posmap, tform).astype(np.float32)
         verts = vertices_from_posmap(pos, t)
         landmarks_from_posmap(pos, t)
-        g.vertex_colors(photo, verts)
-        g.estimate_pose(verts, t.canonical_vertices)
+        vertex_colors(photo, verts)
+        estimate_pose(verts, t.canonical_vertices)
         return pos, verts
 
     pos, verts = postprocess()
     post_ms = median_ms(postprocess, args.repeats)
-    tex_ms = median_ms(lambda: g.uv_texture(photo, pos), args.repeats)
+    tex_ms = median_ms(lambda: uv_texture(photo, pos), args.repeats)
     print(f"posmap -> vertices + landmarks + colours + pose: {post_ms:.1f} ms; uv_texture {tex_ms:.1f} ms")
 
 

@@ -95,9 +95,9 @@ def bench_steps(size: int, precision: str):
     import numpy as np
     import tensorflow as tf
 
+    from prnet.data.augment import NO_AUGMENTATION
     from prnet.training.config import TrainConfig
     from prnet.training.trainer import Trainer
-    from prnet.data.augment import NO_AUGMENTATION
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(model_dir=tmp, model_size=size, batch_size=FLAGS.batch_size,

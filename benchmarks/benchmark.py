@@ -35,7 +35,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("weights", None, "Weights (.weights.h5, checkpoint dir or prefix); default: random weights.")
 flags.DEFINE_list("backends", list(BACKENDS), f"Backends to time, from: {', '.join(BACKENDS)}.")
 flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes for the network-only timings.")
-flags.DEFINE_integer("repeats", 10, "Timed runs per measurement (after 2 warm-up runs), round-robin over backends; median and best are reported.")
+flags.DEFINE_integer("repeats", 10, "Timed runs per measurement (after 2 warm-up runs), round-robin over backends; "
+                     "median and best are reported.")
 flags.DEFINE_integer("threads", 2, "TFLite interpreter threads (XNNPACK).")
 flags.DEFINE_string("samples", str(DEFAULT_SAMPLES), "Folder of sample photos (calibration crops, end-to-end image).")
 flags.DEFINE_bool("end_to_end", True, "Also time Predictor.reconstruct (detect + crop + net + mesh).")
@@ -106,12 +107,11 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    from prnet.serving import saved_model as serving
-    from prnet.serving import tflite
-    from prnet.serving import calibration
-    from prnet.weights import formats
-    from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256
     from prnet.model.fast import build_inference_model
+    from prnet.model.resfcn256 import build_resfcn256, randomize_batchnorm, to_posmap
+    from prnet.serving import calibration, tflite
+    from prnet.serving import saved_model as serving
+    from prnet.weights import formats
 
     print(machine_description())
     if FLAGS.weights:
@@ -119,13 +119,7 @@ def main(argv):
         print(f"weights: {FLAGS.weights}")
     else:
         keras.utils.set_random_seed(0)
-        model = build_resfcn256(weight_decay=0)
-        rng = np.random.default_rng(0)
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                g, b, m, v = layer.get_weights()
-                layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                                   rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+        model = randomize_batchnorm(build_resfcn256(weight_decay=0), seed=0)
         print("weights: RANDOM (the official weights are not available here; speed does not depend on them)")
     samples = Path(FLAGS.samples)
     crops = np.stack(calibration.representative_crops(samples, limit=16)) if samples.is_dir() else \
@@ -134,7 +128,7 @@ def main(argv):
     tmp = Path(tempfile.mkdtemp(prefix="prnet-bench-"))
 
     net = build_inference_model(model)
-    keras_fn = tf.function(lambda x: model(x, training=False) * POSMAP_SCALE)
+    keras_fn = tf.function(lambda x: to_posmap(model(x, training=False)))
     runners = {}  # name -> (batch -> callable(x))
     for name in FLAGS.backends:
         if name == "keras":
@@ -173,9 +167,9 @@ def main(argv):
             print(f"  {name} batch {batch}: {result[0] / batch * 1000:.1f} ms/image", flush=True)
 
     if FLAGS.end_to_end:
-        from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
-        from prnet.inference.predictor import Predictor
         from prnet.core.images import read_image
+        from prnet.inference.predictor import Predictor
+        from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
 
         photo = samples / "faces" / "prnet_test_0.jpg"
         image = read_image(photo)

@@ -58,6 +58,10 @@ class LossConfigError(PRNetError, ValueError):
     """An unknown weight-mask mode or a weight map of the wrong shape."""
 
 
+class OutputExistsError(PRNetError, FileExistsError):
+    """An output file or folder already exists and replacing it was not allowed (``overwrite=False``)."""
+
+
 class ExportError(PRNetError, ValueError):
     """An export could not be written (destination exists, bad calibration data, ...)."""
 
@@ -68,3 +72,7 @@ class DetectorUnavailableError(PRNetError, RuntimeError):
 
 class MetricInputError(PRNetError, ValueError):
     """Arrays given to a metric have incompatible shapes or too few coordinates."""
+
+
+class WeightsFolderError(WeightsFormatError, WeightsNotFoundError):
+    """A folder given as weights holds neither a SavedModel nor a checkpoint (wrong format and nothing found)."""

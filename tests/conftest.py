@@ -1,5 +1,6 @@
 """Shared fixtures. Real reference data is read from ``../shared`` (never copied into the repo);
-tests that need it skip with a clear reason when it is absent."""
+tests that need it skip with a clear reason when it is absent, or fail with that reason when
+``PRNET_REQUIRE_SHARED=1`` (CI: missing reference data is an error there, not a skip)."""
 
 import os
 from pathlib import Path
@@ -14,8 +15,12 @@ def _shared_dir() -> Path:
 
 
 def _require(path: Path) -> Path:
+    """``path`` if it exists; else skip the test, or fail it when ``PRNET_REQUIRE_SHARED=1``."""
     if not path.exists():
-        pytest.skip(f"reference data not found at {path} (set PRNET_SHARED_DIR to the shared/ folder)")
+        reason = f"reference data not found at {path} (set PRNET_SHARED_DIR to the shared/ folder)"
+        if os.environ.get("PRNET_REQUIRE_SHARED", "").strip() == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
     return path
 
 

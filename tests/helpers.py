@@ -1,15 +1,41 @@
 """Small helpers shared by several test modules (import as ``from helpers import ...``)."""
 
-import keras
-import numpy as np
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
-def randomize_bn(model, seed=0):
-    """Give every BatchNorm non-trivial moving statistics and affine parameters (as after training)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
-    return model
+def run_cli(target, *args, env=None, timeout=300, cwd=REPO) -> subprocess.CompletedProcess:
+    """Run a command line tool in a fresh process, as a user would; output captured as text.
+
+    ``target``: a script path (``Path`` or ``'*.py'``: ``python script``), a dotted module name
+    (``'prnet.cli.demo'``: ``python -m``), a list of interpreter arguments (``['-c', code]``), or a
+    console command on ``PATH`` (``'prnet-demo'``, ``'saved_model_cli'``). ``args`` follow it
+    (converted with ``str``). The child gets ``os.environ`` plus ``TF_CPP_MIN_LOG_LEVEL=2`` and the
+    repository first on ``PYTHONPATH``; ``env`` entries override (a ``None`` value removes the
+    variable). ``timeout`` in seconds; ``cwd`` defaults to the repository root.
+    """
+    if isinstance(target, (list, tuple)):
+        cmd = [sys.executable, *map(str, target)]
+    elif isinstance(target, Path) or str(target).endswith(".py"):
+        cmd = [sys.executable, str(target)]
+    elif "." in target and all(part.isidentifier() for part in target.split(".")):
+        cmd = [sys.executable, "-m", target]
+    else:
+        exe = shutil.which(target)
+        if exe is None:
+            raise FileNotFoundError(f"{target}: not on PATH (is the project installed: pip install -e .?)")
+        cmd = [exe]
+    child_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                     PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    for key, value in (env or {}).items():
+        if value is None:
+            child_env.pop(key, None)
+        else:
+            child_env[key] = str(value)
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, env=child_env,
+                          timeout=timeout, cwd=str(cwd))

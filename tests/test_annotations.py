@@ -2,6 +2,7 @@
 
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -127,7 +128,8 @@ def test_load_pts_known_values_and_zero_based(samples_dir):
     np.testing.assert_allclose(pts, raw - PTS_PIXEL_OFFSET)
 
 
-@pytest.mark.parametrize("name,shape", [("einstein", (1024, 817)), ("takeo", (225, 150)), ("breakingbad", (1080, 1920))])
+@pytest.mark.parametrize("name,shape", [("einstein", (1024, 817)), ("takeo", (225, 150)),
+                                        ("breakingbad", (1080, 1920))])
 def test_load_pts_points_lie_on_the_face(samples_dir, name, shape):
     """iBUG 68-point order: jaw 0-16 below the brows 17-26, nose 27-35 between the eyes 36-47 and
     the mouth 48-67; all inside the photo."""
@@ -143,7 +145,6 @@ def test_load_pts_points_lie_on_the_face(samples_dir, name, shape):
 
 def test_load_pts_on_the_face_found_by_the_detector(samples_dir):
     """takeo: the Haar detector's (calibrated) box and the annotation agree."""
-    cv2 = pytest.importorskip("cv2")
     from prnet.data.annotations import load_pts
     from prnet.errors import DetectorUnavailableError
     from prnet.inference.detect import make_detector
@@ -185,3 +186,37 @@ def test_load_pts_any_count_when_asked(tmp_path):
     path = tmp_path / "five.pts"
     path.write_text("version: 1\nn_points:  2\n{\n1 2\n3.5 4.25\n}\n")
     np.testing.assert_allclose(load_pts(path, n_points=None), [[0, 1], [2.5, 3.25]])
+
+
+def test_sidecar_landmarks_reads_pts_and_mat_siblings(samples_dir, tmp_path):
+    from scipy.io import loadmat
+
+    from prnet.data.annotations import load_pts, sidecar_landmarks
+
+    lm, path = sidecar_landmarks(samples_dir / "faces" / "einstein.jpg")
+    assert path.name == "einstein.pts"
+    np.testing.assert_allclose(lm, load_pts(path))
+    aflw = sorted((samples_dir / "aflw2000-3d").glob("*.jpg"))[0]
+    lm, path = sidecar_landmarks(aflw)
+    assert path == aflw.with_suffix(".mat")
+    np.testing.assert_allclose(lm, loadmat(str(path))["pt3d_68"][:2].T - 1)  # 1-based MATLAB -> 0-based
+    lp = sorted((samples_dir / "300w-lp").glob("*/*.jpg"))[0]
+    lm, path = sidecar_landmarks(lp)
+    np.testing.assert_allclose(lm, loadmat(str(path))["pt2d"].T - 1)
+    assert sidecar_landmarks(samples_dir / "faces" / "prnet_test_0.jpg") is None
+    (tmp_path / "x.jpg").write_bytes(b"")
+    (tmp_path / "x.pts").write_text("version: 1\nn_points: 1\n{\n1 2\n}\n")
+    with pytest.raises(DatasetError, match="expected 68"):
+        sidecar_landmarks(tmp_path / "x.jpg")
+
+
+def test_dataset_images_read_as_cv2_imread_did(samples_dir):
+    """The builders' reader (prnet.core.images.read_image, imdecode of the raw bytes) gives the
+    same pixels as the cv2.imread(IMREAD_COLOR) they used before, on every real sample image."""
+    from prnet.core.images import read_image
+
+    images = sorted(p for p in samples_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".ppm"))
+    assert len(images) >= 20
+    for path in images:
+        expected = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(read_image(path), expected, err_msg=str(path))

@@ -11,8 +11,7 @@ import pytest
 import scipy.io
 
 from prnet.data.annotations import list_samples, load_fit
-from prnet.data.bfm import (BFM, landmark_interpolated_model, load_bfm, load_uv_coords, rotation_matrix, transform,
-                       write_bfm_mat)
+from prnet.data.bfm import BFM, landmark_interpolated_model, load_bfm, load_uv_coords, transform, write_bfm_mat
 from prnet.errors import DatasetError
 
 
@@ -39,23 +38,6 @@ def fixture_files(bfm_ref, shared_dir, tmp_path_factory):
 def kpt68_vertices(kpt68, fit):
     v = kpt68["mean"] + kpt68["shape_basis"] @ fit.shape_para[:40] + kpt68["exp_basis"] @ fit.exp_para[:10]
     return v.reshape(68, 3)
-
-
-def test_rotation_matrix_is_3ddfa_order():
-    r = rotation_matrix(0.3, -0.7, 0.2)
-    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
-    assert np.linalg.det(r) == pytest.approx(1.0)
-    # Independent: R = Rx(p) Ry(y) Rz(r), each the transpose of the textbook rotation.
-    def rx(a):
-        return np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-
-    def ry(a):
-        return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-
-    def rz(a):
-        return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-
-    np.testing.assert_allclose(r, rx(0.3).T @ ry(-0.7).T @ rz(0.2).T, atol=1e-12)
 
 
 def test_transform_reproduces_aflw_pt3d_68(samples_dir, kpt68):

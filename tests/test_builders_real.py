@@ -10,13 +10,12 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
-tfds = pytest.importorskip("tensorflow_datasets")
-
-from prnet.data.annotations import load_fit  # noqa: E402
-from prnet.data.bfm import landmark_interpolated_model, transform, write_bfm_mat  # noqa: E402
-from prnet.errors import DatasetError  # noqa: E402
-from prnet.core.uv import landmarks_from_posmap, vertices_from_posmap  # noqa: E402
+from prnet.core.uv import landmarks_from_posmap, vertices_from_posmap
+from prnet.data.annotations import load_fit
+from prnet.data.bfm import landmark_interpolated_model, transform, write_bfm_mat
+from prnet.errors import DatasetError
 
 # iBUG-68 left/right mirror permutation.
 MIRROR_68 = np.r_[16:-1:-1, 26:16:-1, 27:31, 35:30:-1, [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40],

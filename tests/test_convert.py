@@ -1,15 +1,13 @@
 """Official-checkpoint conversion: a checkpoint with exactly the real index's names and shapes,
 random values, converted to Keras and compared with an independent TF1-style graph."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from prnet.errors import CheckpointMismatchError, WeightsFormatError, WeightsNotFoundError
 from prnet.weights.convert import (
     checkpoint_prefix,
     convert_checkpoint,
@@ -17,9 +15,9 @@ from prnet.weights.convert import (
     is_tf1_checkpoint,
     load_official_weights,
 )
-from prnet.errors import CheckpointMismatchError, WeightsFormatError, WeightsNotFoundError
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import run_cli
+
 PREFIX_NAME = "256_256_resfcn256_weight"
 # The original predictor.py's decoder strides (independent of prnet.model.resfcn256).
 DECODER_STRIDES = (1, 2, 1, 1, 2, 1, 1, 2, 1, 1, 2, 1, 2, 1, 1, 1, 1)
@@ -297,14 +295,8 @@ def test_truncated_data_file_fails_cleanly(fake_official, tmp_path):
     assert list(tmp_path.glob("*.h5")) == []
 
 
-def _cli(*args, **env_vars):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env_vars)
-    return subprocess.run([sys.executable, "-m", "prnet.cli.convert", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=300)
-
-
 def test_cli_help_documents_every_flag():
-    result = _cli("--help")  # absl exits with status 1 after printing help
+    result = run_cli("prnet.cli.convert", "--help")  # absl exits with status 1 after printing help
     text = result.stdout + result.stderr
     for flag in ("--checkpoint:", "--output:", "--[no]download:", "--[no]verify:", "--[no]force:"):
         assert flag in text
@@ -314,14 +306,14 @@ def test_cli_help_documents_every_flag():
 def test_cli_converts_and_fails_cleanly(fake_official, tmp_path):
     prefix = fake_official[0]
     out = tmp_path / "cli.weights.h5"
-    ok = _cli("--checkpoint", str(prefix), "--output", str(out))
+    ok = run_cli("prnet.cli.convert", "--checkpoint", prefix, "--output", str(out))
     assert ok.returncode == 0, ok.stderr
     assert out.is_file() and out.stat().st_size > 50e6
 
     (tmp_path / "bad").mkdir()
     bad_prefix = _mutated(fake_official, tmp_path / "bad", lambda v: v.pop("resfcn256/Conv/weights"))
     bad_out = tmp_path / "bad.weights.h5"
-    bad = _cli("--checkpoint", str(bad_prefix), "--output", str(bad_out))
+    bad = run_cli("prnet.cli.convert", "--checkpoint", bad_prefix, "--output", str(bad_out))
     assert bad.returncode != 0
     assert "resfcn256/Conv/weights" in bad.stderr and "Traceback" not in bad.stderr
     assert not bad_out.exists() and not list(tmp_path.glob(".*tmp*"))
@@ -361,10 +353,10 @@ def test_cli_download_uses_files_already_in_cache_and_verify_reports(fake_offici
     for suffix in (".index", ".data-00000-of-00001"):
         (folder / f"{PREFIX_NAME}{suffix}").symlink_to(f"{fake_official[0]}{suffix}")
     env = {"PRNET_CACHE_DIR": str(cache), "PRNET_ASSETS_DIR": str(assets_dir)}
-    ok = _cli("--download", **env)
+    ok = run_cli("prnet.cli.convert", "--download", env=env)
     assert ok.returncode == 0, ok.stderr
     assert (cache / "resfcn256.weights.h5").is_file()
-    report = _cli("--verify", **env)
+    report = run_cli("prnet.cli.convert", "--verify", env=env)
     # The random stand-in checkpoint is not the official one: the report must say so.
     assert report.returncode == 1
     assert "MISMATCH 256_256_resfcn256_weight.data-00000-of-00001" in report.stdout

@@ -1,14 +1,15 @@
 """Crop box rules, the crop transform and warp, and the face detectors on real annotated photos."""
 
 import glob
+import math
 
 import cv2
 import numpy as np
 import pytest
 
 from prnet.core import crop
-from prnet.inference import detect
 from prnet.errors import ImageReadError
+from prnet.inference import detect
 
 
 # ----------------------------------------------------------------------------- box rules
@@ -27,6 +28,30 @@ def test_box_from_bbox_and_landmarks_known_values():
     c2, s2 = crop.box_from_landmarks(pts)
     np.testing.assert_allclose(c2, center)
     assert s2 == size
+
+
+def test_training_box_and_tform_conventions():
+    pts = np.array([[10.0, 20.0], [110.0, 220.0], [60.0, 100.0]])
+    center, size = crop.training_box(pts)  # the 300W-LP rule: x1.5, whole pixels
+    np.testing.assert_allclose(center, [60, 120])
+    assert size == int(1.5 * 150)
+    t = crop.crop_transform(center, size)
+    corners = np.array([[center[0] - size / 2, center[1] - size / 2, 1],
+                        [center[0] + size / 2, center[1] + size / 2, 1]])
+    np.testing.assert_allclose((corners @ t.T)[:, :2], [[0, 0], [255, 255]], atol=1e-9)
+    with pytest.raises(ValueError):
+        crop.training_box(np.ones((5, 2)))
+
+
+def test_training_box_jitter_is_bounded_and_seeded():
+    pts = np.array([[0.0, 0.0], [100.0, 100.0]])
+    a = crop.training_box(pts, np.random.default_rng(3))
+    b = crop.training_box(pts, np.random.default_rng(3))
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1]
+    for seed in range(20):
+        c, s = crop.training_box(pts, np.random.default_rng(seed))
+        assert np.all(np.abs(c - 50) <= 10) and 0.9 * 150 <= s <= 1.1 * 150
 
 
 @pytest.mark.parametrize("bad", [(0, 0, 0, 10), (5, 5, 1, 10), (0, 0, np.nan, 3), (1, 2, 3)])
@@ -64,6 +89,40 @@ def test_crop_to_image_round_trip_and_z_scale():
     back = crop.crop_to_image(in_crop * [1, 1, 255 / 317.0], t)
     np.testing.assert_allclose(back, pts, atol=1e-9)
     np.testing.assert_allclose(crop.crop_to_image(in_crop[:, :2], t), pts[:, :2], atol=1e-9)
+
+
+def test_crop_to_image_inverts_crop_transform():
+    rng = np.random.default_rng(0)
+    cx, cy, size = 310.5, 207.25, 180
+    s = 255.0 / size
+    tform = np.array([[s, 0, -s * (cx - size / 2)], [0, s, -s * (cy - size / 2)], [0, 0, 1]])  # written out
+    img_pts = rng.uniform(0, 500, (256, 256, 2))
+    z_img = rng.uniform(-20, 80, (256, 256, 1))
+    crop_xy = img_pts * s + tform[:2, 2]  # independent forward mapping
+    posmap_crop = np.concatenate([crop_xy, z_img * s], axis=-1).astype(np.float32)
+    back = crop.crop_to_image(posmap_crop, tform)
+    assert back.shape == (256, 256, 3) and back.dtype == np.float64
+    np.testing.assert_allclose(back[..., :2], img_pts, atol=2e-3)
+    np.testing.assert_allclose(back[..., 2:], z_img, atol=1e-3)
+    # The box corners land on the crop corners 0 and 255.
+    corners = crop.crop_to_image(np.array([[0.0, 0.0, 0.0], [255.0, 255.0, 0.0]]), tform)
+    np.testing.assert_allclose(corners[:, :2], [[220.5, 117.25], [400.5, 297.25]], atol=1e-4)
+    np.testing.assert_allclose(crop.image_to_crop(back, tform), posmap_crop, atol=1e-3)
+
+
+def test_crop_to_image_with_rotation():
+    a = math.radians(20)
+    s = 1.7
+    tform = np.array([[s * math.cos(a), -s * math.sin(a), 12.0], [s * math.sin(a), s * math.cos(a), -30.0], [0, 0, 1]])
+    pts = np.array([[10.0, 20.0, 5.0], [200.0, 100.0, -3.0]])
+    in_crop = np.c_[(tform @ np.c_[pts[:, :2], np.ones(2)].T).T[:, :2], pts[:, 2] * s]
+    np.testing.assert_allclose(crop.crop_to_image(in_crop, tform), pts, atol=1e-4)
+    np.testing.assert_allclose(crop.image_to_crop(pts, tform), in_crop, atol=1e-9)
+    assert crop.crop_scale(tform) == pytest.approx(s)
+    with pytest.raises(ValueError):
+        crop.crop_to_image(np.zeros((4, 4)), tform)
+    with pytest.raises(ValueError):
+        crop.crop_to_image(np.zeros((4, 3)), tform[:2])
 
 
 def test_warp_crop_matches_skimage_warp_of_the_original():

@@ -2,8 +2,6 @@
 
 import os
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -11,16 +9,16 @@ import pytest
 
 from prnet.inference.detect import available_detectors
 
+from helpers import run_cli
+
 FLAG_NAMES = ("input", "output", "weights", "backend", "download", "smoke_test_random_weights", "detector", "uv_dir",
               "batch_size", "max_faces", "outputs", "texture", "annotations")
 
 
 def _run(args, env_extra=None, timeout=300, entry_point=False):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.update(env_extra or {})
     # entry_point: call run() the way the `prnet-demo` console script does (sys.argv[0] is not the module).
-    cmd = ["-c", "from prnet.cli.demo import run; run()"] if entry_point else ["-m", "prnet.cli.demo"]
-    return subprocess.run([sys.executable, *cmd, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    target = ["-c", "from prnet.cli.demo import run; run()"] if entry_point else "prnet.cli.demo"
+    return run_cli(target, *args, env=env_extra, timeout=timeout)
 
 
 def _needs_detector():
@@ -127,29 +125,47 @@ def test_default_weights_are_exported_once_and_run_as_saved_model(tmp_path, samp
 
 
 # ----------------------------------------------------------------------------- annotation crops
-def test_find_annotation_reads_pts_and_mat_siblings(samples_dir, tmp_path):
-    from scipy.io import loadmat
+class _RecordingBackend:
+    """Stands in for the network: records the crops it is given, returns flat position maps."""
 
-    from prnet.data.annotations import load_pts
-    from prnet.cli.demo import find_annotation
+    source, random_weights = "recording test backend", False
 
-    lm, path = find_annotation(samples_dir / "faces" / "einstein.jpg")
-    assert path.name == "einstein.pts"
-    np.testing.assert_allclose(lm, load_pts(path))
-    aflw = sorted((samples_dir / "aflw2000-3d").glob("*.jpg"))[0]
-    lm, path = find_annotation(aflw)
-    assert path == aflw.with_suffix(".mat")
-    np.testing.assert_allclose(lm, loadmat(str(path))["pt3d_68"][:2].T - 1)  # 1-based MATLAB -> 0-based
-    lp = sorted((samples_dir / "300w-lp").glob("*/*.jpg"))[0]
-    lm, path = find_annotation(lp)
-    np.testing.assert_allclose(lm, loadmat(str(path))["pt2d"].T - 1)
-    assert find_annotation(samples_dir / "faces" / "prnet_test_0.jpg") is None
-    (tmp_path / "x.jpg").write_bytes(b"")
-    (tmp_path / "x.pts").write_text("version: 1\nn_points: 1\n{\n1 2\n}\n")
-    from prnet.errors import DatasetError
+    def __init__(self):
+        self.crops = []
 
-    with pytest.raises(DatasetError, match="expected 68"):
-        find_annotation(tmp_path / "x.jpg")
+    def __call__(self, crops):
+        self.crops += list(crops)
+        return np.full((len(crops), 256, 256, 3), 128.0, np.float32)
+
+
+def test_calibration_crops_equal_the_demo_crops(samples_dir, assets_dir, tmp_path):
+    """int8 calibration crops an annotated photo exactly as prnet-demo does: same reader, same
+    sidecar landmarks (regression: calibration read ``.mat`` landmarks without the 1 px MATLAB offset)."""
+    from prnet.core.images import read_image
+    from prnet.data.annotations import sidecar_landmarks
+    from prnet.inference.predictor import Predictor
+    from prnet.serving.calibration import representative_crops
+
+    folder = tmp_path / "annotated"
+    folder.mkdir()
+    images = sorted((samples_dir / "aflw2000-3d").glob("*.jpg")) + \
+        [samples_dir / "faces" / name for name in ("breakingbad.jpg", "einstein.jpg", "takeo.ppm")]
+    for image in images:
+        for path in (image, image.with_suffix(".mat"), image.with_suffix(".pts")):
+            if path.is_file():
+                (folder / path.name).symlink_to(path)
+    linked = sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".ppm"))
+    assert len(linked) == len(images) == 11
+
+    backend = _RecordingBackend()
+    predictor = Predictor(backend, template=assets_dir, detector=None)
+    for path in linked:  # as prnet-demo's main() does for one input file
+        landmarks, _ = sidecar_landmarks(path)
+        predictor.reconstruct(read_image(path), landmarks=landmarks)
+    calibration = representative_crops(folder)
+    assert len(calibration) == len(backend.crops) == len(linked)
+    for path, mine, demo in zip(linked, calibration, backend.crops):
+        np.testing.assert_array_equal(mine, demo, err_msg=path.name)
 
 
 @pytest.mark.slow

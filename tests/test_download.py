@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prnet.weights import download
-from prnet.weights import official
 from prnet.errors import AssetsNotFoundError, DownloadError, WeightsNotFoundError
+from prnet.weights import download, official
 
 PAYLOAD = np.random.default_rng(7).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -313,16 +312,11 @@ def _counting_exports(monkeypatch):
 def _save_small_weights(path, seed):
     import keras
 
-    from prnet.model.resfcn256 import build_resfcn256
+    from prnet.model.resfcn256 import build_resfcn256, randomize_batchnorm
 
     keras.utils.set_random_seed(seed)
-    model = build_resfcn256(weight_decay=0, size=4)
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:  # trained-like BatchNorm statistics, so that outputs vary with the weights
-        if isinstance(layer, keras.layers.BatchNormalization):
-            g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+    # trained-like BatchNorm statistics, so that outputs vary with the weights
+    model = randomize_batchnorm(build_resfcn256(weight_decay=0, size=4), seed)
     model.save_weights(str(path))
     return model
 

@@ -8,21 +8,20 @@ import csv
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io as sio
 
-from prnet.evaluation import protocol as evaluation
-from prnet.evaluation import ground_truth
-from prnet.evaluation import report
-from prnet.evaluation import metrics
 from prnet.core.crop import box_from_landmarks, crop_transform
-from prnet.evaluation.protocol import EvalConfig
+from prnet.evaluation import ground_truth, metrics, report
+from prnet.evaluation import protocol as evaluation
 from prnet.evaluation.ground_truth import EvalSample
+from prnet.evaluation.protocol import EvalConfig
+from prnet.inference.predictor import Predictor
+
+from helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,12 +74,11 @@ def _column(rows, key):
 @pytest.fixture(scope="module")
 def cli_run(data, standin_bfm, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PRNET_ASSETS_DIR=str(data["assets"]))
-    cmd = [sys.executable, str(REPO / "evaluate.py"), "--smoke_test_random_weights",
-           "--dataset_dir", str(data["samples"]), "--gt_dir", str(data["gt_dir"]),
-           "--bfm", str(standin_bfm / "BFM.mat"), "--bfm_uv", str(standin_bfm / "BFM_UV.mat"),
-           "--output_dir", str(out), "--batch_size", "3", "--progress=false"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=300)
+    proc = run_cli(REPO / "evaluate.py", "--smoke_test_random_weights",
+                   "--dataset_dir", data["samples"], "--gt_dir", data["gt_dir"],
+                   "--bfm", standin_bfm / "BFM.mat", "--bfm_uv", standin_bfm / "BFM_UV.mat",
+                   "--output_dir", out, "--batch_size", "3", "--progress=false",
+                   env={"PRNET_ASSETS_DIR": data["assets"]})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc.stdout
 
@@ -140,8 +138,7 @@ def test_cli_json_and_csv_agree(cli_run, data):
 
 
 def test_cli_help_documents_every_flag():
-    proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--help"], capture_output=True, text=True,
-                          cwd=str(REPO), timeout=120)
+    proc = run_cli(REPO / "evaluate.py", "--help", timeout=120)
     assert proc.returncode in (0, 1)  # absl's --help exits with status 1
     for flag in ("weights", "smoke_test_random_weights", "dataset_dir", "tfds_name", "data_dir", "split", "crop",
                  "detector", "detector_model", "gt_dir", "reannotated", "bfm", "bfm_uv", "assets_dir",
@@ -150,28 +147,26 @@ def test_cli_help_documents_every_flag():
 
 
 def test_cli_errors_are_one_clear_line(data, tmp_path):
-    cmd = [sys.executable, str(REPO / "evaluate.py"), "--smoke_test_random_weights", "--output_dir", str(tmp_path),
-           "--assets_dir", str(data["assets"])]
-    proc = subprocess.run(cmd + ["--dataset_dir", str(tmp_path / "nope")], capture_output=True, text=True,
-                          cwd=str(REPO), timeout=120)
+    cmd = [REPO / "evaluate.py", "--smoke_test_random_weights", "--output_dir", tmp_path,
+           "--assets_dir", data["assets"]]
+    proc = run_cli(*cmd, "--dataset_dir", tmp_path / "nope", timeout=120)
     assert proc.returncode == 1 and "dataset folder not found" in proc.stderr
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    proc = run_cli(*cmd, timeout=120)
     assert proc.returncode != 0 and "exactly one of --dataset_dir" in proc.stderr
-    proc = subprocess.run(cmd + ["--dataset_dir", str(data["samples"]), "--assets_dir", str(tmp_path)],
-                          capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    proc = run_cli(*cmd, "--dataset_dir", data["samples"], "--assets_dir", tmp_path, timeout=120)
     assert proc.returncode == 1 and "UV template" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("results.*"))
 
 
 # ----------------------------------------------------------------------------- in-process checks
 
-class OraclePredictor:
+class OracleBackend:
     """Returns the ground-truth position maps (crop pixels) of ``samples`` in order: a perfect model."""
 
     def __init__(self, posmaps):
         self.queue = list(posmaps)
 
-    def predict_posmaps(self, crops):
+    def __call__(self, crops):
         if not np.any(crops):  # the untimed warm-up call
             return np.zeros_like(crops)
         out, self.queue = self.queue[:len(crops)], self.queue[len(crops):]
@@ -200,7 +195,8 @@ def test_perfect_model_scores_zero_dense_error(data, standin_bfm, template, tmp_
     cfg = EvalConfig(output_dir=str(tmp_path), dataset_dir=str(data["samples"]), assets_dir=str(data["assets"]),
                      bfm=str(standin_bfm / "BFM.mat"), bfm_uv=str(standin_bfm / "BFM_UV.mat"), batch_size=5,
                      progress=False)
-    res = evaluation.evaluate(cfg, predictor=OraclePredictor(posmaps), model_info={"description": "oracle"})
+    oracle = Predictor(OracleBackend(posmaps), detector=None, template=template, batch_size=5)
+    res = evaluation.evaluate(cfg, predictor=oracle, model_info={"description": "oracle"})
     rows = _read_csv(tmp_path / "results.csv")
     for key in ("dense_2d", "dense_3d", "reconstruction_3d"):
         assert np.abs(_column(rows, f"{key}_percent")).max() < 1e-4, key
@@ -214,8 +210,8 @@ def test_perfect_model_scores_zero_dense_error(data, standin_bfm, template, tmp_
 def _tiny_backend():
     import keras
 
-    from prnet.model.runtime import KerasBackend
     from prnet.model.resfcn256 import build_resfcn256
+    from prnet.model.runtime import KerasBackend
 
     keras.utils.set_random_seed(1)
     return KerasBackend(build_resfcn256(weight_decay=0.0, size=4), random_weights=True)
@@ -242,15 +238,16 @@ def test_detector_crops_and_fallback(data, template):
 
     samples = evaluation.load_folder_samples(data["samples"])
     backend = _tiny_backend()
-    gt_records = evaluation.run_inference(backend, samples, template, batch_size=4, progress=False)
+    gt_records = evaluation.run_inference(Predictor(backend, detector=None, template=template), samples,
+                                          batch_size=4, progress=False)
     # a detector that returns exactly the landmark box (and a far-away decoy) for the first four images
     boxes = {}
     for s in samples[:4]:
         boxes[_key(s.load_image())] = np.array([[0, 0, 5, 5], landmarks_bbox(s.landmarks)])
     detector = BoxDetector(boxes)
     found = {s.id for s in samples[:4]}
-    recs = evaluation.run_inference(backend, samples, template, crop="detector", detector=detector,
-                                    batch_size=4, progress=False)
+    recs = evaluation.run_inference(Predictor(backend, detector=detector, template=template), samples,
+                                    crop="detector", batch_size=4, progress=False)
     for g, r in zip(gt_records, recs):
         assert r["crop"] == ("detector" if r["id"] in found else "gt (no face detected)")
         # 'bbox' rule on the landmark box == the gt crop: identical predictions and errors
@@ -259,7 +256,8 @@ def test_detector_crops_and_fallback(data, template):
     summary = report.summarize(recs)
     assert summary["crop_sources"]["detector"] == len(found)
     with pytest.raises(ValueError, match="detector"):
-        evaluation.run_inference(backend, samples, template, crop="detector", progress=False)
+        evaluation.run_inference(Predictor(backend, detector=None, template=template), samples, crop="detector",
+                                 progress=False)
 
 
 def test_keras_weights_file_is_recorded_with_its_hash(data, tmp_path):
@@ -295,10 +293,11 @@ def test_tfds_dataset_gives_the_same_numbers_as_the_folder(data, standin_bfm, te
     total, tf_samples = evaluation.load_tfds_samples("prnet_aflw2000_3d/posmap", data_dir=str(tmp_path / "tfds"),
                                                      template=template, gt=gt)
     assert total == 8
-    via_tfds = evaluation.run_inference(backend, tf_samples, template, progress=False, total=total)
+    predictor = Predictor(backend, detector=None, template=template)
+    via_tfds = evaluation.run_inference(predictor, tf_samples, progress=False, total=total)
     dense = evaluation.bfm_dense_ground_truth(standin_bfm / "BFM.mat", standin_bfm / "BFM_UV.mat", template)
-    via_folder = evaluation.run_inference(backend, evaluation.load_folder_samples(data["samples"], gt=gt),
-                                          template, dense_fn=dense, progress=False)
+    via_folder = evaluation.run_inference(predictor, evaluation.load_folder_samples(data["samples"], gt=gt),
+                                          dense_fn=dense, progress=False)
     by_id = {r["id"]: r for r in via_tfds}
     assert sorted(by_id) == sorted(r["id"] for r in via_folder)
     for r in via_folder:
@@ -324,17 +323,57 @@ def test_sample_loading_errors(data, tmp_path):
         ground_truth.attach_gt_arrays(moved, gt)
 
 
-def test_file_sha256(tmp_path):
-    f = tmp_path / "w.weights.h5"
-    f.write_bytes(b"abc")
-    assert evaluation.file_sha256(f) == hashlib.sha256(b"abc").hexdigest()
-    (tmp_path / "sm" / "variables").mkdir(parents=True)
-    (tmp_path / "sm" / "saved_model.pb").write_bytes(b"x")
-    (tmp_path / "sm" / "variables" / "v.data").write_bytes(b"y")
-    h1 = evaluation.file_sha256(tmp_path / "sm")
-    (tmp_path / "sm" / "variables" / "v.data").write_bytes(b"z")
-    assert h1 != evaluation.file_sha256(tmp_path / "sm")
-    (tmp_path / "ckpt.index").write_bytes(b"i")
-    (tmp_path / "ckpt.data-00000-of-00001").write_bytes(b"d")
-    assert evaluation.file_sha256(tmp_path / "ckpt") is not None
-    assert evaluation.file_sha256(tmp_path / "nothing") is None
+# ----------------------------------------------------------------------------- evaluate.py runs the demo's code
+
+@pytest.mark.slow  # one prnet-demo subprocess (TensorFlow start-up)
+def test_evaluate_and_demo_give_identical_landmarks(data, tmp_path, monkeypatch):
+    """The published numbers go through the code users run: the same weights file (a small
+    trained-like network) and the same AFLW2000-3D photo, cropped from its ``pt3d_68`` by both
+    (evaluate: ``--crop=gt``; prnet-demo: ``--annotations auto`` finds the ``.mat``), give IDENTICAL
+    landmarks (in process; the demo's file to its 3 decimals)."""
+    import keras
+
+    from prnet.data.annotations import sidecar_landmarks
+    from prnet.model.resfcn256 import build_resfcn256, randomize_batchnorm
+
+    keras.utils.set_random_seed(7)
+    weights = tmp_path / "small.weights.h5"
+    randomize_batchnorm(build_resfcn256(weight_decay=0.0, size=4), seed=7).save_weights(str(weights))
+    photo = sorted(data["samples"].glob("*.jpg"))[0]
+    folder = tmp_path / "one"
+    folder.mkdir()
+    for f in (photo, photo.with_suffix(".mat")):
+        os.symlink(f, folder / f.name)
+
+    faces = []
+    real = Predictor.face_results
+
+    def spy(self, *args):
+        out = real(self, *args)
+        faces.extend(out)
+        return out
+
+    monkeypatch.setattr(Predictor, "face_results", spy)
+    cfg = EvalConfig(output_dir=str(tmp_path / "eval"), weights=str(weights), dataset_dir=str(folder),
+                     assets_dir=str(data["assets"]), progress=False)
+    res = evaluation.evaluate(cfg)
+    (evaluated,) = faces
+    assert res["model"]["backend"] == "Keras" and str(weights) in res["model"]["source"]
+
+    # the demo's path in process: its annotation reader and Predictor.from_weights(--weights) + reconstruct
+    landmarks, ann = sidecar_landmarks(folder / photo.name)
+    assert ann.suffix == ".mat"
+    demo = Predictor.from_weights(weights, detector=None, template=str(data["assets"]))
+    (face,) = demo.reconstruct(folder / photo.name, landmarks=landmarks)
+    np.testing.assert_array_equal(face.tform, evaluated.tform)
+    np.testing.assert_array_equal(face.landmarks, evaluated.landmarks)
+    np.testing.assert_array_equal(face.vertices, evaluated.vertices)
+
+    # prnet-demo itself, as a user runs it
+    out = tmp_path / "demo"
+    proc = run_cli("prnet.cli.demo", "--input", folder / photo.name, "--output", out, "--weights", weights,
+                   "--uv_dir", data["assets"], "--outputs", "landmarks")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"crop from {photo.with_suffix('.mat').name}" in proc.stderr
+    written = np.loadtxt(out / f"{photo.stem}_0_landmarks.txt")
+    np.testing.assert_allclose(written, evaluated.landmarks, rtol=0, atol=5e-4 + 1e-6)

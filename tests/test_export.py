@@ -3,8 +3,7 @@
 import base64
 import json
 import os
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import keras
@@ -12,16 +11,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256
 from prnet.errors import ExportError
-from prnet.serving.tflite import convert_tflite
-from prnet.serving.saved_model import crop_encoded, export_saved_model
-from prnet.serving.export import export_all
-from prnet.weights.formats import load_keras_model
+from prnet.inference.predictor import Predictor
+from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256, randomize_batchnorm
 from prnet.serving.calibration import representative_crops
-from prnet.serving.tflite import tflite_predict
+from prnet.serving.export import export_all
+from prnet.serving.saved_model import crop_encoded, export_saved_model
+from prnet.serving.tflite import convert_tflite, tflite_predict
+from prnet.weights.formats import load_keras_model
 
-from helpers import randomize_bn
+from helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 # Stated agreement bounds against the Keras training graph on real sample crops (crop pixels).
@@ -33,7 +32,7 @@ INT8_MEAN_PX, INT8_MAX_PX = 1.5, 6.0
 @pytest.fixture(scope="module")
 def small_model():
     keras.utils.set_random_seed(0)
-    return randomize_bn(build_resfcn256(weight_decay=0, size=4), seed=0)
+    return randomize_batchnorm(build_resfcn256(weight_decay=0, size=4), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +86,10 @@ def test_backends_agree(exported, small_model, crops):
 
 
 def test_predictor_loads_exports(exported, small_model, crops, uv_template):
-    predictor = pytest.importorskip("prnet.inference.predictor")
     ref = small_model(crops, training=False).numpy() * POSMAP_SCALE
-    p_saved = predictor.Predictor.from_saved_model(exported["saved_model"], detector=None, template=uv_template)
+    p_saved = Predictor.from_weights(exported["saved_model"], detector=None, template=uv_template)
     np.testing.assert_allclose(p_saved.predict_posmaps(crops), ref, atol=FP32_MAX_PX)
-    p_lite = predictor.Predictor.from_tflite(exported["float32"], detector=None, template=uv_template)
+    p_lite = Predictor.from_weights(exported["float32"], detector=None, template=uv_template)
     np.testing.assert_allclose(p_lite.predict_posmaps(crops), ref, atol=FP32_MAX_PX)
 
 
@@ -167,17 +165,16 @@ def test_serving_signature_like_tf_serving(exported, small_model, samples_dir, u
     (tmp_path / "request.json").write_text(json.dumps(request))
     script = tmp_path / "client.py"
     script.write_text(SERVING_CLIENT)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run([sys.executable, str(script), str(exported["saved_model"]), str(tmp_path / "request.json"),
-                    str(tmp_path / "out.npz")], check=True, env=env, timeout=300)
+    client = run_cli(script, exported["saved_model"], tmp_path / "request.json", tmp_path / "out.npz")
+    assert client.returncode == 0, client.stderr[-3000:]
     out = np.load(tmp_path / "out.npz")
     assert out["landmarks"].shape == (1, 68, 3) and out["posmap"].shape == (1, 256, 256, 3)
 
-    from prnet.core.crop import box_from_bbox, crop_to_image, crop_transform, warp_crop
-    from prnet.core.uv import landmarks_from_posmap
-
     # Independent path: OpenCV decode + prnet.core.crop + Keras training graph + template landmarks.
     import cv2
+
+    from prnet.core.crop import box_from_bbox, crop_to_image, crop_transform, warp_crop
+    from prnet.core.uv import landmarks_from_posmap
 
     image = cv2.imread(str(photo))[..., ::-1]
     tform = crop_transform(*box_from_bbox(box))
@@ -186,9 +183,8 @@ def test_serving_signature_like_tf_serving(exported, small_model, samples_dir, u
     expected = crop_to_image(landmarks_from_posmap(pos, uv_template), tform)
     diff = np.abs(out["landmarks"][0] - expected)
     assert diff.max() < 0.5, diff.max()  # JPEG decoder and warp round-off only
-    predictor = pytest.importorskip("prnet.inference.predictor")
-    face = predictor.Predictor.from_saved_model(exported["saved_model"], detector=None,
-                                                template=uv_template).reconstruct(image, boxes=[box])[0]
+    face = Predictor.from_weights(exported["saved_model"], detector=None,
+                                  template=uv_template).reconstruct(image, boxes=[box])[0]
     assert np.abs(out["landmarks"][0] - face.landmarks).max() < 0.5
 
 
@@ -230,20 +226,14 @@ def test_failed_export_leaves_nothing(small_model, uv_template, tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
-def _cli(*args, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, str(REPO / "export.py"), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=REPO)
-
-
 def test_cli_help_documents_every_flag():
-    listing = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.argv=['export.py']; sys.path.insert(0, '.'); import export; "
+    listing = run_cli(
+        ["-c", "import sys; sys.argv=['export.py']; sys.path.insert(0, '.'); import export; "
          "from absl import flags; print(' '.join(f.name for f in flags.FLAGS.get_flags_for_module(export)))"],
-        capture_output=True, text=True, cwd=REPO, timeout=120)
+        timeout=120)
     names = listing.stdout.split()
     assert {"weights", "output_dir", "formats", "calibration", "overwrite"} <= set(names)
-    help_text = _cli("--help").stdout
+    help_text = run_cli(REPO / "export.py", "--help").stdout
     for name in names:
         assert f"--{name}:" in help_text or f"--[no]{name}:" in help_text, name
 
@@ -253,16 +243,17 @@ def test_cli_export_and_atomic_failure(small_model, samples_dir, assets_dir, tmp
     h5 = tmp_path / "m.weights.h5"
     small_model.save_weights(str(h5))
     out = tmp_path / "out"
-    ok = _cli(f"--weights={h5}", f"--output_dir={out}", "--formats=saved_model,float32",
-              f"--assets_dir={assets_dir}")
+    ok = run_cli(REPO / "export.py", f"--weights={h5}", f"--output_dir={out}", "--formats=saved_model,float32",
+                 f"--assets_dir={assets_dir}")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert (out / "saved_model" / "saved_model.pb").is_file() and (out / "prnet_float32.tflite").is_file()
-    again = _cli(f"--weights={h5}", f"--output_dir={out}", "--formats=float32", f"--assets_dir={assets_dir}")
+    again = run_cli(REPO / "export.py", f"--weights={h5}", f"--output_dir={out}", "--formats=float32",
+                    f"--assets_dir={assets_dir}")
     assert again.returncode == 1 and "already exists" in again.stderr
     empty = tmp_path / "no_images"
     empty.mkdir()
-    bad = _cli(f"--weights={h5}", f"--output_dir={tmp_path / 'out2'}", "--formats=saved_model,int8",
-               f"--calibration={empty}", f"--assets_dir={assets_dir}")
+    bad = run_cli(REPO / "export.py", f"--weights={h5}", f"--output_dir={tmp_path / 'out2'}",
+                  "--formats=saved_model,int8", f"--calibration={empty}", f"--assets_dir={assets_dir}")
     assert bad.returncode == 1 and "no images" in bad.stderr
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
 
@@ -286,14 +277,9 @@ def test_mixed_batch_of_jpeg_and_png(loaded, samples_dir, uv_template):
 
 
 def test_saved_model_cli_lists_signatures(exported):
-    import shutil
-
-    cli = shutil.which("saved_model_cli")
-    if cli is None:
+    if shutil.which("saved_model_cli") is None:
         pytest.skip("saved_model_cli is not on PATH")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    shown = subprocess.run([cli, "show", "--dir", str(exported["saved_model"]), "--all"], capture_output=True,
-                           text=True, env=env, timeout=120).stdout
+    shown = run_cli("saved_model_cli", "show", "--dir", exported["saved_model"], "--all", timeout=120).stdout
     for needle in ("signature_def['serving_default']", "signature_def['predict_images']", "inputs['boxes']",
                    "outputs['landmarks']", "shape: (-1, 68, 3)", "dtype: DT_STRING"):
         assert needle in shown, needle

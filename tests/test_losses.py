@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from prnet.training import losses
 from prnet.model.resfcn256 import POSMAP_SCALE
+from prnet.training import losses
 
 
 def _numpy_loss(true_px, pred_norm, weights):

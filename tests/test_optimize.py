@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256
 from prnet.model.fast import _subpixel_2x2, _subpixel_3x3, build_inference_model
-
-from helpers import randomize_bn
+from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256, randomize_batchnorm
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +28,7 @@ def _relative_error(pred, ref):
 ])
 def test_every_rewrite_matches_training_graph_small(stride1, stride2, residual, sample_crops):
     keras.utils.set_random_seed(1)
-    model = randomize_bn(build_resfcn256(weight_decay=0, size=4), seed=1)
+    model = randomize_batchnorm(build_resfcn256(weight_decay=0, size=4), seed=1)
     ref = model(sample_crops[:2], training=False).numpy() * POSMAP_SCALE
     assert ref.std() > 1.0  # a map that varies, so the comparison can fail
     net = build_inference_model(model, stride1=stride1, stride2=stride2, residual=residual)
@@ -41,7 +39,7 @@ def test_every_rewrite_matches_training_graph_small(stride1, stride2, residual, 
 
 def test_full_size_default_matches_training_graph(sample_crops):
     keras.utils.set_random_seed(2)
-    model = randomize_bn(build_resfcn256(weight_decay=0), seed=2)
+    model = randomize_batchnorm(build_resfcn256(weight_decay=0), seed=2)
     ref = model(sample_crops, training=False).numpy() * POSMAP_SCALE
     assert ref.std() > 1.0
     for kwargs in ({}, {"stride2": "transpose"}):
@@ -50,7 +48,7 @@ def test_full_size_default_matches_training_graph(sample_crops):
 
 
 def test_folding_reads_weights_once():
-    model = randomize_bn(build_resfcn256(weight_decay=0, size=4))
+    model = randomize_batchnorm(build_resfcn256(weight_decay=0, size=4))
     net = build_inference_model(model)
     x = tf.random.uniform([1, 256, 256, 3], seed=3)
     before = net(x).numpy()

@@ -4,12 +4,12 @@ import cv2
 import numpy as np
 import pytest
 
+from prnet.core.crop import crop_transform, training_box, warp_crop
+from prnet.core.uv import landmarks_from_posmap, vertices_from_posmap
 from prnet.data.annotations import load_fit
 from prnet.data.bfm import landmark_interpolated_model
+from prnet.data.posmap import UVRasterizer, fit_similarity_yflip, make_example, vertices_to_crop
 from prnet.errors import DatasetError
-from prnet.data.posmap import (UVRasterizer, box_from_points, crop_tform, fit_similarity_yflip, make_example,
-                          vertices_to_crop, warp_image)
-from prnet.core.uv import landmarks_from_posmap, vertices_from_posmap
 
 
 @pytest.fixture(scope="module")
@@ -92,39 +92,32 @@ def test_uv_kpt_ind_matches_landmark_vertices(model, uv_template, rasterizer):
     assert np.linalg.norm(lm - model.mean[model.kpt_ind], axis=1).mean() < 2500  # < 2.5 mm (BFM units: um)
 
 
-def test_box_and_tform_conventions():
+def test_vertices_to_crop_z_shift():
     pts = np.array([[10.0, 20.0], [110.0, 220.0], [60.0, 100.0]])
-    center, size = box_from_points(pts, 1.5)
-    np.testing.assert_allclose(center, [60, 120])
-    assert size == int(1.5 * 150)
-    t = crop_tform(center, size)
-    corners = np.array([[center[0] - size / 2, center[1] - size / 2, 1],
-                        [center[0] + size / 2, center[1] + size / 2, 1]])
-    np.testing.assert_allclose((corners @ t.T)[:, :2], [[0, 0], [255, 255]], atol=1e-9)
+    center, size = training_box(pts)
+    t = crop_transform(center, size)
     v = np.array([[60.0, 120.0, 10.0], [0.0, 0.0, 30.0]])
     c = vertices_to_crop(v, t)
+    np.testing.assert_allclose(c[:, :2], [[127.5, 127.5], [127.5 - 60 * 255 / size, 127.5 - 120 * 255 / size]])
     np.testing.assert_allclose(c[:, 2], [0.0, 20 * 255 / size])
+    np.testing.assert_allclose(vertices_to_crop(v, t, z_shift=1.0)[:, 2], v[:, 2] * 255 / size - 1.0)
+
+
+def test_make_example_degenerate_box_is_a_dataset_error(model, rasterizer):
+    """A fit whose landmarks collapse to one point (scale 0) is a bad sample, not a crash."""
+    fit = type("Fit", (), {"shape_para": np.zeros(199), "exp_para": np.zeros(29),
+                           "pose_para": np.array([0, 0, 0, 50.0, 50.0, 0, 0.0])})()
     with pytest.raises(DatasetError):
-        box_from_points(np.ones((5, 2)))
-
-
-def test_jitter_is_bounded_and_seeded():
-    pts = np.array([[0.0, 0.0], [100.0, 100.0]])
-    a = box_from_points(pts, jitter=True, rng=np.random.default_rng(3))
-    b = box_from_points(pts, jitter=True, rng=np.random.default_rng(3))
-    np.testing.assert_array_equal(a[0], b[0])
-    assert a[1] == b[1]
-    for seed in range(20):
-        c, s = box_from_points(pts, jitter=True, rng=np.random.default_rng(seed))
-        assert np.all(np.abs(c - 50) <= 10) and 0.9 * 150 <= s <= 1.1 * 150
+        make_example(np.zeros((100, 100, 3), np.uint8), fit, model, rasterizer)
 
 
 def test_warp_image_is_bilinear_sampling():
     # Smooth image (gradient <= ~12 levels/px): OpenCV's 1/32-px position quantisation stays < 0.5 level.
     yy, xx = np.mgrid[0:120, 0:100]
     image = np.stack([120 + 80 * np.sin(xx / 7.0), 120 + 80 * np.cos(yy / 9.0), (xx + yy)], axis=2).astype(np.uint8)
-    t = crop_tform((50.3, 61.7), 90.0)
-    crop = warp_image(image, t)
+    t = crop_transform((50.3, 61.7), 90.0)
+    crop = warp_crop(image, t, as_float=False)
+    assert crop.dtype == np.uint8
     inv = np.linalg.inv(t)
     for (r, c) in [(0, 0), (128, 77), (200, 255), (37, 190)]:
         x, y, _ = inv @ (c, r, 1)
@@ -158,12 +151,10 @@ def test_real_aflw_sample_posmap_agrees_with_ground_truth(samples_dir, model, ra
     assert np.mean(errors) < 2.0
 
 
-def test_crop_conventions_match_inference_crop():
-    """Training crops and the predictor's crops (prnet.core.crop) use the same transform and warp."""
-    crop = pytest.importorskip("prnet.core.crop")
-    t = crop_tform((123.4, 98.7), 211.0)
-    np.testing.assert_allclose(t, crop.crop_transform((123.4, 98.7), 211.0), atol=1e-12)
+def test_uint8_training_crops_match_float_inference_crops():
+    """Training crops (uint8 kept) and the predictor's float crops differ only by rounding."""
+    t = crop_transform((123.4, 98.7), 211.0)
     image = np.random.default_rng(1).integers(0, 256, (240, 260, 3), dtype=np.uint8)
-    ours = warp_image(image, t).astype(np.float64)
-    theirs = crop.warp_crop(image, t) * 255.0
+    ours = warp_crop(image, t, as_float=False).astype(np.float64)
+    theirs = warp_crop(image, t) * 255.0
     assert np.abs(ours - theirs).max() <= 1.5   # uint8 fixed-point vs float32 interpolation

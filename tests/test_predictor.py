@@ -4,15 +4,13 @@ import numpy as np
 import pytest
 
 from prnet.core import crop as cropping
-from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
-from prnet.errors import ImageReadError, NoFaceFoundError, WeightsFormatError, WeightsNotFoundError
-from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256
-from prnet.inference.results import FaceResult
-from prnet.inference.predictor import Predictor
-from prnet.weights.formats import infer_base_size
 from prnet.core.images import as_rgb, read_image
-
-from helpers import randomize_bn
+from prnet.errors import ImageReadError, NoFaceFoundError, WeightsFormatError, WeightsNotFoundError
+from prnet.inference.predictor import Predictor
+from prnet.inference.results import FaceResult
+from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256, randomize_batchnorm
+from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
+from prnet.weights.formats import infer_base_size
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -188,8 +186,6 @@ def test_batches_of_batch_size(uv_template):
 
 # ----------------------------------------------------------------------------- real network
 def test_random_weights_full_size_model_shapes_and_consistency(uv_template):
-    from prnet.mesh.geometry import posmap_to_image
-
     predictor = Predictor.from_weights(smoke_test_random_weights=True, template=uv_template, detector=None,
                                        batch_size=2)
     assert predictor.random_weights and "RANDOM" in predictor.source
@@ -203,7 +199,7 @@ def test_random_weights_full_size_model_shapes_and_consistency(uv_template):
         assert np.all(np.isfinite(face.vertices))
         assert 0 <= face.posmap_crop.min() and face.posmap_crop.max() <= POSMAP_SCALE
         # Landmarks == the image-space posmap at the landmark UV pixels == those vertices.
-        pos_img = posmap_to_image(face.posmap_crop, face.tform)
+        pos_img = cropping.crop_to_image(face.posmap_crop, face.tform)
         np.testing.assert_allclose(face.posmap, pos_img, rtol=1e-6, atol=1e-4)
         kr, kc = uv_template.kpt_ind[:, 1], uv_template.kpt_ind[:, 0]
         np.testing.assert_allclose(face.landmarks, pos_img[kr, kc], rtol=1e-6, atol=1e-4)
@@ -265,7 +261,6 @@ def test_bad_weights_paths_raise_typed_errors(tmp_path):
 
 
 def test_missing_official_weights_say_how_to_get_them():
-    pytest.importorskip("prnet.weights.download", reason="prnet.weights.download not available yet")
     with pytest.raises(WeightsNotFoundError) as err:
         Predictor.from_weights(None, download=False)
     assert "prnet-convert" in str(err.value) or "--weights" in str(err.value)
@@ -387,7 +382,7 @@ def _small_trained_like_model(seed):
     import keras
 
     keras.utils.set_random_seed(seed)
-    return randomize_bn(build_resfcn256(weight_decay=0.0, size=4), seed=seed)
+    return randomize_batchnorm(build_resfcn256(weight_decay=0.0, size=4), seed=seed)
 
 
 def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_path, monkeypatch):

@@ -5,10 +5,13 @@ import dataclasses
 import cv2
 import numpy as np
 import pytest
+import scipy.io
+import tensorflow_datasets as tfds
 from scipy.spatial import cKDTree
 
-from prnet.data.synthetic import SyntheticConfig, render_example, rotation_matrix
+from prnet.core.transforms import euler_to_rotation
 from prnet.core.uv import UV_SIZE, landmarks_from_posmap, uv_triangles, vertices_from_posmap
+from prnet.data.synthetic import SyntheticConfig, render_example
 
 FRONTAL_FLAT = dict(yaw_range=(-15.0, 15.0), pitch_range=(-10.0, 10.0), roll_range=(-10.0, 10.0),
                     background="none", occluder_prob=0.0, glasses_prob=0.0, mask_prob=0.0,
@@ -70,6 +73,11 @@ def test_config_ranges_are_respected_and_validated(uv_template):
         SyntheticConfig(flat_texture=(255, 0))
 
 
+def rotation_matrix(yaw, pitch, roll):
+    """The generator's y-up head rotation for a pose label (degrees, yaw-pitch-roll order)."""
+    return euler_to_rotation(*np.radians([pitch, yaw, roll]))
+
+
 def _kabsch(src, dst):
     """Rotation R minimising |R @ (src - mean) * s - (dst - mean)| (independent of the generator)."""
     a, b = src - src.mean(0), dst - dst.mean(0)
@@ -121,11 +129,9 @@ def test_positive_yaw_turns_nose_to_image_left(uv_template):
 
 def test_rotation_convention_reproduces_real_aflw2000_landmarks(shared_dir, samples_dir):
     """Pin the pose convention to real data: BFM 68-landmark model + a sample's Pose_Para."""
-    scipy_io = pytest.importorskip("scipy.io")
-
     bases = np.load(shared_dir / "reference" / "bfm-mean" / "bfm_kpt68_bases.npz")
     for mat_path in sorted((samples_dir / "aflw2000-3d").glob("*.mat"))[:4]:
-        m = scipy_io.loadmat(mat_path)
+        m = scipy.io.loadmat(mat_path)
         height = cv2.imread(str(mat_path.with_suffix(".jpg"))).shape[0]
         model = (bases["mean"] + bases["shape_basis"] @ m["Shape_Para"][:40, 0]
                  + bases["exp_basis"] @ m["Exp_Para"][:10, 0]).reshape(68, 3)
@@ -232,7 +238,6 @@ def test_inside_of_the_shell_is_never_drawn(uv_template):
 # --- TFDS builder -----------------------------------------------------------------------------
 
 def _build(tmp_path, name, assets_dir, num_workers=1):
-    tfds = pytest.importorskip("tensorflow_datasets")
     from tfds_builders.prnet_synthetic import Builder, SyntheticBuilderConfig
 
     config = SyntheticBuilderConfig(name="test", num_train=3, num_validation=2, base_seed=7)
@@ -270,7 +275,6 @@ def test_builder_builds_reproducibly(tmp_path, assets_dir, uv_template, monkeypa
 
 
 def test_builder_reports_missing_template(tmp_path):
-    pytest.importorskip("tensorflow_datasets")
     from prnet.errors import AssetsNotFoundError
     from tfds_builders.prnet_synthetic import Builder
 

@@ -8,12 +8,13 @@ CPU devices need a fresh process. The overfit run is ``train.py`` itself. All us
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,11 +38,8 @@ def _random_source(n=12, seed=0):
 
 
 def _run_worker(mode, tmp_path, *args, timeout=400):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-    env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # TensorFlow's default (oneDNN on), whatever other tests set
-    proc = subprocess.run([sys.executable, __file__, mode, str(tmp_path), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+    # TF_ENABLE_ONEDNN_OPTS unset: TensorFlow's default (oneDNN on), whatever other tests set.
+    proc = run_cli(Path(__file__), mode, tmp_path, *args, env={"TF_ENABLE_ONEDNN_OPTS": None}, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return json.loads(lines[-1][len("RESULT "):])
@@ -95,11 +93,10 @@ def test_prepare_example_decodes_encoded_images():
 
 
 def test_bad_settings_raise_typed_errors(tmp_path):
-    from prnet.errors import AssetsNotFoundError, DatasetError
-    from prnet.training.config import TrainConfig
-    from prnet.errors import TrainingConfigError
     import tfds_builders  # noqa: F401  (registers the project's builders)
     from prnet.data.pipeline import load_split
+    from prnet.errors import AssetsNotFoundError, DatasetError, TrainingConfigError
+    from prnet.training.config import TrainConfig
 
     with pytest.raises(TrainingConfigError, match="strategy"):
         TrainConfig(model_dir=str(tmp_path), strategy="tpu")
@@ -115,9 +112,7 @@ def test_bad_settings_raise_typed_errors(tmp_path):
 
 
 def test_cli_help_documents_flags():
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    out = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), "--helpfull"], capture_output=True,
-                         text=True, env=env, timeout=120).stdout
+    out = run_cli(REPO_ROOT / "train.py", "--helpfull", timeout=120).stdout
     for flag in ("dataset", "batch_size", "learning_rate", "lr_decay_epochs", "weight_mask", "augment",
                  "aug_occlude", "strategy", "cpu_devices", "mixed_precision", "xla", "model_dir", "init_from",
                  "model_size", "log_every", "val_every"):
@@ -201,11 +196,9 @@ def test_train_py_overfits_8_synthetic_examples(tmp_path, assets_dir, uv_templat
     from prnet.model.resfcn256 import build_resfcn256
 
     model_dir = tmp_path / "run"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # TensorFlow's default (oneDNN on), whatever other tests set
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), f"--model_dir={model_dir}",
-                           f"--data_dir={tmp_path / 'tfds'}", f"--assets_dir={assets_dir}", *OVERFIT_FLAGS],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=REPO_ROOT)
+    # TF_ENABLE_ONEDNN_OPTS unset: TensorFlow's default (oneDNN on), whatever other tests set.
+    proc = run_cli(REPO_ROOT / "train.py", f"--model_dir={model_dir}", f"--data_dir={tmp_path / 'tfds'}",
+                   f"--assets_dir={assets_dir}", *OVERFIT_FLAGS, env={"TF_ENABLE_ONEDNN_OPTS": None}, timeout=600)
     assert proc.returncode == 0, f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     assert "final training loss" in proc.stdout
 
@@ -257,9 +250,9 @@ def test_train_py_overfits_8_synthetic_examples(tmp_path, assets_dir, uv_templat
 def _worker_resume_mirrored(tmp):
     import keras
 
+    from prnet.data.augment import NO_AUGMENTATION, AugmentConfig
     from prnet.training.config import TrainConfig, configure_cpu_devices
     from prnet.training.trainer import Trainer
-    from prnet.data.augment import NO_AUGMENTATION, AugmentConfig
 
     configure_cpu_devices(2)
     src = _random_source(12)

@@ -6,10 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
+from prnet.core.uv import (
+    UV_SIZE,
+    generate_uv_triangles,
+    landmarks_from_posmap,
+    load_uv_template,
+    uv_triangles,
+    vertices_from_posmap,
+)
 from prnet.errors import AssetsCorruptError, AssetsNotFoundError
 from prnet.mesh.raster import rasterize
-from prnet.core.uv import (UV_SIZE, generate_uv_triangles, landmarks_from_posmap, load_uv_template, uv_triangles,
-                      vertices_from_posmap)
 
 
 def _mask_png(assets_dir, name):

@@ -15,6 +15,9 @@ from pathlib import Path
 from absl import app, flags
 
 from prnet.cli import run_console_app
+from prnet.errors import PRNetError
+from prnet.weights import official
+from prnet.weights.convert import checkpoint_prefix, convert_checkpoint
 
 FLAGS = flags.FLAGS
 
@@ -58,11 +61,8 @@ def _fail(message: str) -> int:
 
 
 def _verify(checkpoint) -> int:
-    from prnet.weights.convert import checkpoint_prefix
-    from prnet.weights.official import verify_files
-
     folder = checkpoint_prefix(checkpoint).parent if checkpoint else None
-    results = verify_files(checkpoint_folder=folder)
+    results = official.verify_files(checkpoint_folder=folder)
     for r in results:
         line = f"{r.status:8s} {r.name}  {r.path}"
         if r.status == "MISMATCH":
@@ -76,10 +76,6 @@ def _verify(checkpoint) -> int:
 
 def execute(flag_values=FLAGS) -> int:
     """Run the tool with parsed flags; returns the exit status."""
-    from prnet.weights import official
-    from prnet.weights.convert import convert_checkpoint
-    from prnet.errors import PRNetError
-
     fv = flag_values
     if not (fv.checkpoint or fv.download or fv.verify):
         raise app.UsageError("give --checkpoint PREFIX, --download or --verify (see --help)")

@@ -36,10 +36,7 @@ An image's files are written to a temporary folder first and moved into --output
 of them were written.
 """
 
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from absl import flags
@@ -50,7 +47,6 @@ OUTPUT_KINDS = ("obj", "landmarks", "pose", "depth", "overlay", "texture")
 DEFAULT_OUTPUTS = ("obj", "landmarks", "pose", "depth", "overlay")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
 RANDOM_TAG = "_RANDOM_WEIGHTS"
-ASCII_WARNING = "RANDOM WEIGHTS - NOT A FACE MODEL"
 
 flags.DEFINE_string("input", None, "Image file or folder of images. Default: the astronaut photo bundled "
                     "with scikit-image (skimage.data.astronaut()).")
@@ -68,7 +64,7 @@ flags.DEFINE_enum("backend", "auto", ["auto", "saved_model", "keras"],
 flags.DEFINE_bool("download", True, "Allow downloading the official weights / UV template when missing from the "
                   "cache (--nodownload: fail with instructions instead).")
 flags.DEFINE_bool("smoke_test_random_weights", False, "Use an UNTRAINED network to test the pipeline; every "
-                  "output is marked RANDOM WEIGHTS - NOT A FACE MODEL.")
+                  "output file name, header and overlay is marked as random weights.")
 flags.DEFINE_string("detector", "auto", "Face detector: auto (opencv if available, else dlib), opencv "
                     "(Haar cascade, OpenCV 4), dlib (HOG; pip install dlib-bin).")
 flags.DEFINE_enum("annotations", "auto", ["auto", "never"],
@@ -109,9 +105,11 @@ def _write_png(path: Path, image_rgb_or_grey) -> None:
 
 
 def _header(face, image_name: str, what: str) -> str:
+    from prnet.model.runtime import RANDOM_WEIGHTS_WARNING  # imports TensorFlow: not at --help time
+
     lines = [f"# PRNet {what} for {image_name}", f"# weights: {face.source}"]
     if face.random_weights:
-        lines.insert(0, "# RANDOM WEIGHTS \u2014 NOT A FACE MODEL: these numbers are meaningless")
+        lines.insert(0, f"# {RANDOM_WEIGHTS_WARNING}: these numbers are meaningless")
     return "\n".join(lines) + "\n"
 
 
@@ -120,21 +118,25 @@ def write_face_outputs(folder: Path, stem: str, face, image_name: str, outputs, 
     import cv2
     import numpy as np
 
-    from prnet.mesh import geometry
+    from prnet.mesh.draw import draw_landmarks, draw_mesh_overlay
+    from prnet.mesh.obj import write_obj
+    from prnet.mesh.render import depth_to_uint8
+    from prnet.mesh.texture import template_uv_coords
+    from prnet.model.runtime import RANDOM_WEIGHTS_WARNING_ASCII
 
     written = []
     image = face.image
     if "obj" in outputs:
         obj = folder / f"{stem}.obj"
         if texture:
-            geometry.write_obj(obj, face.vertices, face.triangles, texture=face.uv_texture(),
-                               uv_coords=geometry.template_uv_coords(face.template), image_height=image.shape[0])
+            write_obj(obj, face.vertices, face.triangles, texture=face.uv_texture(),
+                               uv_coords=template_uv_coords(face.template), image_height=image.shape[0])
             written += [obj.with_suffix(".png"), obj.with_suffix(".mtl")]
         else:
-            geometry.write_obj(obj, face.vertices, face.triangles, colors=face.colors, image_height=image.shape[0])
+            write_obj(obj, face.vertices, face.triangles, colors=face.colors, image_height=image.shape[0])
         if face.random_weights:  # prepend the warning (we are inside the private staging folder)
             body = obj.read_text(encoding="ascii")
-            obj.write_text(f"# {ASCII_WARNING}\n" + body, encoding="ascii")
+            obj.write_text(f"# {RANDOM_WEIGHTS_WARNING_ASCII}\n" + body, encoding="ascii")
         written.append(obj)
     if "landmarks" in outputs:
         path = folder / f"{stem}_landmarks.txt"
@@ -150,21 +152,21 @@ def write_face_outputs(folder: Path, stem: str, face, image_name: str, outputs, 
         path = folder / f"{stem}_pose.txt"
         with open(path, "w", encoding="utf-8") as f:
             f.write(_header(face, image_name, "head pose"))
-            f.write("# yaw pitch roll in degrees (300W-LP / AFLW2000-3D convention, see prnet.mesh.geometry)\n")
+            f.write("# yaw pitch roll in degrees (300W-LP / AFLW2000-3D convention, see prnet.core.transforms)\n")
             f.write(f"{yaw:.4f} {pitch:.4f} {roll:.4f}\n")
             f.write("# rotation matrix R (image frame: vertices ~ scale * R @ canonical + t), 3 rows\n")
             np.savetxt(f, rot, fmt="%.6f")
         written.append(path)
     if "depth" in outputs:
         path = folder / f"{stem}_depth.png"
-        _write_png(path, geometry.depth_to_uint8(face.depth_image()))
+        _write_png(path, depth_to_uint8(face.depth_image()))
         written.append(path)
     if "overlay" in outputs:
-        over = geometry.draw_mesh_overlay(image, face.vertices, face.triangles)
-        over = geometry.draw_landmarks(over, face.landmarks)
+        over = draw_mesh_overlay(image, face.vertices, face.triangles)
+        over = draw_landmarks(over, face.landmarks)
         if face.random_weights:
             scale = max(0.5, image.shape[1] / 800)
-            cv2.putText(over, ASCII_WARNING, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+            cv2.putText(over, RANDOM_WEIGHTS_WARNING_ASCII, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale,
                         (255, 0, 0), max(1, int(2 * scale)), cv2.LINE_AA)
         path = folder / f"{stem}_overlay.png"
         _write_png(path, over)
@@ -176,54 +178,21 @@ def write_face_outputs(folder: Path, stem: str, face, image_name: str, outputs, 
     return written
 
 
-ANNOTATION_SUFFIXES = (".pts", ".mat")
-
-
-def find_annotation(image_path):
-    """The sibling landmark annotation of an image: ``(landmarks (68, 2) 0-based image px, path)`` or None.
-
-    Looks for ``<stem>.pts`` (menpo / iBUG, read by :func:`prnet.data.annotations.load_pts`), then
-    ``<stem>.mat`` (300W-LP / AFLW2000-3D, :func:`prnet.data.annotations.load_fit`: ``pt3d_68`` x, y if
-    present, else the 68-point ``pt2d``; a ``.mat`` with neither is ignored). A malformed file raises
-    :class:`prnet.errors.DatasetError`. Note: 300W-LP stores its source photo's ``pt2d`` for every
-    pose variant, so on rotated variants (``_1`` ...) the crop is only approximate.
-    """
-    from prnet.data.annotations import load_fit, load_pts
-
-    image_path = Path(image_path)
-    for suffix in ANNOTATION_SUFFIXES:
-        path = image_path.with_suffix(suffix)
-        if not path.is_file():
-            continue
-        if suffix == ".pts":
-            return load_pts(path), path
-        fit = load_fit(path)
-        points = fit.pt3d_68[:, :2] if fit.pt3d_68 is not None else fit.pt2d
-        if points is not None:
-            return points, path
-    return None
-
-
 def process_image(predictor, image, name: str, display_name: str, out_dir: Path, outputs, texture: bool,
                   max_faces=None, landmarks=None) -> list:
-    """Reconstruct one image and write its files atomically (staging folder, then move). Returns the paths.
+    """Reconstruct one image and write its files atomically (all or none: a staging folder, then
+    moved, :func:`prnet.core.files.staged_files`). Returns the paths.
 
     ``landmarks`` (``(68, 2+)`` image px) crop the one face from them instead of the detector."""
+    from prnet.core.files import staged_files
+
     faces = predictor.reconstruct(image, landmarks=landmarks, max_faces=max_faces)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir))
-    try:
-        staged = []
+    staged = []
+    with staged_files(out_dir) as staging:
         for k, face in enumerate(faces):
             stem = f"{name}_{k}" + (RANDOM_TAG if face.random_weights else "")
             staged += write_face_outputs(staging, stem, face, display_name, outputs, texture)
-        final = []
-        for path in staged:
-            target = out_dir / path.name
-            os.replace(path, target)
-            final.append(target)
-        return final
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return [out_dir / path.name for path in staged]
 
 
 def _fail(message: str, code: int = 2):
@@ -241,9 +210,11 @@ def main(argv):
 
     from tqdm import tqdm
 
-    from prnet.errors import NoFaceFoundError, PRNetError
-    from prnet.inference.predictor import RANDOM_WEIGHTS_WARNING, Predictor
     from prnet.core.images import read_image
+    from prnet.data.annotations import sidecar_landmarks
+    from prnet.errors import NoFaceFoundError, PRNetError
+    from prnet.inference.predictor import Predictor
+    from prnet.model.runtime import RANDOM_WEIGHTS_WARNING
 
     if FLAGS.input is None:
         import skimage.data
@@ -282,7 +253,7 @@ def main(argv):
                                           file=sys.stderr):
         try:
             landmarks = None
-            annotation = find_annotation(path) if path is not None and FLAGS.annotations == "auto" else None
+            annotation = sidecar_landmarks(path) if path is not None and FLAGS.annotations == "auto" else None
             if annotation is not None:
                 landmarks, ann_path = annotation
                 tqdm.write(f"prnet-demo: {display}: crop from {ann_path.name} (68 annotated landmarks; "

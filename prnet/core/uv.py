@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from prnet.errors import AssetsCorruptError
 from prnet.core.paths import assets_dir
+from prnet.errors import AssetsCorruptError
 
 UV_SIZE = 256
 NUM_FACE_VERTICES = 43867

@@ -36,7 +36,6 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -66,11 +65,11 @@ class Fit:
     pose_para: np.ndarray
     shape_para: np.ndarray
     exp_para: np.ndarray
-    pt2d: Optional[np.ndarray]
-    pt3d_68: Optional[np.ndarray]
-    roi: Optional[np.ndarray]
-    pt2d_other: Optional[np.ndarray] = None
-    path: Optional[Path] = None
+    pt2d: np.ndarray | None
+    pt3d_68: np.ndarray | None
+    roi: np.ndarray | None
+    pt2d_other: np.ndarray | None = None
+    path: Path | None = None
 
 
 def _field(mat, key, path, size=None):
@@ -158,7 +157,7 @@ def list_samples(folder):
 PTS_PIXEL_OFFSET = 1.0
 
 
-def load_pts(pts_path, n_points: Optional[int] = 68) -> np.ndarray:
+def load_pts(pts_path, n_points: int | None = 68) -> np.ndarray:
     """Read a menpo / iBUG ``.pts`` landmark file -> ``(N, 2)`` float64 ``(x, y)`` 0-based image pixels.
 
     Format (version 1): ``version: 1``, ``n_points: N``, then ``N`` lines ``x y`` between ``{`` and
@@ -200,3 +199,32 @@ def load_pts(pts_path, n_points: Optional[int] = 68) -> np.ndarray:
     if not np.all(np.isfinite(points)):
         raise DatasetError(f"{path}: contains NaN or inf")
     return points - PTS_PIXEL_OFFSET
+
+
+#: Sibling annotation files of an image, in the order :func:`sidecar_landmarks` looks for them.
+SIDECAR_SUFFIXES = (".pts", ".mat")
+
+
+def sidecar_landmarks(image_path):
+    """The 68 landmarks annotated beside an image: ``(points, annotation_path)``, or None if there are none.
+
+    ``points`` is ``(68, 2)`` float64 ``(x, y)`` 0-based image pixels (x right, y down, pixel
+    centres at integer coordinates), read from ``<stem>.pts`` (menpo / iBUG, :func:`load_pts`), else
+    from ``<stem>.mat`` (300W-LP / AFLW2000-3D fit, :func:`load_fit`: ``pt3d_68`` x, y if present,
+    else the 68-point ``pt2d``; a ``.mat`` with neither is ignored). Both readers remove the files'
+    1-based offset. ``annotation_path`` names the file for messages. A malformed file raises
+    :class:`DatasetError`. Note: 300W-LP stores its source photo's ``pt2d`` for every pose
+    variant, so on rotated variants (``_1`` ...) the points are only approximate.
+    """
+    image_path = Path(image_path)
+    for suffix in SIDECAR_SUFFIXES:
+        path = image_path.with_suffix(suffix)
+        if not path.is_file():
+            continue
+        if suffix == ".pts":
+            return load_pts(path), path
+        fit = load_fit(path)
+        points = fit.pt3d_68[:, :2] if fit.pt3d_68 is not None else fit.pt2d
+        if points is not None:
+            return points, path
+    return None

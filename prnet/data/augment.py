@@ -25,11 +25,9 @@ import dataclasses
 import math
 
 import tensorflow as tf
+
+from prnet.core.crop import CROP_SIZE
 from prnet.errors import AugmentConfigError
-
-
-CROP_SIZE = 256
-CROP_CENTER = (CROP_SIZE - 1) / 2.0
 
 
 @dataclasses.dataclass(frozen=True)

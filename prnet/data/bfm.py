@@ -24,7 +24,7 @@ a fit is ``shapeMU + expMU + shapePC @ Shape_Para + expPC @ Exp_Para``; this mod
 
 Pose (``Pose_Para`` = pitch, yaw, roll [radians], tx, ty, tz, scale), 3DDFA convention::
 
-    R = Rx(pitch) @ Ry(yaw) @ Rz(roll)     (see :func:`rotation_matrix`)
+    R = Rx(pitch) @ Ry(yaw) @ Rz(roll)     (:func:`prnet.core.transforms.euler_to_rotation`)
     p = scale * R @ v + t                  (model frame: y up, z toward the camera)
     x_img = p_x - 1,  y_img = H - p_y,  z_img = p_z
 
@@ -38,10 +38,11 @@ x shift, i.e. it is off by (+1, -1) px from the annotations; we follow the annot
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
+from prnet.core.files import atomic_path
+from prnet.core.transforms import euler_to_rotation
 from prnet.data.annotations import MATLAB_PIXEL_OFFSET
 from prnet.errors import DatasetError
 
@@ -74,7 +75,7 @@ class BFM:
     exp_basis: np.ndarray
     triangles: np.ndarray
     kpt_ind: np.ndarray
-    uv_coords: Optional[np.ndarray] = None
+    uv_coords: np.ndarray | None = None
 
     @property
     def n_vertices(self) -> int:
@@ -112,21 +113,6 @@ class BFM:
         return self.mean[idx] + offset.reshape(-1, 3)
 
 
-def rotation_matrix(pitch: float, yaw: float, roll: float) -> np.ndarray:
-    """3DDFA's rotation ``Rx(pitch) @ Ry(yaw) @ Rz(roll)`` (radians) as a (3, 3) float64 matrix.
-
-    ``Rx = [[1,0,0],[0,c,s],[0,-s,c]]``, ``Ry = [[c,0,-s],[0,1,0],[s,0,c]]``,
-    ``Rz = [[c,s,0],[-s,c,0],[0,0,1]]`` (each the transpose of the textbook right-handed rotation).
-    """
-    cx, sx = np.cos(pitch), np.sin(pitch)
-    cy, sy = np.cos(yaw), np.sin(yaw)
-    cz, sz = np.cos(roll), np.sin(roll)
-    rx = np.array([[1, 0, 0], [0, cx, sx], [0, -sx, cx]])
-    ry = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])
-    rz = np.array([[cz, sz, 0], [-sz, cz, 0], [0, 0, 1]])
-    return rx @ ry @ rz
-
-
 def transform(vertices, pose_para, image_height: int) -> np.ndarray:
     """Model vertices ``(n, 3)`` + ``Pose_Para`` (7,) -> 0-based image pixels ``(n, 3)`` float64.
 
@@ -137,7 +123,7 @@ def transform(vertices, pose_para, image_height: int) -> np.ndarray:
     if pose.size != 7:
         raise DatasetError(f"Pose_Para must have 7 values (pitch, yaw, roll, tx, ty, tz, scale), got {pose.size}")
     v = np.asarray(vertices, np.float64)
-    p = pose[6] * v @ rotation_matrix(*pose[:3]).T + pose[3:6]
+    p = pose[6] * v @ euler_to_rotation(*pose[:3]).T + pose[3:6]
     out = np.empty_like(p)
     out[:, 0] = p[:, 0] - MATLAB_PIXEL_OFFSET
     out[:, 1] = image_height + 1 - p[:, 1] - MATLAB_PIXEL_OFFSET
@@ -218,7 +204,7 @@ def load_bfm(bfm_path, uv_path=None) -> BFM:
                kpt_ind=kpt, uv_coords=uv)
 
 
-def load_uv_coords(uv_path, n_vertices: Optional[int] = None) -> np.ndarray:
+def load_uv_coords(uv_path, n_vertices: int | None = None) -> np.ndarray:
     """Read ``BFM_UV.mat`` (key ``UV``, (n, 2) in [0, 1]) -> float32 (n, 2); checks the count."""
     path = Path(uv_path)
     mat = _read_mat(path, "BFM_UV.mat")
@@ -241,9 +227,6 @@ def write_bfm_mat(path, model: BFM, *, exp_mean=None):
     ``exp_mean`` ``(n, 3)``: stored as ``expMU`` (and subtracted from ``shapeMU``) to mimic the
     real file. Used to make test fixtures; it does not make a model real.
     """
-    import os
-    import tempfile
-
     import scipy.io
 
     n = model.n_vertices
@@ -258,16 +241,9 @@ def write_bfm_mat(path, model: BFM, *, exp_mean=None):
         "tri": (model.triangles.T + 1).astype(np.float64),
         "kpt_ind": (model.kpt_ind[None] + 1).astype(np.float64),
     }
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".mat.tmp")
-    os.close(fd)
-    try:
-        scipy.io.savemat(tmp, {"model": struct})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        scipy.io.savemat(str(tmp), {"model": struct})
+    return Path(path)
 
 
 def landmark_interpolated_model(mean_npz, kpt68_npz, power: float = 2.0) -> BFM:

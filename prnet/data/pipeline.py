@@ -16,9 +16,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from prnet.core.crop import CROP_SIZE
 from prnet.data.augment import AugmentConfig, augment, to_float_image
 from prnet.errors import DatasetError, PRNetError
-from prnet.model.resfcn256 import RESOLUTION
 
 
 def _accepts_assets_dir(name: str) -> bool:
@@ -67,8 +67,8 @@ def prepare_example(example: dict):
     image = example["image"]
     if image.dtype == tf.string:
         image = tf.io.decode_image(image, channels=3, expand_animations=False)
-    image = tf.ensure_shape(to_float_image(image), (RESOLUTION, RESOLUTION, 3))
-    posmap = tf.ensure_shape(tf.cast(example["posmap"], tf.float32), (RESOLUTION, RESOLUTION, 3))
+    image = tf.ensure_shape(to_float_image(image), (CROP_SIZE, CROP_SIZE, 3))
+    posmap = tf.ensure_shape(tf.cast(example["posmap"], tf.float32), (CROP_SIZE, CROP_SIZE, 3))
     landmarks = tf.ensure_shape(tf.cast(example["landmarks_68"], tf.float32), (68, 3))
     return {"image": image, "posmap": posmap, "landmarks_68": landmarks}
 

@@ -5,13 +5,12 @@ Pipeline for one sample (all pixel coordinates 0-based, x = column, y = row, z t
 
 1. mesh = ``BFM.vertices(Shape_Para, Exp_Para)``, projected to image pixels with
    :func:`prnet.data.bfm.transform` (``Pose_Para``);
-2. crop box around the 68 projected landmark vertices: centre = their bounding-box centre,
-   ``size = int(1.5 * old)`` with ``old = (w + h) / 2`` of that box; optional jitter as the
-   original (centre += U(-0.1, 0.1) * old per axis, size *= U(0.9, 1.1)); the original truncates
-   the landmark coordinates to integers before this, we keep them exact (< 1 px difference);
-3. ``tform`` (3x3) maps image pixels to crop pixels: the box corners ``centre -/+ size/2`` go to
-   0 and 255 (scale ``s = 255 / size``, no rotation); the image is warped bilinearly to 256x256;
-4. vertices -> crop pixels: ``(x, y) <- tform @ (x, y, 1)``, ``z <- z * s``, then
+2. crop box around the 68 projected landmark vertices: :func:`prnet.core.crop.training_box`
+   (``size = int(1.5 * old)``, optional jitter as the original); the original truncates the
+   landmark coordinates to integers before this, we keep them exact (< 1 px difference);
+3. ``tform`` = :func:`prnet.core.crop.crop_transform` (image -> crop pixels, scale
+   ``s = 255 / size``); the image is warped bilinearly to 256x256 (uint8 kept);
+4. vertices -> crop pixels: :func:`prnet.core.crop.image_to_crop` (``z <- z * s``), then
    ``z -= min(z)`` over all mesh vertices;
 5. the crop-pixel xyz of every vertex are rasterised into the 256x256 UV map at UV pixel
    ``(col, row) = (255 u, 255 (1 - v))`` (BFM_UV.mat, v flipped), interpolated barycentrically.
@@ -22,19 +21,14 @@ triangle and barycentric weights of every UV pixel, so each map is a gather and 
 """
 
 from dataclasses import dataclass
-from typing import Optional
 
-import cv2
 import numpy as np
 
+from prnet.core.crop import TRAIN_BOX_SCALE, crop_transform, image_to_crop, training_box, warp_crop
+from prnet.core.uv import UV_SIZE
 from prnet.data.bfm import BFM, transform
 from prnet.errors import DatasetError
 from prnet.mesh.raster import rasterize
-
-UV_SIZE = 256
-CROP_SIZE = 256
-#: Box size factor of the original 300W-LP data generation (landmark bounding box x 1.5).
-TRAIN_BOX_SCALE = 1.5
 
 
 class UVRasterizer:
@@ -117,51 +111,13 @@ class UVRasterizer:
         return out.reshape(self.size, self.size, a.shape[1])
 
 
-def box_from_points(points, scale: float = TRAIN_BOX_SCALE, rng: Optional[np.random.Generator] = None,
-                    jitter: bool = False):
-    """Square crop box ``(center (2,), size)`` around ``points`` ``(N, 2+)`` image pixels.
-
-    ``old = (w + h) / 2`` of the points' bounding box, ``size = int(old * scale)``. With
-    ``jitter`` (needs ``rng``), as the original: centre += U(-0.1 old, 0.1 old) per axis,
-    size *= U(0.9, 1.1) (then a float).
-    """
-    p = np.asarray(points, np.float64)[:, :2]
-    lo, hi = p.min(0), p.max(0)
-    center = (lo + hi) / 2.0
-    old = float(((hi - lo)[0] + (hi - lo)[1]) / 2.0)
-    size = float(int(old * scale))
-    if jitter:
-        rng = rng if rng is not None else np.random.default_rng()
-        center = center + rng.uniform(-0.1 * old, 0.1 * old, size=2)
-        size = size * rng.uniform(0.9, 1.1)
-    if not size > 0:
-        raise DatasetError("degenerate landmark box (all points coincide)")
-    return center, size
-
-
-def crop_tform(center, size: float, out: int = CROP_SIZE) -> np.ndarray:
-    """3x3 image->crop matrix: corners ``center -/+ size/2`` -> 0 and ``out - 1``; scale ``(out-1)/size``."""
-    s = (out - 1) / float(size)
-    cx, cy = float(center[0]), float(center[1])
-    return np.array([[s, 0, -s * (cx - size / 2)], [0, s, -s * (cy - size / 2)], [0, 0, 1]], np.float64)
-
-
-def warp_image(image, tform, out: int = CROP_SIZE) -> np.ndarray:
-    """Bilinear warp of a uint8 RGB image into the ``out x out`` crop (zeros outside) -> uint8."""
-    return cv2.warpAffine(np.ascontiguousarray(image), np.asarray(tform, np.float64)[:2], (out, out),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
 def vertices_to_crop(vertices, tform, z_shift=None) -> np.ndarray:
-    """Image-pixel vertices ``(n, 3)`` -> crop pixels: xy by ``tform``, ``z * scale - z_shift``.
+    """Image-pixel vertices ``(n, 3)`` -> crop pixels (:func:`prnet.core.crop.image_to_crop`), then
+    ``z -= z_shift``: the training maps' z origin.
 
-    ``z_shift`` defaults to the minimum of ``z * scale`` (so min z = 0, as the original).
+    ``z_shift`` (crop pixels) defaults to the minimum of the scaled z (so min z = 0, as the original).
     """
-    v = np.asarray(vertices, np.float64)
-    t = np.asarray(tform, np.float64)
-    out = np.empty_like(v)
-    out[:, :2] = v[:, :2] @ t[:2, :2].T + t[:2, 2]
-    out[:, 2] = v[:, 2] * t[0, 0]
+    out = image_to_crop(np.asarray(vertices, np.float64).reshape(-1, 3), tform)
     out[:, 2] -= out[:, 2].min() if z_shift is None else z_shift
     return out
 
@@ -207,12 +163,13 @@ def image_vertices(fit, bfm: BFM, image_height: int) -> np.ndarray:
 
 
 def make_example(image, fit, bfm: BFM, rasterizer: UVRasterizer, *, jitter: bool = False,
-                 rng: Optional[np.random.Generator] = None, box_scale: float = TRAIN_BOX_SCALE,
+                 rng: np.random.Generator | None = None, box_scale: float = TRAIN_BOX_SCALE,
                  box=None, model_vertices=None) -> PosmapExample:
     """Crop ``image`` (uint8 RGB, H x W x 3) and build its position map from ``fit`` (annotations.Fit).
 
-    The crop box is ``box = (center, size)`` if given, else :func:`box_from_points` around the
-    fit's 68 projected landmark vertices (``box_scale``, ``jitter``, ``rng``).
+    The crop box is ``box = (center, size)`` if given, else :func:`prnet.core.crop.training_box`
+    around the fit's 68 projected landmark vertices (``box_scale``; with ``jitter``, drawn from
+    ``rng`` or a fresh generator). A degenerate box raises :class:`DatasetError`.
     ``model_vertices``: the fit's mesh if already computed (e.g. by :meth:`BFM.vertices_batch`).
     """
     image = np.asarray(image)
@@ -222,14 +179,19 @@ def make_example(image, fit, bfm: BFM, rasterizer: UVRasterizer, *, jitter: bool
         model_vertices = bfm.vertices(fit.shape_para, fit.exp_para)
     verts = transform(model_vertices, fit.pose_para, image.shape[0])
     if box is None:
-        center, size = box_from_points(verts[bfm.kpt_ind], box_scale, rng=rng, jitter=jitter)
+        if jitter and rng is None:
+            rng = np.random.default_rng()
+        try:
+            center, size = training_box(verts[bfm.kpt_ind], rng if jitter else None, scale=box_scale)
+        except ValueError as e:
+            raise DatasetError(str(e)) from e
     else:
         center, size = box
-    tform = crop_tform(center, size)
+    tform = crop_transform(center, size)
     z_shift = float(verts[:, 2].min() * tform[0, 0])
     crop_v = vertices_to_crop(verts, tform, z_shift)
     return PosmapExample(
-        image=warp_image(image, tform),
+        image=warp_crop(image, tform, as_float=False),
         posmap=rasterizer(crop_v),
         landmarks_68=crop_v[bfm.kpt_ind].astype(np.float32),
         tform=tform,

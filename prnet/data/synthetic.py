@@ -11,9 +11,10 @@ Conventions (as the rest of the library):
   * z points toward the camera, in the same pixel units as x/y, shifted so min z over the face = 0;
   * pose ``(yaw, pitch, roll)`` in degrees, in the 300W-LP / AFLW2000-3D ``Pose_Para`` convention:
     with the model frame x right, y up, z toward the camera, the head is rotated by
-    ``(Rz(roll) @ Ry(yaw) @ Rx(pitch)).T`` (checked against real AFLW2000-3D fits in the tests).
-    Positive yaw turns the face toward image left (the subject's right), positive pitch raises
-    the chin (looks up), positive roll turns the face clockwise on screen.
+    :func:`prnet.core.transforms.euler_to_rotation` of the angles in radians (checked against
+    real AFLW2000-3D fits in the tests). Positive yaw turns the face toward image left (the
+    subject's right), positive pitch raises the chin (looks up), positive roll turns the face
+    clockwise on screen.
 
 Each example is a pure function of its integer seed (``np.random.default_rng(seed)``).
 """
@@ -23,11 +24,20 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from prnet.core.crop import (
+    CROP_SIZE,
+    TRAIN_BOX_SCALE,
+    TRAIN_CENTER_JITTER,
+    TRAIN_SIZE_JITTER,
+    crop_transform,
+    training_box,
+)
+from prnet.core.transforms import FLIP_Y, euler_to_rotation
+from prnet.core.uv import UV_SIZE, UVTemplate, uv_triangles
+from prnet.data.posmap import vertices_to_crop
 from prnet.errors import AssetsCorruptError
 from prnet.mesh.raster import interpolate, rasterize
-from prnet.core.uv import UV_SIZE, UVTemplate, uv_triangles
-
-CROP_SIZE = 256
+from prnet.mesh.render import vertex_normals
 
 
 @dataclass(frozen=True)
@@ -64,9 +74,9 @@ class SyntheticConfig:
     yaw_range: tuple = (-90.0, 90.0)
     pitch_range: tuple = (-30.0, 30.0)
     roll_range: tuple = (-30.0, 30.0)
-    crop_factor: float = 1.5
-    scale_jitter: tuple = (0.9, 1.1)
-    center_jitter: float = 0.1
+    crop_factor: float = TRAIN_BOX_SCALE
+    scale_jitter: tuple = TRAIN_SIZE_JITTER
+    center_jitter: float = TRAIN_CENTER_JITTER
     deform: bool = True
     deform_bases: int = 4
     deform_amplitude: float = 0.04
@@ -122,15 +132,6 @@ class _Prepared:
 _PREPARED = {}
 
 
-def _triangle_vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals (unnormalised orientation as given by the winding)."""
-    v = vertices[triangles]
-    n = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
-    idx = triangles.ravel()
-    out = np.stack([np.bincount(idx, np.repeat(n[:, c], 3), minlength=len(vertices)) for c in range(3)], axis=1)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-
 def _prepare(template: UVTemplate) -> _Prepared:
     key = (str(template.directory), id(template))
     if key in _PREPARED:
@@ -145,26 +146,13 @@ def _prepare(template: UVTemplate) -> _Prepared:
     tris = np.asarray(uv_triangles(template), np.int64)
     rows, cols = template.face_rows_cols
     colors = template.face_texture[rows, cols].astype(np.float32) / 255.0
-    normals = _triangle_vertex_normals(verts, tris)
+    normals = vertex_normals(verts, tris)
     # Outward normals point toward the camera (+z) on a frontal face.
     sign = 1.0 if normals[:, 2].mean() > 0 else -1.0
     prep = _Prepared(verts, tris, kpt_vertex, colors, sign, float(np.ptp(verts[:, 0])), rows, cols)
     _PREPARED.clear()  # keep one template at a time
     _PREPARED[key] = prep
     return prep
-
-
-def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """Head rotation for a pose in degrees, acting on model coordinates (x right, y UP, z to camera).
-
-    ``R = (Rz(roll) @ Ry(yaw) @ Rx(pitch)).T``, the convention of 300W-LP / AFLW2000-3D
-    ``Pose_Para`` (model point ``p`` goes to ``R @ p``).
-    """
-    y, p, r = np.radians([yaw, pitch, roll])
-    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    return (rz @ ry @ rx).T
 
 
 def _rbf(verts: np.ndarray, centre: np.ndarray, sigma: float) -> np.ndarray:
@@ -193,20 +181,6 @@ def _deform(rng, verts: np.ndarray, kpt_vertex: np.ndarray, width: float, config
         for k in (19, 24):
             out += _rbf(verts, verts[kpt_vertex[k]], 0.08 * width) * [0.0, -raise_ * rng.uniform(0.7, 1.3), 0.0]
     return out
-
-
-def _crop_from_landmarks(rng, kpts_xy: np.ndarray, config: SyntheticConfig):
-    """Original 300W-LP crop rule: box of the landmarks, side x1.5 (x U(0.9, 1.1)), centre jitter.
-
-    Returns ``(center (2,), size)`` in the input's pixel units.
-    """
-    lo, hi = kpts_xy.min(0), kpts_xy.max(0)
-    center = (lo + hi) / 2.0
-    old = ((hi[0] - lo[0]) + (hi[1] - lo[1])) / 2.0
-    size = old * config.crop_factor * rng.uniform(*config.scale_jitter)
-    marg = old * config.center_jitter
-    center = center + rng.uniform(-marg, marg, 2)
-    return center, size
 
 
 def _smooth_noise(rng, shape, cells: int) -> np.ndarray:
@@ -380,21 +354,22 @@ def render_example(seed: int, template: UVTemplate, config: SyntheticConfig = No
     verts = (_deform(rng, prep.vertices, prep.kpt_vertex, prep.face_width, config) if config.deform
              else prep.vertices.copy())
     # Rotate in the y-up model frame: flip y, rotate, flip back (image rows grow downward).
-    flip = np.array([1.0, -1.0, 1.0])
-    verts = ((verts * flip) @ rotation_matrix(*pose).T) * flip
+    yaw, pitch, roll = np.radians(pose)
+    rotation = euler_to_rotation(pitch, yaw, roll)
+    flip = np.diag(FLIP_Y)
+    verts = ((verts * flip) @ rotation.T) * flip
 
-    center, size = _crop_from_landmarks(rng, verts[prep.kpt_vertex, :2], config)
-    s = (CROP_SIZE - 1) / size  # box corners center -+ size/2 map to crop 0 and 255
-    crop = np.empty_like(verts)
-    crop[:, :2] = (verts[:, :2] - (center - size / 2.0)) * s
-    crop[:, 2] = verts[:, 2] * s
-    crop[:, 2] -= crop[:, 2].min()
+    # The 300W-LP crop rule in template units (not image pixels: the side is not truncated).
+    center, size = training_box(verts[prep.kpt_vertex, :2], rng, scale=config.crop_factor,
+                                center_jitter=config.center_jitter, size_jitter=config.scale_jitter,
+                                whole_pixels=False)
+    crop = vertices_to_crop(verts, crop_transform(center, size))
 
     posmap = np.zeros((UV_SIZE * UV_SIZE, 3), np.float32)
     posmap[template.face_ind] = crop
     posmap = posmap.reshape(UV_SIZE, UV_SIZE, 3)
 
-    normals = _triangle_vertex_normals(crop, prep.triangles) * prep.normal_sign  # outward, unit
+    normals = vertex_normals(crop, prep.triangles) * prep.normal_sign  # outward, unit
     # Colours: texture x shading x skin-tone gain (or a flat test colour).
     if config.flat_texture is not None:
         colors = np.broadcast_to(np.asarray(config.flat_texture, np.float32) / 255.0, prep.colors.shape)
@@ -413,7 +388,7 @@ def render_example(seed: int, template: UVTemplate, config: SyntheticConfig = No
     background = random_background(rng, config)
     if config.flat_texture is None and rng.random() < config.head_prob:
         skin = np.median(np.asarray(colors), axis=0) * 255.0
-        _draw_head(rng, background, crop, crop[prep.kpt_vertex], rotation_matrix(*pose), skin)
+        _draw_head(rng, background, crop, crop[prep.kpt_vertex], rotation, skin)
     # Back-face culling: the template is an open shell, so from the side its inside would show.
     # Decided on the (1-ring averaged) vertex normals: the template's vertices carry sub-pixel
     # sampling jitter that flips single tiny triangles, which must not punch holes in the face.

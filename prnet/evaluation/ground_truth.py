@@ -10,16 +10,20 @@ from x, y (rows of the ``.npy`` are matched after adding it back). The re-annota
 up-left of the original ones (mean offset -1.2, -0.9 px over the 2000 images), i.e. 0-based.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
+from prnet.core.crop import crop_to_image
 from prnet.core.images import read_image
+from prnet.core.uv import load_uv_template, vertices_from_posmap
+from prnet.data.annotations import MATLAB_PIXEL_OFFSET, list_samples, load_fit, pose_degrees
+from prnet.data.bfm import load_bfm
+from prnet.data.posmap import UVRasterizer, image_vertices
 from prnet.errors import DatasetError
 from prnet.evaluation import metrics
-
 
 #: Names of the 3DDFA ground-truth arrays (rows in AFLW2000-3D file-name order).
 GT_PTS68 = "AFLW2000-3D.pts68.npy"
@@ -45,13 +49,13 @@ class EvalSample:
     id: str
     yaw: float
     landmarks: np.ndarray
-    image_path: Optional[Path] = None
-    image: Optional[np.ndarray] = None
+    image_path: Path | None = None
+    image: np.ndarray | None = None
     precropped: bool = False
-    reannotated: Optional[np.ndarray] = None
-    vertices: Optional[np.ndarray] = None
-    row: Optional[int] = None
-    fit: Optional[object] = None
+    reannotated: np.ndarray | None = None
+    vertices: np.ndarray | None = None
+    row: int | None = None
+    fit: object | None = None
 
     def load_image(self) -> np.ndarray:
         if self.image is not None:
@@ -64,8 +68,8 @@ class GroundTruthArrays:
     """3DDFA's arrays: ``pts68`` (M, 68, 3) MATLAB frame, ``yaw`` (M,) degrees, ``reannotated`` (M, 68, 2)."""
 
     pts68: np.ndarray
-    yaw: Optional[np.ndarray]
-    reannotated: Optional[np.ndarray]
+    yaw: np.ndarray | None
+    reannotated: np.ndarray | None
     sources: dict = field(default_factory=dict)
 
 
@@ -77,7 +81,7 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
                            "test.configs / aflw2000-3d ground-truth files") from e
 
 
-def load_gt_arrays(gt_dir=None, reannotated=None) -> Optional[GroundTruthArrays]:
+def load_gt_arrays(gt_dir=None, reannotated=None) -> GroundTruthArrays | None:
     """Load 3DDFA's AFLW2000-3D arrays from ``gt_dir`` and/or the re-annotation file ``reannotated``.
 
     When only ``reannotated`` is given, ``AFLW2000-3D.pts68.npy`` is looked for beside it (it is
@@ -120,8 +124,6 @@ def attach_gt_arrays(sample: EvalSample, gt: GroundTruthArrays) -> EvalSample:
     """Find ``sample``'s row of the 3DDFA arrays by its landmark values (image pixels, 0-based) and
     attach the row, the array's yaw and the re-annotated landmarks. Raises
     :class:`prnet.evaluation.metrics.MetricInputError` if no row matches (different data)."""
-    from prnet.data.annotations import MATLAB_PIXEL_OFFSET
-
     raw = np.asarray(sample.landmarks, np.float64).copy()
     raw[:, :2] += MATLAB_PIXEL_OFFSET  # back to the arrays' MATLAB frame for matching
     row = int(metrics.match_rows(raw, gt.pts68, tolerance=1e-2)[0])
@@ -133,16 +135,14 @@ def attach_gt_arrays(sample: EvalSample, gt: GroundTruthArrays) -> EvalSample:
     return sample
 
 
-def load_folder_samples(dataset_dir, *, max_images: Optional[int] = None,
-                        gt: Optional[GroundTruthArrays] = None) -> list:
+def load_folder_samples(dataset_dir, *, max_images: int | None = None,
+                        gt: GroundTruthArrays | None = None) -> list:
     """Samples from a folder in the original AFLW2000 layout (``imageNNNNN.jpg`` + ``.mat``).
 
     Ground truth from each ``.mat`` (``pt3d_68``, yaw of ``Pose_Para``). With ``gt`` (3DDFA arrays)
     each image's row is found by matching its ``pt3d_68`` values (:func:`attach_gt_arrays`). Images
     are read later, one batch at a time.
     """
-    from prnet.data.annotations import list_samples, load_fit, pose_degrees
-
     pairs = list_samples(dataset_dir)
     if max_images:
         pairs = pairs[:max_images]
@@ -165,10 +165,6 @@ def bfm_dense_ground_truth(bfm_path, uv_path, template) -> Callable:
     the BFM's UV coordinates (``BFM_UV.mat``), the same way the training position maps are made,
     and sampled at ``template.face_ind``. Needs face3d's ``BFM.mat`` (see :mod:`prnet.data.bfm`).
     """
-    from prnet.data.bfm import load_bfm
-    from prnet.data.posmap import UVRasterizer, image_vertices
-    from prnet.core.uv import vertices_from_posmap
-
     bfm = load_bfm(bfm_path, uv_path)
     if bfm.uv_coords is None:
         raise DatasetError(f"{bfm_path}: dense ground truth needs the BFM's UV coordinates: pass BFM_UV.mat")
@@ -181,10 +177,7 @@ def bfm_dense_ground_truth(bfm_path, uv_path, template) -> Callable:
     return dense
 
 
-def _tfds_sample(ex: dict, index: int, template, gt: Optional[GroundTruthArrays]) -> EvalSample:
-    from prnet.core.crop import crop_to_image
-    from prnet.core.uv import vertices_from_posmap
-
+def _tfds_sample(ex: dict, index: int, template, gt: GroundTruthArrays | None) -> EvalSample:
     if "pose" in ex:
         yaw = float(np.asarray(ex["pose"]).ravel()[0])
     elif "yaw" in ex:
@@ -211,8 +204,8 @@ def _tfds_sample(ex: dict, index: int, template, gt: Optional[GroundTruthArrays]
 
 
 def load_tfds_samples(name: str = "prnet_aflw2000_3d", *, data_dir=None, split: str = "test",
-                      max_images: Optional[int] = None, template=None,
-                      gt: Optional[GroundTruthArrays] = None):
+                      max_images: int | None = None, template=None,
+                      gt: GroundTruthArrays | None = None):
     """``(count, iterator of EvalSample)`` from a prepared TFDS dataset, read lazily (one at a time).
 
     ``prnet_aflw2000_3d`` examples hold the full photo (``full_image``), ``landmarks_68_3d`` in image
@@ -221,9 +214,7 @@ def load_tfds_samples(name: str = "prnet_aflw2000_3d", *, data_dir=None, split: 
     in image pixels through ``inv(tform)``). Datasets of crops only (``image``, ``landmarks_68`` in
     crop pixels) are evaluated on their own crops.
     """
-    import tensorflow_datasets as tfds
-
-    from prnet.core.uv import load_uv_template
+    import tensorflow_datasets as tfds  # heavy (imports TensorFlow): only for --tfds_name
 
     base = name.split("/")[0].split(":")[0]
     try:

@@ -23,9 +23,9 @@ Conventions (pinned by ``tests/test_metrics.py`` on the 3DDFA ground-truth array
 """
 
 import numpy as np
+
+from prnet.core.transforms import umeyama
 from prnet.errors import MetricInputError
-
-
 
 #: ``(label, low, high)``: a face is in a bucket when ``low < |yaw| <= high`` (degrees; 0 and 30 are in "0-30").
 YAW_BUCKETS = (("0-30", -np.inf, 30.0), ("30-60", 30.0, 60.0), ("60-90", 60.0, np.inf))
@@ -99,41 +99,21 @@ def dense_nme(pred_vertices, gt_vertices, dims: int = 3, normalizer=None) -> np.
     return point_nme(pred_vertices, gt_vertices, dims, normalizer)
 
 
-def rigid_align(source, target, scale: bool = False):
-    """Least-squares similarity/rigid transform of ``source`` onto ``target`` (Kabsch / Umeyama).
-
-    ``source``, ``target``: ``(P, 3)`` corresponding points. Returns ``(aligned (P, 3), R (3, 3),
-    t (3,), s)`` with ``aligned = s * source @ R.T + t``; ``R`` is a proper rotation (det +1) and
-    ``s = 1`` unless ``scale``.
-    """
-    src = np.asarray(source, np.float64)
-    dst = np.asarray(target, np.float64)
-    if src.ndim != 2 or src.shape != dst.shape or src.shape[1] != 3:
-        raise MetricInputError(f"rigid_align needs two (P, 3) arrays, got {src.shape} and {dst.shape}")
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
-    a, b = src - mu_s, dst - mu_d
-    u, sigma, vt = np.linalg.svd(b.T @ a)
-    d = np.sign(np.linalg.det(u @ vt)) or 1.0
-    fix = np.diag([1.0, 1.0, d])
-    rot = u @ fix @ vt
-    s = float((sigma * np.diag(fix)).sum() / (a ** 2).sum()) if scale else 1.0
-    t = mu_d - s * rot @ mu_s
-    return s * src @ rot.T + t, rot, t, s
-
-
 def reconstruction_nme(pred_vertices, gt_vertices, normalizer=None, scale: bool = False) -> np.ndarray:
     """3D reconstruction NME ``(N,)``: mean 3D distance after rigid alignment of pred onto gt.
 
     ``pred_vertices``, ``gt_vertices``: ``(N, V, 3)`` on the same UV points. Normalised by
     ``sqrt(w*h)`` of the ground-truth face's x,y box unless ``normalizer`` is given. The alignment
-    (:func:`rigid_align`, rotation + translation, plus scale if ``scale``) removes pose and z origin.
+    (:func:`prnet.core.transforms.umeyama`: rotation + translation, plus scale if ``scale``)
+    removes pose and z origin.
     """
     pred, gt = _pair(pred_vertices, gt_vertices, 3)
     norm = bbox_size(gt) if normalizer is None else np.broadcast_to(np.asarray(normalizer, np.float64),
                                                                      (gt.shape[0],))
     errors = np.empty(gt.shape[0])
     for i in range(gt.shape[0]):
-        aligned = rigid_align(pred[i], gt[i], scale=scale)[0]
+        s, rot, t = umeyama(pred[i], gt[i], scale=scale)
+        aligned = s * pred[i] @ rot.T + t
         errors[i] = np.linalg.norm(aligned - gt[i], axis=-1).mean()
     return errors / norm
 

@@ -5,18 +5,16 @@ is written atomically; ``results.json`` is written last, so its presence means a
 """
 
 import csv
-import hashlib
 import io
 import json
-import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from prnet.core.files import atomic_write
 from prnet.evaluation import metrics
-
+from prnet.model.runtime import RANDOM_WEIGHTS_WARNING
 
 #: Per-image metrics: key -> table row label. Values are NME fractions internally, percentages in
 #: every output file.
@@ -37,8 +35,8 @@ PAPER_2D = {"0-30": 2.75, "30-60": 3.51, "60-90": 4.61, "mean_of_buckets": 3.62}
 TIMING_KEYS = ("detect_ms", "crop_ms", "forward_ms", "mesh_ms", "end_to_end_ms")
 
 
-RANDOM_WARNING = ("RANDOM WEIGHTS (--smoke_test_random_weights): this network is untrained; every number "
-                  "below only tests the pipeline and says nothing about PRNet's accuracy.")
+RANDOM_WARNING = (f"{RANDOM_WEIGHTS_WARNING} (--smoke_test_random_weights): this network is untrained; every "
+                  "number below only tests the pipeline and says nothing about PRNet's accuracy.")
 
 
 def _percent(summary: dict) -> dict:
@@ -114,41 +112,6 @@ def format_tables(results: dict) -> str:
     return "\n".join(lines)
 
 
-def file_sha256(path) -> Optional[str]:
-    """SHA-256 of a weights file, of a SavedModel folder (all files, sorted by relative path), or of
-    a TF1 checkpoint prefix (``prefix.index`` + ``prefix.data-*``); None if nothing is there."""
-    path = Path(path)
-    if path.is_file():
-        files = [(path.name, path)]
-    elif path.is_dir():
-        files = sorted((str(p.relative_to(path)), p) for p in path.rglob("*") if p.is_file())
-    else:
-        files = sorted((p.name, p) for p in path.parent.glob(path.name + ".*") if p.is_file())
-    if not files:
-        return None
-    h = hashlib.sha256()
-    for name, p in files:
-        if len(files) > 1:
-            h.update(name.encode() + b"\0")
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable, binary: bool = False):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": "", "encoding": "utf-8"})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 CSV_COLUMNS = ("id", "row", "yaw", "bucket", "crop") + tuple(f"{k}_percent" for k in METRICS) + TIMING_KEYS
 
 
@@ -176,7 +139,7 @@ def write_csv(path, records: Sequence[dict]):
         w.writerow(CSV_COLUMNS)
         for row in per_image_rows(records):
             w.writerow([cell(row[k]) for k in CSV_COLUMNS])
-    _atomic_write(Path(path), write)
+    atomic_write(path, write, newline="")
 
 
 def plot_ced(path, records: Sequence[dict], title: str, keys=None):
@@ -206,7 +169,7 @@ def plot_ced(path, records: Sequence[dict], title: str, keys=None):
     ax.legend(loc="lower right", fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    _atomic_write(Path(path), lambda f: f.write(buf.getvalue()), binary=True)
+    atomic_write(path, buf.getvalue())
 
 
 def write_outputs(output_dir, results: dict, records: Sequence[dict]) -> dict:
@@ -218,12 +181,12 @@ def write_outputs(output_dir, results: dict, records: Sequence[dict]) -> dict:
     write_csv(paths["csv"], records)
     title = "AFLW2000-3D CED, " + results["model"]["description"]
     if results["model"].get("random_weights"):
-        title = "RANDOM WEIGHTS - meaningless numbers\n" + title
+        title = f"{RANDOM_WEIGHTS_WARNING}: meaningless numbers\n" + title
     plot_ced(paths["ced"], records, title)
-    _atomic_write(paths["table"], lambda f: f.write(results["table"] + "\n"))
+    atomic_write(paths["table"], results["table"] + "\n", newline="")
     payload = dict(results, per_image=per_image_rows(records))
     # written last: a results.json means the whole set is complete
-    _atomic_write(paths["json"], lambda f: json.dump(payload, f, indent=2))
+    atomic_write(paths["json"], lambda f: json.dump(payload, f, indent=2), newline="")
     return paths
 
 

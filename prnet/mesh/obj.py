@@ -13,20 +13,14 @@ Texture coordinates follow the OBJ convention: ``u`` to the right, ``v`` up, bot
 ``v = 0`` at the bottom row of the texture image.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from prnet.core.files import staged_files
+
 MATERIAL_NAME = "face_texture"
-
-
-def _atomic_writer(target: Path):
-    """Return ``(file object, temp path)`` for a temp file beside ``target``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    return os.fdopen(fd, "w", encoding="ascii", newline="\n"), Path(tmp)
 
 
 def _as_float_colors(colors: np.ndarray, n: int) -> np.ndarray:
@@ -52,11 +46,11 @@ def write_obj(path, vertices, triangles, colors=None, texture=None, uv_coords=No
       texture: optional ``(H, W, 3)`` uint8 RGB image; written as ``<stem>.png`` with a
         ``<stem>.mtl`` beside the ``.obj``. Requires ``uv_coords``.
       uv_coords: ``(N, 2)`` float texture coordinates ``(u, v)`` in [0, 1] (v up), e.g.
-        :func:`prnet.mesh.geometry.template_uv_coords`.
+        :func:`prnet.mesh.texture.template_uv_coords`.
       image_height: height of the source image in pixels; see the module docstring for the y flip.
 
-    Returns the ``.obj`` path. Nothing is left half-written: every file goes to a temporary file
-    first and all are moved into place only when all were written.
+    Returns the ``.obj`` path. Nothing is left half-written: the files are staged in a temporary
+    folder and all moved into place only when all were written (:func:`prnet.core.files.staged_files`).
     """
     path = Path(path)
     vertices = np.asarray(vertices, dtype=np.float64)
@@ -75,7 +69,7 @@ def write_obj(path, vertices, triangles, colors=None, texture=None, uv_coords=No
         if texture.ndim != 3 or texture.shape[2] != 3 or texture.dtype != np.uint8:
             raise ValueError(f"texture must be an (H, W, 3) uint8 RGB image, got {texture.dtype} {texture.shape}")
         if uv_coords is None:
-            raise ValueError("a texture needs uv_coords (N, 2) in [0, 1]; see prnet.mesh.geometry.template_uv_coords")
+            raise ValueError("a texture needs uv_coords (N, 2) in [0, 1]; see prnet.mesh.texture.template_uv_coords")
     if uv_coords is not None:
         uv_coords = np.asarray(uv_coords, dtype=np.float64)
         if uv_coords.shape != (n, 2):
@@ -87,24 +81,15 @@ def write_obj(path, vertices, triangles, colors=None, texture=None, uv_coords=No
     out[:, 1] = (image_height - 1 - out[:, 1]) if image_height is not None else -out[:, 1]
     faces = triangles[:, ::-1].astype(np.int64) + 1  # reversed winding: see the module docstring
 
-    staged = []  # (temp path, final path)
-    try:
+    with staged_files(path.parent) as staging:
         if texture is not None:
             png = path.with_suffix(".png")
-            fd, tmp_png = tempfile.mkstemp(prefix=f".{png.name}.", suffix=".png", dir=path.parent)
-            os.close(fd)
-            staged.append((Path(tmp_png), png))
-            if not cv2.imwrite(tmp_png, cv2.cvtColor(texture, cv2.COLOR_RGB2BGR)):
+            if not cv2.imwrite(str(staging / png.name), cv2.cvtColor(texture, cv2.COLOR_RGB2BGR)):
                 raise OSError(f"could not write the texture image {png}")
-            mtl = path.with_suffix(".mtl")
-            f, tmp = _atomic_writer(mtl)
-            staged.append((tmp, mtl))
-            with f:
+            with open(staging / path.with_suffix(".mtl").name, "w", encoding="ascii", newline="\n") as f:
                 f.write(f"newmtl {MATERIAL_NAME}\nKa 1.0 1.0 1.0\nKd 1.0 1.0 1.0\nKs 0.0 0.0 0.0\n"
                         f"illum 1\nmap_Kd {png.name}\n")
-        f, tmp = _atomic_writer(path)
-        staged.append((tmp, path))
-        with f:
+        with open(staging / path.name, "w", encoding="ascii", newline="\n") as f:
             f.write(f"# PRNet face mesh: {n} vertices, {len(faces)} triangles; x right, y up, z toward the viewer\n")
             if texture is not None:
                 f.write(f"mtllib {path.with_suffix('.mtl').name}\n")
@@ -120,10 +105,4 @@ def write_obj(path, vertices, triangles, colors=None, texture=None, uv_coords=No
                 np.savetxt(f, np.repeat(faces, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
             else:
                 np.savetxt(f, faces, fmt="f %d %d %d")
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
     return path

@@ -4,7 +4,7 @@ Pixel convention: pixel ``(row, col)`` covers the point ``(x=col, y=row)``, i.e.
 sit at integer coordinates, x grows to the right (columns) and y downward (rows). ``z`` grows
 toward the camera: where triangles overlap, the one with the **largest** z wins.
 
-Used to render depth images and coloured meshes (:mod:`prnet.mesh.geometry`), and, with z = 0, to
+Used to render depth images and coloured meshes (:mod:`prnet.mesh.render`), and, with z = 0, to
 precompute the covering triangle and barycentric weights of every UV pixel (:mod:`prnet.data.posmap`).
 """
 

@@ -23,13 +23,9 @@ round-off (checked to <= 1e-4 relative by ``tests/test_optimize.py``):
   3x3 SAME conv whose unused taps are zero, which needs no slicing but 2.25x the multiply-adds
   (``stride2="subpixel3x3"``).
 
-The defaults are the variants measured fastest here (2-core AMD EPYC, AVX-512, TF 2.21 with
-oneDNN, TFLite with XNNPACK and 2 threads; full size, random weights; medians of 15-30 runs,
-interleaved, other jobs sharing the CPU): the stride-1 rewrite is the big win for TFLite
-(batch 1: ~85-94 -> ~32-35 ms/image) and the 2x2 sub-pixel stride-2 rewrite wins again there
-(~32-35 -> ~21-27 ms at batch 1, ~48 -> ~42 ms/image at batch 8). In TensorFlow (oneDNN) all
-variants measured within noise of each other (~30-40 ms at batch 1); the 3x3 sub-pixel and the
-concatenated residual were never faster. ``benchmarks/benchmark.py --variants`` re-measures them.
+The defaults (``stride1="conv"``, ``stride2="subpixel"``) are the variants that were fastest for
+TFLite/XNNPACK when measured; in TensorFlow with oneDNN all variants ran within noise of each
+other. ``benchmarks/benchmark.py --variants`` re-measures them on the machine at hand.
 """
 
 from __future__ import annotations
@@ -37,7 +33,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from prnet.model.resfcn256 import DECODER_LAYERS, ENCODER_BLOCKS, POSMAP_SCALE, RESOLUTION, _tf1_suffix
+from prnet.core.crop import CROP_SIZE
+from prnet.model.resfcn256 import DECODER_LAYERS, ENCODER_BLOCKS, POSMAP_SCALE, _tf1_suffix
 
 STRIDE1_MODES = ("conv", "transpose")
 STRIDE2_MODES = ("subpixel", "subpixel3x3", "transpose")
@@ -48,7 +45,7 @@ RESIDUAL_MODES = ("affine", "concat")
 _SCALE_HI = float(np.float16(POSMAP_SCALE))
 _SCALE_LO = POSMAP_SCALE - _SCALE_HI
 
-IMAGES_SPEC = tf.TensorSpec([None, RESOLUTION, RESOLUTION, 3], tf.float32, name="images")
+IMAGES_SPEC = tf.TensorSpec([None, CROP_SIZE, CROP_SIZE, 3], tf.float32, name="images")
 
 
 def _bn_affine(layer):

@@ -2,24 +2,26 @@
 
 Input: an RGB face crop, float32, shape ``[N, 256, 256, 3]``, values in ``[0, 1]``.
 Output: the sigmoid map ``[N, 256, 256, 3]`` in ``[0, 1]``; multiply by :data:`POSMAP_SCALE` to
-get the UV position map in *crop pixels* (x = column, y = row, z up to the same scale; see
-:mod:`prnet.mesh.geometry` for the conventions).
+get the UV position map in *crop pixels*: x = column (right), y = row (down), z toward the camera
+in the same pixel units, its origin arbitrary (training maps have min z = 0 over the face); see
+:func:`to_posmap` and the README's "Coordinate conventions".
 
 Layer names mirror the original checkpoint: the Keras layer ``resBlock_3.Conv_1.BatchNorm``
 holds the TF1 variables ``resfcn256/resBlock_3/Conv_1/BatchNorm/*``; use
 :func:`checkpoint_name` for the exact mapping.
 """
 
-import os
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
-#: Side of the input crop and of the UV position map, in pixels.
-RESOLUTION = 256
+from prnet.core.crop import CROP_SIZE
+from prnet.core.files import atomic_path
+
 #: The network's sigmoid output times this is the position map in crop pixels (original: 256 * 1.1).
-POSMAP_SCALE = RESOLUTION * 1.1
+POSMAP_SCALE = CROP_SIZE * 1.1
 #: L2 weight decay of every convolution kernel (original: ``tcl.l2_regularizer(0.0002)``, i.e. the
 #: loss term is ``2e-4 * sum(w**2) / 2`` per kernel).
 WEIGHT_DECAY = 2e-4
@@ -97,7 +99,7 @@ def build_resfcn256(weight_decay: float = WEIGHT_DECAY, size: int = BASE_SIZE,
     the original's base width (16); only tests and smoke runs use a smaller one (e.g. 4) to train
     fast on a CPU: such a model cannot load the official weights.
     """
-    inputs = keras.Input((RESOLUTION, RESOLUTION, 3), name="image")
+    inputs = keras.Input((CROP_SIZE, CROP_SIZE, 3), name="image")
     x = _conv_bn_relu(inputs, size, 4, 1, "Conv", weight_decay)
     for i, (mult, stride) in enumerate(ENCODER_BLOCKS):
         x = _res_block(x, mult * size, stride, f"resBlock{_tf1_suffix(i)}", weight_decay)
@@ -135,15 +137,26 @@ def from_posmap(posmap_pixels):
 
 
 def save_weights_atomic(model: keras.Model, path) -> Path:
-    """``model.save_weights`` (Keras ``.weights.h5``) via a temporary file beside ``path`` and
-    ``os.replace``, so ``path`` is either the complete new file or untouched."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    """``model.save_weights`` (Keras ``.weights.h5``; ``path`` must end so) through
+    :func:`prnet.core.files.atomic_path`: ``path`` is either the complete new file or untouched.
+    Returns ``path`` (user folder expanded)."""
+    with atomic_path(path) as tmp:
         model.save_weights(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path).expanduser()
+
+
+def randomize_batchnorm(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Give every BatchNormalization layer non-trivial statistics, as after training; returns ``model``.
+
+    For tests and benchmarks of untrained networks: a fresh model's BN layers are identities
+    (gamma 1, beta 0, mean 0, variance 1), which hides errors in BN folding or weight conversion.
+    Draws gamma ~ U(0.5, 1.5), beta ~ N(0, 0.1), moving mean ~ N(0, 0.1), moving variance
+    ~ U(0.5, 2.0) from ``numpy.random.default_rng(seed)``, layer by layer in model order.
+    """
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+    return model

@@ -4,7 +4,7 @@ Every backend is a callable ``backend(crops) -> posmaps`` (NumPy in, NumPy float
 ``N``) with two attributes: ``source`` (where its weights came from, for messages and output
 headers) and ``random_weights`` (True only for an untrained smoke-test network). Position maps are
 in crop pixels: ``[..., 0] = x`` (column), ``[..., 1] = y`` (row), ``[..., 2] = z`` (toward the
-camera, same scale; see :mod:`prnet.mesh.geometry`).
+camera, same scale; see :func:`prnet.core.crop.crop_to_image`).
 
 * :class:`KerasBackend` - a Keras ResFCN256 (``prnet.model.resfcn256``) run in inference mode.
 * :class:`SavedModelBackend` - an exported SavedModel: signature ``serving_default``, input
@@ -15,12 +15,19 @@ camera, same scale; see :mod:`prnet.mesh.geometry`).
 
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from prnet.core.crop import CROP_SIZE
 from prnet.errors import WeightsFormatError, WeightsNotFoundError
-from prnet.model.resfcn256 import POSMAP_SCALE, RESOLUTION
+from prnet.model.resfcn256 import BASE_SIZE, build_resfcn256, to_posmap
 
-CROP_SHAPE = (RESOLUTION, RESOLUTION, 3)
+CROP_SHAPE = (CROP_SIZE, CROP_SIZE, 3)
+#: Warning carried by every output of a network with untrained weights (the one wording; derive others).
+RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS \u2014 NOT A FACE MODEL"
+#: The same in ASCII, for ``.obj`` files and text drawn into images (``cv2.putText`` has no em dash).
+RANDOM_WEIGHTS_WARNING_ASCII = RANDOM_WEIGHTS_WARNING.replace("\u2014", "-")
 
 
 def check_crops(crops) -> np.ndarray:
@@ -36,7 +43,7 @@ def check_crops(crops) -> np.ndarray:
 
 
 class KerasBackend:
-    """Run a Keras model whose output is the sigmoid map (x :data:`POSMAP_SCALE` -> crop pixels).
+    """Run a Keras model whose output is the sigmoid map (:func:`prnet.model.resfcn256.to_posmap` -> crop pixels).
 
     Args:
       model: a ``keras.Model`` mapping ``[N, 256, 256, 3]`` to ``[N, 256, 256, 3]`` in [0, 1].
@@ -45,11 +52,9 @@ class KerasBackend:
     """
 
     def __init__(self, model, source: str = "in-memory Keras model", random_weights: bool = False):
-        import tensorflow as tf
-
         self.model, self.source, self.random_weights = model, source, bool(random_weights)
         spec = tf.TensorSpec([None, *CROP_SHAPE], tf.float32)
-        self._fn = tf.function(lambda x: model(x, training=False) * POSMAP_SCALE, input_signature=[spec])
+        self._fn = tf.function(lambda x: to_posmap(model(x, training=False)), input_signature=[spec])
 
     def __call__(self, crops) -> np.ndarray:
         crops = check_crops(crops)
@@ -59,11 +64,11 @@ class KerasBackend:
 
 
 class SavedModelBackend:
-    """Run an exported SavedModel directory (signature ``serving_default``: ``images`` -> ``posmap``)."""
+    """Run an exported SavedModel directory (signature ``serving_default``: ``images`` -> ``posmap``).
 
-    def __init__(self, path, random_weights: bool = False):
-        import tensorflow as tf
+    ``source`` defaults to ``"SavedModel <path>"``."""
 
+    def __init__(self, path, random_weights: bool = False, source: str | None = None):
         path = Path(path).expanduser()
         if not (path / "saved_model.pb").is_file():
             raise WeightsNotFoundError(f"no SavedModel at {path} (expected {path / 'saved_model.pb'})")
@@ -82,11 +87,9 @@ class SavedModelBackend:
                 f"SavedModel {path}: serving_default must take 'images' and return 'posmap', got inputs "
                 f"{sorted(inputs)} and outputs {sorted(fn.structured_outputs)}")
         self._loaded, self._fn = loaded, fn  # keep ``loaded`` alive: the signature refers to its variables
-        self.source, self.random_weights = f"SavedModel {path}", bool(random_weights)
+        self.source, self.random_weights = source or f"SavedModel {path}", bool(random_weights)
 
     def __call__(self, crops) -> np.ndarray:
-        import tensorflow as tf
-
         crops = check_crops(crops)
         if len(crops) == 0:
             return np.zeros((0, *CROP_SHAPE), np.float32)
@@ -102,8 +105,6 @@ class TFLiteBackend:
     """
 
     def __init__(self, path, num_threads=None, random_weights: bool = False):
-        import tensorflow as tf
-
         path = Path(path).expanduser()
         if not path.is_file():
             raise WeightsNotFoundError(f"TFLite model not found: {path}")
@@ -158,3 +159,11 @@ class TFLiteBackend:
         if len(crops) == 0:
             return np.zeros((0, *CROP_SHAPE), np.float32)
         return self._run_batch(crops)
+
+
+def random_weights_backend(size: int = BASE_SIZE, seed: int = 0) -> KerasBackend:
+    """An UNTRAINED ResFCN256 (seeded with ``keras.utils.set_random_seed(seed)``), for smoke tests of
+    the pipeline only: ``random_weights`` is True and the source says :data:`RANDOM_WEIGHTS_WARNING`."""
+    keras.utils.set_random_seed(seed)
+    model = build_resfcn256(weight_decay=0.0, size=size)
+    return KerasBackend(model, source=f"random weights (seed {seed}) - {RANDOM_WEIGHTS_WARNING}", random_weights=True)

@@ -3,33 +3,14 @@ cut by the same crop rules as inference (:mod:`prnet.core.crop`)."""
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from prnet.core.crop import box_from_landmarks, crop_transform, warp_crop
-from prnet.errors import ExportError
-
+from prnet.core.images import read_image
+from prnet.data.annotations import sidecar_landmarks
+from prnet.errors import ExportError, ImageReadError
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
-
-
-def _read_landmarks(image_path: Path):
-    """68 (x, y) image px from a sibling menpo ``.pts`` or 300W-LP/AFLW2000 ``.mat`` (``pt2d``), or None."""
-    pts = image_path.with_suffix(".pts")
-    if pts.is_file():
-        text = pts.read_text()
-        body = text[text.index("{") + 1:text.index("}")]
-        return np.array([[float(v) for v in line.split()] for line in body.strip().splitlines()]) - 1.0
-    mat = image_path.with_suffix(".mat")
-    if mat.is_file():
-        from scipy.io import loadmat
-
-        data = loadmat(str(mat))
-        for key in ("pt3d_68", "pt2d"):
-            if key in data:
-                p = np.asarray(data[key], np.float64)
-                return (p if p.shape[0] != 68 else p.T)[:2].T
-    return None
 
 
 def representative_crops(source, limit: int = 100, seed: int = 0):
@@ -38,9 +19,11 @@ def representative_crops(source, limit: int = 100, seed: int = 0):
     Args:
       source: ``"tfds:NAME[/config]"`` (e.g. ``tfds:prnet_synthetic``; its ``image`` feature, already
         256x256 crops; needs ``import tfds_builders``) or a folder searched recursively for images;
-        an image with a sibling ``.pts`` (68 points) or ``.mat`` (``pt2d``/``pt3d_68``) is cropped by
-        the landmark rule (:func:`prnet.core.crop.box_from_landmarks`), any other is taken whole
-        (centred square).
+        an image with a sibling ``.pts`` (68 points) or ``.mat`` (``pt3d_68``/``pt2d``) is cropped by
+        the landmark rule (:func:`prnet.core.crop.box_from_landmarks`) exactly as ``prnet-demo``
+        crops it (landmarks from :func:`prnet.data.annotations.sidecar_landmarks`); any other is
+        taken whole (centred square). Unreadable images are skipped; a malformed annotation raises
+        :class:`prnet.errors.DatasetError`.
       limit: at most this many crops.
     """
     source = str(source)
@@ -60,14 +43,13 @@ def representative_crops(source, limit: int = 100, seed: int = 0):
         raise ExportError(f"no images (*.jpg, *.png, ...) found under {folder} for calibration")
     crops = []
     for path in files[:limit]:
-
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
+        try:
+            image = read_image(path)
+        except ImageReadError:
             continue
-        image = bgr[..., ::-1]
-        pts = _read_landmarks(path)
-        if pts is not None:
-            center, size = box_from_landmarks(pts)
+        annotation = sidecar_landmarks(path)
+        if annotation is not None:
+            center, size = box_from_landmarks(annotation[0])
         else:
             h, w = image.shape[:2]
             center, size = ((w - 1) / 2.0, (h - 1) / 2.0), min(w, h) - 1.0

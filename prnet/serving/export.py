@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from prnet.errors import ExportError
 from prnet.model.fast import build_inference_model
-from prnet.model.resfcn256 import POSMAP_SCALE
+from prnet.model.resfcn256 import to_posmap
 from prnet.serving.calibration import representative_crops
 from prnet.serving.saved_model import _as_net, export_saved_model
 from prnet.serving.tflite import QUANTIZATIONS, convert_tflite, tflite_predict
@@ -53,12 +53,12 @@ def measure_exports(model, written: dict, crops) -> list:
     """Size and position-map error (crop px) of each export against the Keras ``model``.
 
     Returns rows ``{"format", "path", "size_mb", "max_abs_px", "mean_abs_px"}``; the reference is
-    ``model(crops) * POSMAP_SCALE`` (the training graph in inference mode).
+    ``to_posmap(model(crops))`` (the training graph in inference mode).
     """
 
     crops = np.asarray(crops, np.float32)
     reference = np.concatenate([model(crops[i:i + 4], training=False).numpy() for i in range(0, len(crops), 4)])
-    reference = reference * POSMAP_SCALE
+    reference = to_posmap(reference)
     rows = []
     for fmt, path in written.items():
         if fmt == "saved_model":

@@ -30,12 +30,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from prnet.model.resfcn256 import RESOLUTION
+from prnet.core.crop import CROP_SIZE, LANDMARK_SCALE
+from prnet.core.files import atomic_path
 from prnet.model.fast import IMAGES_SPEC, build_inference_model
-from prnet.core.files import _atomic_dir
+from prnet.model.resfcn256 import to_posmap
 
-#: Crop side for a given box (the original's rule for landmarks / user boxes).
-BOX_SCALE = 1.6
 _IMAGE_MAGIC = ((b"\xff\xd8\xff", 3), (b"\x89PNG\r\n\x1a\n", 8), (b"GIF8", 4), (b"BM", 2))
 
 
@@ -81,17 +80,17 @@ def crop_encoded(data, box):
     b = _checked(b, valid, "predict_images: a box must be (x0, y0, x1, y1) image pixels with x1 > x0 "
                            "and y1 > y0, or four zeros for the whole image")
     old = (b[2] - b[0] + b[3] - b[1]) / 2.0
-    size = tf.maximum(tf.where(has_box, tf.floor(old * BOX_SCALE), tf.minimum(w, h) - 1.0), 1.0)
+    size = tf.maximum(tf.where(has_box, tf.floor(old * LANDMARK_SCALE), tf.minimum(w, h) - 1.0), 1.0)
     cx = tf.where(has_box, (b[0] + b[2]) / 2.0, (w - 1.0) / 2.0)
     cy = tf.where(has_box, (b[1] + b[3]) / 2.0, (h - 1.0) / 2.0)
-    s = (RESOLUTION - 1) / size
+    s = (CROP_SIZE - 1) / size
     ox, oy = cx - size / 2.0, cy - size / 2.0
     zero = tf.zeros([], tf.float64)
     # ImageProjectiveTransform maps output (crop) pixel (x, y) to input (x / s + ox, y / s + oy).
     inverse = tf.stack([1.0 / s, zero, ox, zero, 1.0 / s, oy, zero, zero])
     crop = tf.raw_ops.ImageProjectiveTransformV3(
         images=tf.cast(image, tf.float32)[None], transforms=tf.cast(inverse, tf.float32)[None],
-        output_shape=tf.constant([RESOLUTION, RESOLUTION]), fill_value=0.0,
+        output_shape=tf.constant([CROP_SIZE, CROP_SIZE]), fill_value=0.0,
         interpolation="BILINEAR", fill_mode="CONSTANT")[0] / 255.0
     one = tf.ones([], tf.float64)
     tform = tf.reshape(tf.stack([s, zero, -s * ox, zero, s, -s * oy, zero, zero, one]), [3, 3])
@@ -120,7 +119,7 @@ class ServingModule(tf.Module):
         boxes = tf.reshape(boxes, [n, 4])
         crops, tforms = tf.map_fn(
             lambda args: crop_encoded(*args), (images, boxes),
-            fn_output_signature=(tf.TensorSpec([RESOLUTION, RESOLUTION, 3], tf.float32),
+            fn_output_signature=(tf.TensorSpec([CROP_SIZE, CROP_SIZE, 3], tf.float32),
                                  tf.TensorSpec([3, 3], tf.float32)))
         posmap = self.net(crops)
         kpt = tf.gather_nd(posmap, tf.tile(self.kpt_rowcol[None], [n, 1, 1]), batch_dims=1)  # (N, 68, 3)
@@ -151,8 +150,6 @@ def _as_net(model_or_net, optimize=True):
         return model_or_net
     if optimize:
         return build_inference_model(model_or_net)
-    from prnet.model.resfcn256 import POSMAP_SCALE
-
     model = model_or_net
 
     class _KerasNet(tf.Module):
@@ -163,7 +160,7 @@ def _as_net(model_or_net, optimize=True):
 
         @tf.function(input_signature=[IMAGES_SPEC])
         def __call__(self, images):
-            return model(images, training=False) * POSMAP_SCALE
+            return to_posmap(model(images, training=False))
 
     return _KerasNet()
 
@@ -177,7 +174,7 @@ def export_saved_model(model_or_net, export_dir, *, kpt_ind=None, optimize: bool
       kpt_ind: ``(68, 2)`` UV pixels (col, row) of the landmarks; default: the UV template's
         (:func:`prnet.core.uv.load_uv_template`, needs the assets).
       optimize: export the BN-folded graph (default) rather than the Keras training graph.
-      overwrite: replace an existing ``export_dir``.
+      overwrite: replace an existing ``export_dir`` (else :class:`prnet.errors.OutputExistsError`).
     """
     if kpt_ind is None:
         from prnet.core.uv import load_uv_template
@@ -190,7 +187,6 @@ def export_saved_model(model_or_net, export_dir, *, kpt_ind=None, optimize: bool
         "predict_images_nobox": module.predict_images_nobox.get_concrete_function(),
     }
 
-    def write(tmp):
+    with atomic_path(export_dir, overwrite=overwrite, directory=True) as tmp:
         tf.saved_model.save(module, str(tmp), signatures=signatures)
-
-    return _atomic_dir(Path(export_dir), write, overwrite)
+    return Path(export_dir).expanduser().resolve()

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from prnet.core.files import _atomic_file
+from prnet.core.crop import CROP_SIZE
+from prnet.core.files import atomic_write
 from prnet.errors import ExportError
-from prnet.model.resfcn256 import RESOLUTION
 from prnet.serving.saved_model import _as_net
-
 
 #: TFLite variants written by :func:`convert_tflite`.
 QUANTIZATIONS = ("float32", "float16", "int8")
@@ -40,7 +39,7 @@ def convert_tflite(model_or_net, output_path, *, quantization: str = "float32", 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif quantization == "int8":
-        crops = [np.asarray(c, np.float32).reshape(RESOLUTION, RESOLUTION, 3) for c in (representative or [])]
+        crops = [np.asarray(c, np.float32).reshape(CROP_SIZE, CROP_SIZE, 3) for c in (representative or [])]
         if not crops:
             raise ExportError("int8 TFLite needs representative crops for calibration (see "
                               "prnet.serving.saved_model.representative_crops or export.py --calibration)")
@@ -50,7 +49,7 @@ def convert_tflite(model_or_net, output_path, *, quantization: str = "float32", 
     data = converter.convert()
     if quantization == "int8":
         _check_runs(data, crops[0])
-    return _atomic_file(Path(output_path), data, overwrite)
+    return atomic_write(output_path, data, overwrite=overwrite)
 
 
 def _check_runs(data: bytes, crop):

@@ -7,10 +7,9 @@ import keras
 import tensorflow as tf
 
 from prnet.data.augment import AugmentConfig
+from prnet.errors import TrainingConfigError
 from prnet.model.resfcn256 import WEIGHT_DECAY
 from prnet.training import losses
-from prnet.errors import TrainingConfigError
-
 
 STRATEGIES = ("default", "mirrored", "one_device")
 

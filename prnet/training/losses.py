@@ -30,8 +30,8 @@ single-device loss ``mean_i loss_i + weight_decay_terms``.
 import numpy as np
 import tensorflow as tf
 
-from prnet.model.resfcn256 import POSMAP_SCALE
 from prnet.errors import LossConfigError
+from prnet.model.resfcn256 import from_posmap
 
 WEIGHT_MASK_MODES = ("paper", "uniform", "none")
 
@@ -61,7 +61,7 @@ def _loss_dtype(dtype):
 
 def normalize_posmap(posmap_pixels):
     """Position map in crop pixels -> normalised units (divide by ``POSMAP_SCALE``)."""
-    return tf.cast(posmap_pixels, tf.float32) / POSMAP_SCALE
+    return from_posmap(tf.cast(posmap_pixels, tf.float32))
 
 
 def posmap_loss(y_true, y_pred, weights):

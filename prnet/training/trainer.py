@@ -31,40 +31,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from prnet.data.pipeline import count_examples, eval_pipeline, load_split, train_pipeline
+from prnet.errors import DatasetError, TrainingConfigError
+from prnet.model.resfcn256 import build_resfcn256, from_posmap, save_weights_atomic, to_posmap
 from prnet.training import losses
 from prnet.training.config import TrainConfig, learning_rate_schedule, make_strategy
-from prnet.errors import TrainingConfigError
 from prnet.training.summaries import _draw_landmarks, write_images, write_scalar
-from prnet.data.pipeline import count_examples, eval_pipeline, load_split, train_pipeline
-from prnet.errors import DatasetError, WeightsFormatError, WeightsNotFoundError
-from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256, save_weights_atomic
-
-
-# ----------------------------------------------------------------------------- weights
-
-
-def load_initial_weights(model: keras.Model, path) -> None:
-    """Initialise ``model`` from a Keras ``.weights.h5`` file (e.g. converted official weights) or
-    an official TF1 checkpoint prefix (via :func:`prnet.weights.convert.load_official_weights`)."""
-    path = os.fspath(path)
-    if path.endswith(".weights.h5"):
-        if not os.path.isfile(path):
-            raise WeightsNotFoundError(f"--init_from: no such file {path}")
-        try:
-            model.load_weights(path)
-        except (ValueError, OSError, KeyError) as e:
-            raise WeightsFormatError(f"--init_from {path} does not match this model (model_size "
-                                     f"must equal the one the weights were trained with): {e}") from e
-        return
-    from prnet.weights.convert import is_tf1_checkpoint, load_official_weights
-
-    if not is_tf1_checkpoint(path):
-        raise WeightsNotFoundError(
-            f"--init_from {path}: neither a Keras '.weights.h5' file nor a TF1 checkpoint prefix "
-            "(<prefix>.index + <prefix>.data-*). Convert the official weights with `prnet-convert` "
-            "or pass the checkpoint prefix.")
-    load_official_weights(model, path)
-
+from prnet.weights.formats import load_weights_into
 
 # ----------------------------------------------------------------------------- trainer
 
@@ -160,7 +133,7 @@ class Trainer:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
             return f"resumed from {latest}"
         if self.config.init_from:
-            load_initial_weights(self.model, self.config.init_from)
+            load_weights_into(self.model, self.config.init_from)  # .weights.h5, .keras or a TF2/TF1 checkpoint
             return f"initialised from {self.config.init_from}"
         return "fresh"
 
@@ -209,13 +182,13 @@ class Trainer:
 
     def predict_posmaps(self, images) -> np.ndarray:
         """``[N, 256, 256, 3]`` crops in [0, 1] -> position maps in crop pixels (inference mode)."""
-        return self._predict_fn(tf.convert_to_tensor(images, tf.float32)).numpy().astype(np.float32) * POSMAP_SCALE
+        return to_posmap(self._predict_fn(tf.convert_to_tensor(images, tf.float32)).numpy().astype(np.float32))
 
     def evaluate(self, val_ds: tf.data.Dataset) -> dict:
         """68-landmark NME (fraction; 2D and 3D, :func:`prnet.evaluation.metrics.landmark_nme`) and the
         posmap loss on prepared, batched validation data (:func:`eval_pipeline`)."""
-        from prnet.evaluation.metrics import landmark_nme
         from prnet.core.uv import landmarks_from_posmap
+        from prnet.evaluation.metrics import landmark_nme
 
         template = self._get_template()
         nme2, nme3, loss = [], [], []
@@ -226,14 +199,14 @@ class Trainer:
             nme2.append(landmark_nme(pred, true, dims=2))
             nme3.append(landmark_nme(pred, true, dims=3))
             loss.append(losses.posmap_loss(losses.normalize_posmap(batch["posmap"]),
-                                           posmaps / POSMAP_SCALE, self.loss_weights).numpy())
+                                           from_posmap(posmaps), self.loss_weights).numpy())
         if not nme2:
             raise DatasetError("the validation split is empty")
         return {"nme_2d": float(np.mean(np.concatenate(nme2))), "nme_3d": float(np.mean(np.concatenate(nme3))),
                 "posmap_loss": float(np.mean(np.concatenate(loss)))}
 
     def image_summaries(self, batch: dict, step: int, count: int):
-        """TensorBoard images: input, predicted map, true map (maps / POSMAP_SCALE), landmark overlay."""
+        """TensorBoard images: input, predicted map, true map (:func:`from_posmap` of the maps), landmark overlay."""
         from prnet.core.uv import landmarks_from_posmap
 
         images = batch["image"][:count].numpy()
@@ -244,8 +217,8 @@ class Trainer:
         overlay = np.stack([_draw_landmarks(im, p, t)
                             for im, p, t in zip(images, pred_lm, batch["landmarks_68"][:count].numpy())])
         write_images("input", images, step)
-        write_images("posmap_predicted", posmaps / POSMAP_SCALE, step)
-        write_images("posmap_true", true / POSMAP_SCALE, step)
+        write_images("posmap_predicted", from_posmap(posmaps), step)
+        write_images("posmap_true", from_posmap(true), step)
         write_images("landmarks_true_green_pred_red", overlay, step)
 
     # -- the loop

@@ -16,9 +16,12 @@ uses epsilon 0.001; the Keras model must use the same (checked too).
 import re
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from prnet.errors import CheckpointMismatchError, WeightsFormatError, WeightsNotFoundError
+from prnet.model.resfcn256 import build_resfcn256, checkpoint_name, save_weights_atomic
 
 #: File name prefix of the official checkpoint (``<prefix>.index``, ``<prefix>.data-00000-of-00001``).
 OFFICIAL_PREFIX_NAME = "256_256_resfcn256_weight"
@@ -63,8 +66,6 @@ def is_tf1_checkpoint(path) -> bool:
 
 
 def _open_reader(prefix: Path):
-    import tensorflow as tf
-
     index = prefix.with_name(prefix.name + ".index")
     if not index.is_file():
         raise WeightsNotFoundError(
@@ -91,8 +92,6 @@ def read_checkpoint_shapes(prefix) -> dict:
 
 def _check_model_conventions(model):
     """Fail if the Keras model's layer conventions differ from the TF1 original's."""
-    import keras
-
     problems = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -122,8 +121,6 @@ def match_variables(model, checkpoint_shapes: dict) -> dict:
     checkpoint, every checkpoint variable that is neither used nor optimizer state, and every
     shape mismatch.
     """
-    from prnet.model.resfcn256 import checkpoint_name
-
     mapping, missing, mismatched = {}, [], []
     for variable in model.weights:
         name = checkpoint_name(variable)
@@ -160,14 +157,12 @@ def load_official_weights(model, prefix) -> int:
     otherwise :class:`CheckpointMismatchError` lists all problems. Returns the number of values
     copied. Nothing is assigned unless the whole checkpoint matches and reads cleanly.
     """
-    import tensorflow as tf
-
     prefix = checkpoint_prefix(prefix)
     reader = _open_reader(prefix)
     _check_model_conventions(model)
     mapping = match_variables(model, reader.get_variable_to_shape_map())
     values = {}
-    for name, variable in mapping.items():
+    for name in mapping:
         try:
             value = reader.get_tensor(name)
         except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError) as e:
@@ -191,8 +186,6 @@ def convert_checkpoint(prefix, output_path) -> Path:
     after it is complete, so a failure never leaves a partial ``output_path``. Returns the
     output path. Load it with ``build_resfcn256().load_weights(path)``.
     """
-    from prnet.model.resfcn256 import build_resfcn256, save_weights_atomic
-
     output_path = Path(output_path).expanduser()
     if not output_path.name.endswith(".weights.h5"):
         raise WeightsFormatError(f"output file must end with '.weights.h5' (Keras weights), got {output_path}")

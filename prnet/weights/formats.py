@@ -1,17 +1,138 @@
-"""Weights formats: recognise any weights path and load it as a Keras ResFCN256.
+"""Weights formats: the one place that recognises a weights path and loads it.
 
-Formats: a Keras ``.weights.h5`` file, a training checkpoint directory
-(``tf.train.Checkpoint(model=...)``, newest via ``tf.train.latest_checkpoint``) or one TF2
-checkpoint prefix, and an official TF1 checkpoint prefix (or its ``.index`` / ``.data-*`` file).
-The base width (16 for the paper's network) is read from the weights.
+:func:`detect_format` names what a path holds (:class:`WeightsKind`):
+
+* ``KERAS_WEIGHTS``: a Keras ``.weights.h5`` file of ResFCN256 (converted official weights, train.py's outputs);
+* ``KERAS_MODEL``: a whole saved Keras model ``.keras`` whose output is the sigmoid map, as ResFCN256's;
+* ``TF2_CHECKPOINT``: an object checkpoint holding ``model=`` (``tf.train.Checkpoint``): a training
+  checkpoint folder (the newest checkpoint of its ``tf.train.CheckpointManager``, e.g.
+  ``<model_dir>/checkpoints``), or one checkpoint prefix (or its ``.index`` / ``.data-*`` file);
+* ``TF1_CHECKPOINT``: the official name-based TF1 checkpoint: its prefix
+  ``.../256_256_resfcn256_weight``, its ``.index`` / ``.data-*`` file, or a folder holding only it;
+* ``SAVED_MODEL``: an exported SavedModel folder (``saved_model.pb``);
+* ``TFLITE``: a ``.tflite`` file.
+
+:func:`load_keras_model` builds a Keras ResFCN256 from the Keras-loadable kinds (base width read
+from the weights), :func:`load_weights_into` fills an existing model (``train.py --init_from``) and
+:func:`load_backend` returns the inference backend of :mod:`prnet.model.runtime` for any kind. The
+official weights (no path at all) are resolved above this module, by :mod:`prnet.weights.official`.
 """
 
+import enum
+from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
+import keras
 import tensorflow as tf
 
-from prnet.errors import WeightsFormatError, WeightsNotFoundError
+from prnet.errors import WeightsFolderError, WeightsFormatError, WeightsNotFoundError
 from prnet.model.resfcn256 import build_resfcn256
+from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
+from prnet.weights.convert import checkpoint_prefix, is_tf1_checkpoint, load_official_weights
+
+#: Values of ``backend`` for :func:`load_backend` (and ``prnet-demo --backend``): ``auto`` runs each
+#: format in its own runtime; ``keras`` / ``saved_model`` require that runtime.
+BACKENDS = ("auto", "keras", "saved_model")
+
+
+class WeightsKind(enum.Enum):
+    """What a weights path holds; the value is the name used in messages."""
+
+    KERAS_WEIGHTS = "Keras weights"
+    KERAS_MODEL = "Keras model"
+    TF2_CHECKPOINT = "checkpoint"
+    TF1_CHECKPOINT = "TF1 checkpoint"
+    SAVED_MODEL = "SavedModel"
+    TFLITE = "TFLite"
+
+
+_KERAS_KINDS = (WeightsKind.KERAS_WEIGHTS, WeightsKind.KERAS_MODEL, WeightsKind.TF2_CHECKPOINT,
+                WeightsKind.TF1_CHECKPOINT)
+
+
+@dataclass(frozen=True)
+class WeightsFormat:
+    """A recognised weights path: its ``kind`` and the ``path`` that is loaded (the file or
+    folder; for a checkpoint its prefix, the newest one of a training checkpoint folder)."""
+
+    kind: WeightsKind
+    path: Path
+
+    @property
+    def runtime(self) -> str:
+        """``"Keras"``, ``"SavedModel"`` or ``"TFLite"``: what runs it (see :mod:`prnet.model.runtime`)."""
+        return "Keras" if self.kind in _KERAS_KINDS else self.kind.value
+
+    @property
+    def description(self) -> str:
+        """E.g. ``"Keras weights /x/best.weights.h5"``, ``"checkpoint /run/checkpoints/ckpt-3"``."""
+        return f"{self.kind.value} {self.path}"
+
+
+def check_backend(backend: str) -> str:
+    """Return ``backend`` if it is one of :data:`BACKENDS`; raise ValueError otherwise."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _is_tf2_checkpoint(prefix) -> bool:
+    try:
+        return any(name == "_CHECKPOINTABLE_OBJECT_GRAPH" for name, _ in tf.train.list_variables(str(prefix)))
+    except (tf.errors.OpError, ValueError):
+        return False
+
+
+def _checkpoint(prefix) -> WeightsFormat:
+    prefix = Path(prefix)
+    return WeightsFormat(WeightsKind.TF2_CHECKPOINT if _is_tf2_checkpoint(prefix) else WeightsKind.TF1_CHECKPOINT,
+                         prefix)
+
+
+def detect_format(path) -> WeightsFormat:
+    """Recognise the weights at ``path`` (see the module doc); nothing is loaded.
+
+    Raises:
+      WeightsNotFoundError: nothing at ``path``.
+      WeightsFolderError: a folder without ``saved_model.pb`` and without a checkpoint (both a
+        :class:`WeightsNotFoundError` and a :class:`WeightsFormatError`).
+      WeightsFormatError: a file of no known kind.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if (p / "saved_model.pb").is_file():
+            return WeightsFormat(WeightsKind.SAVED_MODEL, p)
+        latest = tf.train.latest_checkpoint(str(p))
+        if latest is not None:
+            return _checkpoint(latest)
+        if is_tf1_checkpoint(p):  # a folder with one checkpoint, e.g. the original's Data/net-data
+            return _checkpoint(checkpoint_prefix(p))
+        hint = ""
+        if (p / "checkpoints").is_dir() or (p / "final.weights.h5").is_file():
+            hint = f" (a training run folder: pass {p / 'checkpoints'} or {p / 'final.weights.h5'})"
+        raise WeightsFolderError(
+            f"{p}: no checkpoint found in this directory (no 'checkpoint' file written by "
+            f"tf.train.CheckpointManager, no <prefix>.index) and no saved_model.pb{hint}: pass a SavedModel "
+            "folder, a training checkpoint folder, a .weights.h5, a .tflite file or a checkpoint prefix")
+    if p.is_file():
+        if p.suffix == ".tflite":
+            return WeightsFormat(WeightsKind.TFLITE, p)
+        if p.suffix == ".keras":
+            return WeightsFormat(WeightsKind.KERAS_MODEL, p)
+        if p.suffix == ".h5":
+            return WeightsFormat(WeightsKind.KERAS_WEIGHTS, p)
+    prefix = checkpoint_prefix(p)
+    if prefix.with_name(prefix.name + ".index").is_file():  # a missing .data file is reported on loading
+        return _checkpoint(prefix)
+    if not p.exists():
+        raise WeightsNotFoundError(
+            f"no weights at {p}: give a Keras .weights.h5 file, a SavedModel folder, a .tflite file, a training "
+            "checkpoint directory, or a checkpoint prefix (the path without .index / .data-*); without a path "
+            "the official weights are used (`prnet-convert --download` fetches them)")
+    raise WeightsFormatError(f"unrecognised weights file {p}: expected .weights.h5, .keras, .tflite, a SavedModel "
+                             "folder, a training checkpoint folder or a checkpoint prefix (with .index and "
+                             ".data-* files)")
 
 
 def _size_from_shapes(shapes, source) -> int:
@@ -23,130 +144,113 @@ def _size_from_shapes(shapes, source) -> int:
     return int(max(widths))
 
 
-def _h5_shapes(path):
-    import h5py
-
-    shapes = []
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda _, obj: shapes.append(obj.shape) if isinstance(obj, h5py.Dataset) else None)
-    return shapes
-
-
-def _is_tf2_checkpoint(prefix) -> bool:
-    try:
-        return any(name == "_CHECKPOINTABLE_OBJECT_GRAPH" for name, _ in tf.train.list_variables(str(prefix)))
-    except (tf.errors.OpError, ValueError):
-        return False
-
-
-def load_keras_model(source=None, *, size: int | None = None):
-    """Build ResFCN256 (inference form, no weight decay) and load weights from ``source``.
-
-    Args:
-      source: ``None`` (official weights via :func:`prnet.weights.download.ensure_official_weights`), a Keras
-        ``.weights.h5`` file, a training checkpoint directory or TF2 checkpoint prefix (an object
-        checkpoint holding ``model=``), or an official TF1 checkpoint prefix
-        (``.../256_256_resfcn256_weight``).
-      size: base width; inferred from the weights when ``None``.
-
-    Raises:
-      WeightsNotFoundError: nothing at ``source``. WeightsFormatError: unreadable or mismatched.
-    """
-    if source is None:
-        from prnet.weights.official import ensure_official_weights
-
-        source = ensure_official_weights()
-    path = Path(source).expanduser()
-    if path.name.endswith(".index") or ".data-" in path.name:  # a checkpoint file -> its prefix
-        from prnet.weights.convert import checkpoint_prefix
-
-        path = checkpoint_prefix(path)
-    if path.is_dir() and tf.train.latest_checkpoint(str(path)) is None:
-        from prnet.weights.convert import checkpoint_prefix, is_tf1_checkpoint
-
-        if is_tf1_checkpoint(path):  # e.g. the original's Data/net-data folder
-            path = checkpoint_prefix(path)
-    if path.is_dir():
-        if (path / "saved_model.pb").exists():
-            raise WeightsFormatError(f"{path} is already an exported SavedModel; export from the Keras "
-                                     "weights or the training checkpoint instead")
-        prefix = tf.train.latest_checkpoint(str(path))
-        if prefix is None:
-            raise WeightsNotFoundError(f"{path}: no checkpoint found in this directory (expected a "
-                                       "'checkpoint' file written by tf.train.CheckpointManager)")
-        return _load_tf2_checkpoint(prefix, size)
-    if path.is_file() and path.suffix == ".h5":
+def _variable_shapes(fmt: WeightsFormat) -> list:
+    if fmt.kind is WeightsKind.KERAS_WEIGHTS:
+        shapes = []
         try:
-            size = size or _size_from_shapes(_h5_shapes(path), path)
-            model = build_resfcn256(weight_decay=0, size=size)
-            model.load_weights(str(path))
-        except (OSError, ValueError) as err:
-            raise WeightsFormatError(f"{path}: cannot load as ResFCN256 Keras weights: {err}") from err
-        return model
-    if Path(f"{path}.index").is_file():
-        if _is_tf2_checkpoint(path):
-            return _load_tf2_checkpoint(str(path), size)
-        from prnet.weights.convert import load_official_weights
-
-        size = size or _size_from_shapes([s for _, s in tf.train.list_variables(str(path))], path)
-        model = build_resfcn256(weight_decay=0, size=size)
-        load_official_weights(model, str(path))
-        return model
-    raise WeightsNotFoundError(
-        f"no weights at {path}: give a Keras .weights.h5 file, a training checkpoint directory, or a "
-        "checkpoint prefix (the path without .index / .data-*); `prnet-convert --download` fetches "
-        "the official weights")
+            with h5py.File(fmt.path, "r") as f:
+                f.visititems(lambda _, obj: shapes.append(obj.shape) if isinstance(obj, h5py.Dataset) else None)
+        except OSError as e:
+            raise WeightsFormatError(f"{fmt.path} is not a Keras weights file (.weights.h5): {e}") from e
+        return shapes
+    try:  # all variables: train.py's checkpoints also file the kernels under optimizer/...
+        return [s for _, s in tf.train.list_variables(str(fmt.path))]
+    except (tf.errors.OpError, ValueError) as e:
+        raise WeightsFormatError(f"could not read checkpoint {fmt.path}: {e}") from e
 
 
-def _load_tf2_checkpoint(prefix, size):
-    # All variables, not only ``model/...``: when the optimizer is saved too (as train.py does), TF
-    # files the model's kernels under ``optimizer/_trainable_variables/...``.
-    shapes = [s for _, s in tf.train.list_variables(prefix)]
-    size = size or _size_from_shapes(shapes, prefix)
-    model = build_resfcn256(weight_decay=0, size=size)
+def infer_base_size(path) -> int:
+    """Base width ``size`` of ResFCN256 weights (``.weights.h5`` or checkpoint): its first conv kernel
+    is ``(4, 4, 3, size)`` (16 for the paper's network)."""
+    fmt = path if isinstance(path, WeightsFormat) else detect_format(path)
+    if fmt.kind not in _KERAS_KINDS or fmt.kind is WeightsKind.KERAS_MODEL:
+        raise WeightsFormatError(f"{fmt.path} is a {fmt.kind.value}: the base width is read from Keras weights "
+                                 "or a checkpoint")
+    return _size_from_shapes(_variable_shapes(fmt), fmt.path)
+
+
+def _load_keras_file(path: Path):
     try:
-        status = tf.train.Checkpoint(model=model).read(prefix)
-        status.assert_existing_objects_matched().expect_partial()
-    except (AssertionError, ValueError, tf.errors.OpError) as err:
-        raise WeightsFormatError(f"{prefix}: the checkpoint's model= does not match ResFCN256 "
-                                 f"(size {size}): {err}") from err
+        return keras.models.load_model(str(path), compile=False)
+    except Exception as e:  # corrupt archive, unknown layers, ...
+        raise WeightsFormatError(f"could not load the Keras model {path}: {e}") from e
+
+
+def _fill(model, fmt: WeightsFormat) -> None:
+    """Load the weights of ``fmt`` (a Keras-loadable kind) into ``model``."""
+    try:
+        if fmt.kind is WeightsKind.KERAS_WEIGHTS:
+            model.load_weights(str(fmt.path))
+        elif fmt.kind is WeightsKind.KERAS_MODEL:
+            model.set_weights(_load_keras_file(fmt.path).get_weights())
+        elif fmt.kind is WeightsKind.TF2_CHECKPOINT:
+            status = tf.train.Checkpoint(model=model).read(str(fmt.path))
+            status.assert_existing_objects_matched().expect_partial()
+        else:
+            load_official_weights(model, fmt.path)
+    except (WeightsFormatError, WeightsNotFoundError):
+        raise
+    except (AssertionError, ValueError, KeyError, OSError, tf.errors.OpError) as e:
+        raise WeightsFormatError(f"{fmt.description} does not match this ResFCN256 (the base width must equal "
+                                 f"the weights'): {e}") from e
+
+
+def _require_keras(fmt: WeightsFormat) -> None:
+    if fmt.kind not in _KERAS_KINDS:
+        raise WeightsFormatError(f"{fmt.path} is a {fmt.kind.value}, not Keras weights or a checkpoint: give the "
+                                 ".weights.h5 file or the checkpoint it was made from")
+
+
+def _load_keras(fmt: WeightsFormat, size):
+    _require_keras(fmt)
+    if fmt.kind is WeightsKind.KERAS_MODEL:
+        return _load_keras_file(fmt.path)
+    model = build_resfcn256(weight_decay=0.0, size=size or infer_base_size(fmt))
+    _fill(model, fmt)
     return model
 
 
-def infer_base_size(weights_path) -> int:
-    """Base width ``size`` of a ResFCN256 ``.weights.h5`` file (its first conv kernel is 4x4x3xsize)."""
-    import h5py
+def load_keras_model(path, *, size: int | None = None):
+    """A Keras model from Keras-loadable weights: ResFCN256 (inference form, no weight decay) with the
+    weights of a ``.weights.h5`` file or a checkpoint (TF2 or official TF1), or a whole ``.keras`` model.
 
-    try:
-        with h5py.File(str(weights_path), "r") as f:
-            shape = f["layers/conv2d/vars/0"].shape
-    except (OSError, KeyError) as e:
+    ``size``: base width; read from the weights when None.
+
+    Raises:
+      WeightsNotFoundError: nothing at ``path``. WeightsFormatError: unreadable, mismatched, or not a
+      Keras-loadable kind (a SavedModel or .tflite).
+    """
+    return _load_keras(detect_format(path), size)
+
+
+def load_weights_into(model, path) -> WeightsFormat:
+    """Load the weights at ``path`` (``.weights.h5``, ``.keras``, or a TF2 / official TF1 checkpoint)
+    into the existing ``model`` (e.g. ``train.py --init_from``); returns the format found.
+
+    Raises WeightsNotFoundError / WeightsFormatError (the model's width must equal the weights').
+    """
+    fmt = detect_format(path)
+    _require_keras(fmt)
+    _fill(model, fmt)
+    return fmt
+
+
+def load_backend(path, backend: str = "auto", *, num_threads=None):
+    """The inference backend (:mod:`prnet.model.runtime`) for the weights at ``path``.
+
+    ``backend``: ``"auto"`` runs each kind in its own runtime (SavedModel, TFLite, else Keras);
+    ``"keras"`` / ``"saved_model"`` require that runtime and raise WeightsFormatError otherwise.
+    ``num_threads``: TFLite interpreter threads.
+    """
+    check_backend(backend)
+    fmt = detect_format(path)
+    if backend == "keras" and fmt.runtime != "Keras" or backend == "saved_model" and fmt.runtime != "SavedModel":
         raise WeightsFormatError(
-            f"{weights_path} is not a Keras ResFCN256 weights file (.weights.h5 saved by this package): {e}") from e
-    if tuple(shape[:3]) != (4, 4, 3):
-        raise WeightsFormatError(f"{weights_path}: first convolution kernel has shape {tuple(shape)}, "
-                                 "expected (4, 4, 3, size) as in ResFCN256")
-    return int(shape[3])
-
-
-def _checkpoint_dir_prefix(path: Path):
-    """The checkpoint a folder holds (newest of a ``tf.train.CheckpointManager``, or a single TF1/TF2
-    checkpoint), as a string prefix; None if it holds none."""
-    import tensorflow as tf
-
-    latest = tf.train.latest_checkpoint(str(path))
-    if latest is not None:
-        return latest
-    if _looks_like_checkpoint(path):
-        from prnet.weights.convert import checkpoint_prefix
-
-        return str(checkpoint_prefix(path))
-    return None
-
-
-def _looks_like_checkpoint(path: Path) -> bool:
-    try:
-        from prnet.weights.convert import is_tf1_checkpoint
-    except ImportError:  # pragma: no cover - convert.py ships with the package
-        return Path(str(path) + ".index").is_file()
-    return is_tf1_checkpoint(path)
+            f"backend {backend!r} cannot run {path} ({fmt.runtime}): "
+            + ("pass Keras weights (.weights.h5), a .keras file or a checkpoint" if backend == "keras" else
+               "pass a SavedModel folder (export one with export.py), or omit the path for the official weights"))
+    if fmt.kind is WeightsKind.SAVED_MODEL:
+        return SavedModelBackend(fmt.path)
+    if fmt.kind is WeightsKind.TFLITE:
+        return TFLiteBackend(fmt.path, num_threads=num_threads)
+    return KerasBackend(_load_keras(fmt, None), source=fmt.description)

@@ -17,26 +17,33 @@ use, the fast SavedModel ``resfcn256_saved_model/`` with its stamp ``resfcn256_s
 (:func:`ensure_official_saved_model`).
 
 Files are fetched with :mod:`prnet.weights.download` (resumable, checked against the pinned
-SHA-256).
+SHA-256). "No weights path" means these weights: :func:`official_backend` is what
+``Predictor.from_weights(None)`` (prnet-demo, evaluate.py) runs; any other path goes through
+:mod:`prnet.weights.formats`.
 """
 
 import json
+import logging
 import os
-import sys
-import tempfile
 import time
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from prnet.core.files import sha256_file
+import tensorflow as tf
+
+from prnet.core.files import atomic_write, sha256_file
 from prnet.core.paths import UV_TEMPLATE_FILES, assets_dir, cache_dir
-from prnet.errors import AssetsNotFoundError, DownloadError, WeightsNotFoundError
+from prnet.core.uv import load_uv_template
+from prnet.errors import AssetsNotFoundError, DownloadError, WeightsFormatError, WeightsNotFoundError
+from prnet.model.runtime import KerasBackend, SavedModelBackend
 from prnet.serving.saved_model import export_saved_model
 from prnet.weights.convert import convert_checkpoint
 from prnet.weights.download import RemoteFile, download_file
-from prnet.weights.formats import load_keras_model
+from prnet.weights.formats import check_backend, load_keras_model
 
+logger = logging.getLogger(__name__)
 
 ENV_WEIGHTS_BASE_URL = "PRNET_WEIGHTS_BASE_URL"
 
@@ -255,15 +262,8 @@ def _read_stamp(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _write_stamp(path: Path, data: dict) -> None:
+    atomic_write(path, lambda f: json.dump(data, f, indent=1))
 
 
 def _export_is_current(export_dir: Path, weights: Path, stamp: dict, stat) -> bool:
@@ -280,7 +280,7 @@ def _export_is_current(export_dir: Path, weights: Path, stamp: dict, stat) -> bo
         return False
     stamp.update(weights_mtime_ns=stat.st_mtime_ns)
     try:
-        _write_json_atomic(_stamp_path(export_dir), stamp)
+        _write_stamp(_stamp_path(export_dir), stamp)
     except OSError:  # a read-only cache still serves the (verified) export
         pass
     return True
@@ -312,19 +312,15 @@ def ensure_saved_model(weights, export_dir, *, kpt_ind=None, download: bool = Tr
     stamp_path = _stamp_path(export_dir)
     if not force and _export_is_current(export_dir, weights, _read_stamp(stamp_path), stat):
         return export_dir
-
-
     if kpt_ind is None:
-        from prnet.core.uv import load_uv_template
-
         kpt_ind = load_uv_template(ensure_uv_template(download=download)).kpt_ind
     if progress:
-        print(f"prnet: exporting {weights.name} as a SavedModel into {export_dir} (once; reused while the "
-              "weights are unchanged)", file=sys.stderr, flush=True)
+        logger.warning("exporting %s as a SavedModel into %s (once; reused while the weights are unchanged)",
+                       weights.name, export_dir)
     digest = sha256_file(weights)
     start = time.time()
     export_saved_model(load_keras_model(weights), export_dir, kpt_ind=kpt_ind, overwrite=True)
-    _write_json_atomic(stamp_path, {
+    _write_stamp(stamp_path, {
         "format": EXPORT_FORMAT_VERSION, "weights": str(weights.resolve()), "weights_size": stat.st_size,
         "weights_mtime_ns": stat.st_mtime_ns, "weights_sha256": digest,
         "exported_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -343,6 +339,37 @@ def ensure_official_saved_model(download: bool = True, *, kpt_ind=None, force: b
     """
     return ensure_saved_model(ensure_official_weights(download), saved_model_path(), kpt_ind=kpt_ind,
                               download=download, force=force, progress=progress)
+
+
+def official_backend(backend: str = "auto", *, download: bool = True, kpt_ind=None):
+    """The inference backend (:mod:`prnet.model.runtime`) of the official weights ``<cache>/resfcn256.weights.h5``
+    (downloaded and converted on first use unless ``download`` is false).
+
+    ``backend="auto"`` / ``"saved_model"``: the fast SavedModel exported from them once into
+    ``<cache>/resfcn256_saved_model`` (:func:`ensure_official_saved_model`; ``kpt_ind`` as there; a
+    damaged cached export is rebuilt once). If the cache cannot be written, ``"auto"`` falls back to
+    the Keras model with a RuntimeWarning. ``backend="keras"``: the Keras model, no export. Raises
+    :class:`WeightsNotFoundError` with the manual steps when the weights are missing and cannot be
+    downloaded.
+    """
+    check_backend(backend)
+    weights = ensure_official_weights(download=download)
+    source = f"official PRNet weights {weights}"
+    if backend == "keras":
+        return KerasBackend(load_keras_model(weights), source=source)
+    try:
+        export = ensure_official_saved_model(download, kpt_ind=kpt_ind)
+        try:
+            return SavedModelBackend(export, source=f"{source} (exported SavedModel {export})")
+        except WeightsFormatError:  # a damaged cached export: rebuild it once
+            export = ensure_official_saved_model(download, kpt_ind=kpt_ind, force=True)
+            return SavedModelBackend(export, source=f"{source} (exported SavedModel {export})")
+    except (OSError, tf.errors.OpError) as e:
+        if backend == "saved_model":
+            raise
+        warnings.warn(f"could not export the official weights as a SavedModel into the cache ({e}); "
+                      "running the Keras model instead", RuntimeWarning, stacklevel=2)
+        return KerasBackend(load_keras_model(weights), source=source)
 
 
 @dataclass(frozen=True)

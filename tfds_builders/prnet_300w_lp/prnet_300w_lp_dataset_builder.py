@@ -23,14 +23,14 @@ import os
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from prnet.core.images import read_image
 from prnet.data.annotations import IMAGE_EXTENSIONS, load_fit, pose_degrees
-from prnet.errors import DatasetError, ImageReadError
 from prnet.data.posmap import load_model_files, make_example
+from prnet.errors import DatasetError, ImageReadError
 
 SUBSETS = ("AFW", "HELEN", "IBUG", "LFPW")
 FOLDERS = SUBSETS + tuple(f"{s}_Flip" for s in SUBSETS)
@@ -83,14 +83,6 @@ def strict_from_env(strict=None) -> bool:
     if strict is not None:
         return bool(strict)
     return os.environ.get("PRNET_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def read_rgb(path) -> np.ndarray:
-    """Read an image file as RGB uint8; :class:`ImageReadError` with the path if unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageReadError(f"{path}: missing or unreadable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def scan_folder(folder: Path):
@@ -194,7 +186,7 @@ class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
         for image_path, mat_path in pairs:
             try:
                 fit = load_fit(mat_path)
-                image = read_rgb(image_path)
+                image = read_image(image_path)
             except DatasetError as e:
                 self._skip(mat_path, e)
                 continue

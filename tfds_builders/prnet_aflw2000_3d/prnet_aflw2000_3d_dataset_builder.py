@@ -1,9 +1,10 @@
 """TFDS builder ``prnet_aflw2000_3d``: the AFLW2000-3D benchmark (2,000 photos with 3DMM fits).
 
 Ground truth is the file's ``pt3d_68`` (the fitted model's 68 landmarks) shifted to 0-based
-pixels (:mod:`prnet.data.annotations`). The crop follows the evaluation protocol: square box of
-``size = int(1.6 * old)`` around the landmarks (``old`` = mean side of their bounding box,
-centre = its centre), warped to 256x256 (``tform``: image -> crop pixels, scale ``255/size``).
+pixels (:mod:`prnet.data.annotations`). The crop follows the evaluation protocol
+(:func:`prnet.core.crop.box_from_landmarks`): square box of ``size = int(1.6 * old)`` around the
+landmarks (``old`` = mean side of their bounding box, centre = its centre), warped to 256x256
+(``tform``: image -> crop pixels, scale ``255/size``).
 
 Features of every config (0-based pixels, x right, y down, z toward the camera):
 
@@ -26,14 +27,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from prnet.core.crop import box_from_landmarks, crop_transform, warp_crop
+from prnet.core.images import read_image
 from prnet.data.annotations import load_fit, pose_degrees
+from prnet.data.posmap import load_model_files, make_example, vertices_to_crop
 from prnet.errors import DatasetError, ImageReadError
-from prnet.data.posmap import box_from_points, crop_tform, load_model_files, make_example, warp_image
-from tfds_builders.prnet_300w_lp.prnet_300w_lp_dataset_builder import (SkipsBadSamples, read_rgb, scan_folder,
-                                                                       strict_from_env)
-
-#: Box factor of the evaluation protocol (the contracts' landmark rule).
-EVAL_BOX_SCALE = 1.6
+from tfds_builders.prnet_300w_lp.prnet_300w_lp_dataset_builder import SkipsBadSamples, scan_folder, strict_from_env
 
 _MANUAL = """\
 AFLW2000-3D cannot be downloaded automatically here. Put into the manual dir (default
@@ -47,11 +46,6 @@ AFLW2000-3D cannot be downloaded automatically here. Put into the manual dir (de
 
 Then: tfds build tfds_builders/prnet_aflw2000_3d --manual_dir=PATH [--config=posmap]
 """
-
-
-def eval_crop_box(landmarks):
-    """``(center, size)`` of the evaluation crop around ``(68, 2+)`` image-pixel landmarks."""
-    return box_from_points(landmarks, EVAL_BOX_SCALE)
 
 
 class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
@@ -113,27 +107,22 @@ class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
                 fit = load_fit(mat_path)
                 if fit.pt3d_68 is None:
                     raise DatasetError(f"{mat_path}: no 'pt3d_68' (not an AFLW2000-3D annotation)")
-                image = read_rgb(image_path)
-                center, size = eval_crop_box(fit.pt3d_68)
-                tform = crop_tform(center, size)
-                s = tform[0, 0]
-                lm = fit.pt3d_68.copy()
-                lm[:, :2] = lm[:, :2] @ tform[:2, :2].T + tform[:2, 2]
-                lm[:, 2] *= s
-                extra = {}
+                image = read_image(image_path)
+                center, size = box_from_landmarks(fit.pt3d_68)
+                tform = crop_transform(center, size)
+                extra, z_shift = {}, None  # None: min z over the 68 points = 0
                 if model is not None:
                     bfm, rasterizer = model
                     ex = make_example(image, fit, bfm, rasterizer, box=(center, size))
-                    lm[:, 2] -= ex.z_shift
+                    z_shift = ex.z_shift
                     extra["posmap"] = ex.posmap
-                else:
-                    lm[:, 2] -= lm[:, 2].min()
+                lm = vertices_to_crop(fit.pt3d_68, tform, z_shift)
             except (DatasetError, ImageReadError) as e:
                 self._skip(mat_path if isinstance(e, DatasetError) else image_path, e)
                 continue
             box = np.array([center[0] - size / 2, center[1] - size / 2, center[0] + size / 2, center[1] + size / 2])
             yield rel, {
-                "image": warp_image(image, tform),
+                "image": warp_crop(image, tform, as_float=False),
                 "landmarks_68": lm.astype(np.float32),
                 "full_image": image,
                 "landmarks_68_3d": fit.pt3d_68.astype(np.float32),

@@ -20,8 +20,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from prnet.data.synthetic import SyntheticConfig, iter_examples
 from prnet.core.uv import NUM_LANDMARKS, UV_SIZE, load_uv_template
+from prnet.data.synthetic import SyntheticConfig, iter_examples
 
 _SPLIT_IDS = {"train": 1, "validation": 2}
 
