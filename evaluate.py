@@ -15,6 +15,16 @@ Examples:
 
 Writes ``results.json``, ``results.csv``, ``ced.png`` and ``table.txt`` to ``--output_dir`` and
 prints the table. See :mod:`prnet.evaluation.protocol` and :mod:`prnet.evaluation.metrics` for the protocol.
+
+Checked before any image is processed: the flags, that ``--output_dir`` can be written, the
+ground truth (every ``.mat``; with ``--gt_dir`` each image's row of the 3DDFA arrays, whose rows
+must agree with each other), the UV template and the weights. Each output file is written
+atomically (``results.json`` last: its presence means a complete set) with the usual permissions
+(``0o644`` under umask 022).
+
+Exit status: 0 done; 2 usage or setup error (flags, output folder, dataset, ground truth, weights,
+UV template; also a write failure such as a full disk); 1 an image failed during the run (e.g.
+unreadable); 130 interrupted (Ctrl-C). Errors are one line on stderr; nothing is reported as done.
 """
 
 import sys
@@ -22,7 +32,7 @@ import sys
 from absl import app, flags
 
 import tfds_builders  # noqa: F401  (registers the project's TFDS builders for --tfds_name)
-from prnet.errors import PRNetError
+from prnet.errors import ImageReadError, PRNetError
 from prnet.evaluation.protocol import EvalConfig, evaluate
 
 FLAGS = flags.FLAGS
@@ -75,15 +85,15 @@ flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}", exitcode=2)
     if FLAGS.output_dir is None:
-        raise app.UsageError("--output_dir is required")
+        raise app.UsageError("--output_dir is required", exitcode=2)
     if (FLAGS.dataset_dir is None) == (FLAGS.tfds_name is None):
-        raise app.UsageError("give exactly one of --dataset_dir (jpg + mat folder) or --tfds_name")
+        raise app.UsageError("give exactly one of --dataset_dir (jpg + mat folder) or --tfds_name", exitcode=2)
     if FLAGS.smoke_test_random_weights and FLAGS.weights:
-        raise app.UsageError("--smoke_test_random_weights cannot be combined with --weights")
+        raise app.UsageError("--smoke_test_random_weights cannot be combined with --weights", exitcode=2)
     if (FLAGS.bfm is None) != (FLAGS.bfm_uv is None):
-        raise app.UsageError("--bfm and --bfm_uv go together")
+        raise app.UsageError("--bfm and --bfm_uv go together", exitcode=2)
     config = EvalConfig(
         weights=FLAGS.weights, random_weights=FLAGS.smoke_test_random_weights,
         dataset_dir=FLAGS.dataset_dir, tfds_name=FLAGS.tfds_name, data_dir=FLAGS.data_dir, split=FLAGS.split,
@@ -93,9 +103,16 @@ def main(argv):
         batch_size=FLAGS.batch_size, progress=FLAGS.progress)
     try:
         results = evaluate(config)
-    except (PRNetError, ValueError) as e:
+    except ImageReadError as e:  # an input of the run
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 1
+    except (PRNetError, ValueError, OSError) as e:  # setup: flags, folders, data, weights, template
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evaluate.py: interrupted (Ctrl-C); the run is incomplete: no new results.json was written "
+              "(it is written last, after the other files)", file=sys.stderr)
+        return 130
     print(results["table"])
     print(f"Wrote {', '.join(str(p) for p in results['outputs'].values())}")
     return 0

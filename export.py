@@ -7,8 +7,17 @@ Examples:
   python export.py --output_dir=exported --calibration=path/to/face/images # official weights
 
 Writes ``<output_dir>/saved_model/`` (signatures ``serving_default``, ``predict_images``,
-``predict_images_nobox``; see :mod:`prnet.serving.saved_model`) and ``<output_dir>/prnet_<q>.tflite``; each
-output is written to a temporary path first and renamed, so a failed export leaves nothing behind.
+``predict_images_nobox``; see :mod:`prnet.serving.saved_model`) and ``<output_dir>/prnet_<q>.tflite``.
+
+Everything is checked before anything is written (formats, the output folder, weights, calibration
+data). The set is written into a hidden folder beside ``--output_dir`` and then replaces that folder
+as a whole, so it holds either the previous complete set or the new one (``--overwrite`` replaces
+every file of the old set; a folder holding other files is refused). Outputs get the usual
+permissions (``0o644`` / ``0o755`` under umask 022), so a server under another account can read them.
+
+Exit status: 0 written; 2 usage or setup error found before writing (unknown format, output exists,
+weights or calibration data missing; nothing written); 1 the export failed while writing (nothing
+changed); 130 interrupted (nothing changed). Errors are one line on stderr.
 """
 
 import sys
@@ -19,7 +28,8 @@ import tfds_builders  # noqa: F401  (registers the project's TFDS builders for -
 from prnet.core.uv import load_uv_template
 from prnet.errors import PRNetError
 from prnet.serving.calibration import representative_crops
-from prnet.serving.export import export_all, measure_exports
+from prnet.serving.export import check_formats, check_output_dir, export_all, measure_exports
+from prnet.serving.saved_model import DEFAULT_MAX_IMAGE_PIXELS, check_max_image_pixels
 from prnet.weights.formats import load_keras_model
 from prnet.weights.official import ensure_official_weights
 
@@ -44,19 +54,29 @@ flags.DEFINE_string("assets_dir", None, "UV template folder (uv-data) for the la
                     "$PRNET_ASSETS_DIR or the cache.")
 flags.DEFINE_bool("optimize", True, "Export the BN-folded fast graph (numerically equal to the trained model); "
                   "--nooptimize exports the Keras training graph as is.")
-flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
+flags.DEFINE_bool("overwrite", False, "Replace the export set in --output_dir (as a whole: files of the old set "
+                  "that are not exported again are removed too).")
+flags.DEFINE_integer("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "SavedModel predict_images: the largest image "
+                     "(width x height pixels) a request may send; larger ones are rejected from their header, "
+                     "before decoding (INVALID_ARGUMENT).")
 
 
 def main(argv):
     del argv
+    writing, written = False, None
     try:
+        # Checks first: nothing is written when one fails.
+        formats = check_formats(FLAGS.formats)
+        max_image_pixels = check_max_image_pixels(FLAGS.max_image_pixels)
+        check_output_dir(FLAGS.output_dir, FLAGS.overwrite)
         kpt_ind = load_uv_template(FLAGS.assets_dir).kpt_ind
         model = load_keras_model(FLAGS.weights or ensure_official_weights(), size=FLAGS.size or None)
         calibration = (representative_crops(FLAGS.calibration, limit=FLAGS.num_calibration)
-                       if "int8" in FLAGS.formats else None)
-        written = export_all(model, FLAGS.output_dir, formats=tuple(FLAGS.formats),
-                             calibration=calibration, kpt_ind=kpt_ind, optimize=FLAGS.optimize,
-                             overwrite=FLAGS.overwrite)
+                       if "int8" in formats else None)
+        writing = True
+        written = export_all(model, FLAGS.output_dir, formats=formats, calibration=calibration, kpt_ind=kpt_ind,
+                             optimize=FLAGS.optimize, overwrite=FLAGS.overwrite, max_image_pixels=max_image_pixels)
+        writing = False
         for fmt, path in written.items():
             print(f"{fmt:12s} {path}")
         if FLAGS.check_images:
@@ -67,7 +87,11 @@ def main(argv):
                 print(f"{row['format']:12s} {row['size_mb']:8.1f} {row['max_abs_px']:9.4f} {row['mean_abs_px']:9.4f}")
     except PRNetError as err:
         print(f"export.py: error: {err}", file=sys.stderr)
-        return 1
+        return 1 if writing else 2
+    except KeyboardInterrupt:
+        print("export.py: interrupted; " + ("the export set was written" if written is not None else
+                                            "nothing was written or changed"), file=sys.stderr)
+        return 130
     return 0
 
 

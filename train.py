@@ -9,11 +9,21 @@ Examples::
     python train.py --dataset=prnet_300w_lp --val_split=... --model_dir=runs/prnet \\
         --strategy=mirrored --mixed_precision=mixed_float16 --epochs=30
 
-Re-running with the same --model_dir resumes from the latest checkpoint (same step, learning
-rate and data position). TensorBoard logs go to <model_dir>/train and <model_dir>/validation;
-the final weights to <model_dir>/final.weights.h5 (loadable by prnet.inference.predictor.Predictor when
---model_size=16).
+Re-running with the same --model_dir resumes from the newest intact checkpoint (same step, learning
+rate and data position): an unreadable checkpoint index or a truncated newest checkpoint falls back
+to the previous one; when checkpoints exist but none can be resumed from, train.py stops and says so
+(--restart starts over after moving the old checkpoints aside; nothing is ever deleted). TensorBoard
+logs go to <model_dir>/train and <model_dir>/validation; the final weights to
+<model_dir>/final.weights.h5 (loadable by prnet.inference.predictor.Predictor when --model_size=16).
+
+The dataset must be built first (train.py never builds or downloads one; the message gives the
+command, e.g. `prnet-build-data --dataset prnet_synthetic --config small --data_dir DIR`).
+Ctrl-C saves a checkpoint of the steps done, prints the step reached and exits with 130.
+Exit codes: 0 done, 2 a setup problem (message on stderr: dataset, --model_dir, checkpoints,
+flags), 130 interrupted.
 """
+
+import sys
 
 from absl import app, flags
 
@@ -59,6 +69,9 @@ flags.DEFINE_string("init_from", None,
                     "Initial weights (ignored when resuming), any format prnet.weights.formats reads: a "
                     "Keras .weights.h5 (e.g. converted official weights) or .keras file, a training checkpoint "
                     "folder or TF2 prefix, or an official TF1 checkpoint prefix.")
+flags.DEFINE_bool("restart", False,
+                  "Start over instead of resuming: the existing <model_dir>/checkpoints folder is moved to "
+                  "checkpoints.old-<time> (not deleted) and training begins at step 0 (from --init_from if given).")
 flags.DEFINE_integer("model_size", 16,
                      "Base width of ResFCN256 (16 = the paper's network; 4 = tiny, for CPU smoke runs).")
 flags.DEFINE_integer("log_every", 100, "Steps between training-loss/learning-rate logs.")
@@ -80,13 +93,21 @@ def _pair(values, name):
     try:
         lo, hi = (float(v) for v in values)
     except ValueError as e:
-        raise app.UsageError(f"--{name} must be two numbers min,max, got {values}") from e
+        raise app.UsageError(f"--{name} must be two numbers min,max, got {values}", exitcode=2) from e
     return lo, hi
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=2)
+    try:
+        return _train()
+    except KeyboardInterrupt:  # the trainer saved a checkpoint and printed the step reached
+        print("train.py: interrupted", file=sys.stderr)
+        return 130
+
+
+def _train():
     import tfds_builders  # noqa: F401  (registers the project's TFDS builders)
     from prnet.data.augment import NO_AUGMENTATION, AugmentConfig
     from prnet.errors import PRNetError
@@ -112,16 +133,18 @@ def main(argv):
             weight_mask=FLAGS.weight_mask, weight_decay=FLAGS.weight_decay, augment=augment,
             strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision, xla=FLAGS.xla,
             sync_batchnorm=FLAGS.sync_batchnorm, bn_momentum=FLAGS.bn_momentum, init_from=FLAGS.init_from,
-            model_size=FLAGS.model_size,
+            restart=FLAGS.restart, model_size=FLAGS.model_size,
             log_every=FLAGS.log_every, val_every=FLAGS.val_every, val_examples=FLAGS.val_examples,
             checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
             shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed, image_summaries=FLAGS.image_summaries,
             deterministic=FLAGS.deterministic, progress=FLAGS.progress)
         summary = trainer.train(config)
     except PRNetError as e:
-        raise SystemExit(f"error: {e}") from None
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
     if summary["losses"]:
         print(f"final training loss {summary['losses'][-1]['loss']:.6f}")
+    return 0
 
 
 if __name__ == "__main__":

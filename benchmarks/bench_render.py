@@ -2,7 +2,8 @@
 
 The mesh is the template's mean face (43,867 vertices, the generated 86,907-triangle UV
 triangulation) posed at yaw 20 degrees and placed the way a face sits in a 256x256 crop (face
-about 210 px wide) and in larger photos (face about half the image width).
+about 210 px wide) and in larger photos (face about half the image width); then a degenerate
+mesh (random vertices, as from an untrained network): time and peak memory.
 
 Usage:
   PRNET_ASSETS_DIR=../shared/prnet-assets python benchmarks/bench_render.py [--repeats 20]
@@ -63,6 +64,19 @@ def main():
         overlay_ms = median_ms(lambda p=photo, v=v: draw_mesh_overlay(p, v, tris), args.repeats)
         print(f"{size}x{size} (face {face_width} px): depth {depth_ms:.1f} ms, colour {color_ms:.1f} ms, "
               f"shaded overlay {overlay_ms:.1f} ms")
+
+    # An untrained network's mesh: random vertices over a 450x450 photo (the rasteriser's worst case;
+    # its memory is bounded by the image size, its time grows with the triangles' summed area).
+    import tracemalloc
+
+    v = np.c_[rng.uniform(0, 450, (len(t.face_ind), 2)), rng.uniform(0, 100, len(t.face_ind))]
+    bad_tris = tris[:2000]
+    tracemalloc.start()
+    bad_ms = median_ms(lambda: render_depth(v, bad_tris, 450, 450), max(1, args.repeats // 10))
+    peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    print(f"450x450 degenerate mesh (random vertices, {len(bad_tris)} triangles): depth {bad_ms:.0f} ms, "
+          f"peak memory {peak_mb:.0f} MB")
 
     # Post-processing of one network output: posmap (crop px) -> image-space results.
     size = 450

@@ -76,3 +76,7 @@ class MetricInputError(PRNetError, ValueError):
 
 class WeightsFolderError(WeightsFormatError, WeightsNotFoundError):
     """A folder given as weights holds neither a SavedModel nor a checkpoint (wrong format and nothing found)."""
+
+
+class OutputFolderError(PRNetError, OSError):
+    """An output folder cannot be created or written to (not a folder, read-only, disk full, no permission)."""

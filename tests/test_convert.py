@@ -279,7 +279,8 @@ def test_missing_files_give_typed_errors(fake_official, tmp_path):
         convert_checkpoint(fake_official[0], tmp_path / "out.h5")
     # An index whose data file is missing.
     (tmp_path / f"{PREFIX_NAME}.index").write_bytes(Path(f"{fake_official[0]}.index").read_bytes())
-    with pytest.raises(WeightsNotFoundError, match="no data file"):
+    with pytest.raises(WeightsNotFoundError, match="data file missing: " + str(tmp_path / PREFIX_NAME)
+                       + r"\.data-00000-of-00001"):
         convert_checkpoint(tmp_path / PREFIX_NAME, tmp_path / "out.weights.h5")
     assert not (tmp_path / "out.weights.h5").exists()
 
@@ -319,17 +320,86 @@ def test_cli_converts_and_fails_cleanly(fake_official, tmp_path):
     assert not bad_out.exists() and not list(tmp_path.glob(".*tmp*"))
 
 
-def test_ensure_official_weights_converts_a_checkpoint_placed_in_the_cache(fake_official, tmp_path, monkeypatch):
-    from prnet.weights import official
+@pytest.fixture(scope="module")
+def fake_pins(fake_official):
+    """Pinned-file records of the stand-in checkpoint (its real size and SHA-256), to monkeypatch over
+    ``official.WEIGHTS_INDEX`` / ``WEIGHTS_DATA``: the real 160 MB data file is not available here."""
+    from prnet.core.files import sha256_file
+    from prnet.weights.download import RemoteFile
 
-    monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
-    folder = official.checkpoint_dir()
+    pins = {}
+    for attr, suffix in (("WEIGHTS_INDEX", ".index"), ("WEIGHTS_DATA", ".data-00000-of-00001")):
+        path = Path(f"{fake_official[0]}{suffix}")
+        pins[attr] = RemoteFile(path.name, path.stat().st_size, sha256_file(path))
+    return pins
+
+
+def _checkpoint_in_cache(fake_official, cache):
+    folder = cache / "official-checkpoint"
     folder.mkdir(parents=True)
     for suffix in (".index", ".data-00000-of-00001"):
         (folder / f"{PREFIX_NAME}{suffix}").symlink_to(f"{fake_official[0]}{suffix}")
+    return folder
+
+
+def test_ensure_official_weights_converts_a_checkpoint_placed_in_the_cache(fake_official, fake_pins, tmp_path,
+                                                                           monkeypatch):
+    from prnet.weights import official
+
+    monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
+    for attr, remote in fake_pins.items():
+        monkeypatch.setattr(official, attr, remote)
+    _checkpoint_in_cache(fake_official, tmp_path / "cache")
     path = official.ensure_official_weights(download=False)
     assert path == tmp_path / "cache" / "resfcn256.weights.h5" and path.stat().st_size > 50e6
     assert official.ensure_official_weights(download=False) == path  # cached now
+
+
+def test_cached_checkpoint_that_is_not_the_official_one_is_not_converted(fake_official, tmp_path, monkeypatch):
+    """Issue 14 item 4: a checkpoint with the real names and shapes but other values, put in the
+    cache, used to be converted and labelled "official PRNet weights"; it is refused, by checksum."""
+    from prnet.inference.predictor import Predictor
+    from prnet.weights import official
+
+    monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
+    folder = _checkpoint_in_cache(fake_official, tmp_path / "cache")
+    with pytest.raises(WeightsFormatError, match="checksum mismatch") as e:
+        official.ensure_official_weights(download=False)
+    data = folder / f"{PREFIX_NAME}.data-00000-of-00001"
+    assert f"{data} is not the official file" in str(e.value)
+    assert f"expected {official.WEIGHTS_DATA.sha256}" in str(e.value)
+    with pytest.raises(WeightsFormatError, match=f"{data} is not the official file"):
+        Predictor.from_weights(None, download=False, detector=None)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["official-checkpoint"]  # nothing converted
+
+
+def test_truncated_converted_weights_are_rebuilt_from_the_checkpoint(fake_official, fake_pins, tmp_path,
+                                                                     monkeypatch):
+    """Issue 14 items 4 and 10: a cached resfcn256.weights.h5 cut short (disk full, copy interrupted) is
+    converted again from the (verified) checkpoint instead of failing on every run; the converted
+    file gets the usual permissions (0o666 & ~umask), not the temporary file's 0o600."""
+    import os
+
+    from prnet.model.resfcn256 import build_resfcn256, checkpoint_name
+    from prnet.weights import official
+
+    monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
+    for attr, remote in fake_pins.items():
+        monkeypatch.setattr(official, attr, remote)
+    _checkpoint_in_cache(fake_official, tmp_path / "cache")
+    weights = official.ensure_official_weights(download=False)
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # e.g. a copy cut short
+    old_umask = os.umask(0o027)
+    try:
+        assert official.ensure_official_weights(download=False) == weights
+    finally:
+        os.umask(old_umask)
+    assert weights.stat().st_mode & 0o777 == 0o640
+    model = build_resfcn256(weight_decay=0.0)
+    model.load_weights(str(weights))
+    values = fake_official[2]
+    for variable in model.weights[:5]:
+        np.testing.assert_array_equal(variable.numpy(), values[checkpoint_name(variable)])
 
 
 def test_model_conventions_are_checked(fake_official):
@@ -345,17 +415,17 @@ def test_model_conventions_are_checked(fake_official):
 
 
 @pytest.mark.slow
-def test_cli_download_uses_files_already_in_cache_and_verify_reports(fake_official, assets_dir, tmp_path):
-    """Offline `--download`: the UV template from PRNET_ASSETS_DIR, the checkpoint placed in the cache."""
+def test_cli_download_checks_files_already_in_cache_and_verify_reports(fake_official, assets_dir, tmp_path):
+    """Offline `--download`: the UV template from PRNET_ASSETS_DIR, a checkpoint placed in the cache
+    that is not the official one (issue 14 item 4): refused by checksum, nothing converted."""
     cache = tmp_path / "cache"
-    folder = cache / "official-checkpoint"
-    folder.mkdir(parents=True)
-    for suffix in (".index", ".data-00000-of-00001"):
-        (folder / f"{PREFIX_NAME}{suffix}").symlink_to(f"{fake_official[0]}{suffix}")
+    folder = _checkpoint_in_cache(fake_official, cache)
     env = {"PRNET_CACHE_DIR": str(cache), "PRNET_ASSETS_DIR": str(assets_dir)}
-    ok = run_cli("prnet.cli.convert", "--download", env=env)
-    assert ok.returncode == 0, ok.stderr
-    assert (cache / "resfcn256.weights.h5").is_file()
+    refused = run_cli("prnet.cli.convert", "--download", env=env)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "checksum mismatch" in refused.stderr
+    assert f"{folder / (PREFIX_NAME + '.data-00000-of-00001')} is not the official file" in refused.stderr
+    assert not (cache / "resfcn256.weights.h5").exists()
     report = run_cli("prnet.cli.convert", "--verify", env=env)
     # The random stand-in checkpoint is not the official one: the report must say so.
     assert report.returncode == 1

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import stat
 
 import cv2
 import numpy as np
@@ -202,3 +203,193 @@ def test_annotations_never_on_einstein_is_a_clean_no_face_error(tmp_path, sample
     assert "einstein.jpg: no face found" in result.stderr and "Traceback" not in result.stderr
     assert "crop from" not in result.stderr
     assert list(out.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- reliability (issue 14)
+def _folder_of_images(folder, names, size=(60, 80)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        assert cv2.imwrite(str(folder / name), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return folder
+
+
+def _fake_predictor(assets_dir):
+    """A Predictor on the recording backend with a fixed face box: the demo's loop without a network."""
+    from prnet.inference.predictor import Predictor
+
+    return Predictor(_RecordingBackend(), template=assets_dir,
+                     detector=lambda image: np.array([[10.0, 10.0, 50.0, 50.0]]))
+
+
+def test_output_names_are_unique_per_input_and_deterministic(tmp_path):
+    from prnet.cli.demo import output_names
+
+    files = [tmp_path / n for n in ("Face.JPG", "a.jpg", "face.jpg", "face.png", "face_png.bmp", "x.tar.png")]
+    names = output_names(files)
+    assert names == ["Face_JPG", "a", "face_jpg_2", "face_png", "face_png_2", "x.tar"]  # ignoring case
+    assert len({n.casefold() for n in names}) == len(files)
+    assert output_names(files) == names  # deterministic
+    assert output_names([tmp_path / "photo.jpg"]) == ["photo"]  # a unique stem is kept
+
+
+def test_same_stem_inputs_keep_their_own_files_and_the_summary_counts_the_disk(tmp_path, assets_dir, capsys):
+    """face.jpg + face.png used to write the same face_0_* files (the second overwrote the first)
+    while the summary said 2/2 done with twice the files; a broken symlink was skipped silently."""
+    from prnet.cli.demo import make_jobs, process_jobs
+
+    inp = _folder_of_images(tmp_path / "in", ["face.jpg", "face.png", "other.png"])
+    (inp / "moved.jpg").symlink_to(tmp_path / "gone.jpg")
+    jobs = make_jobs(str(inp))
+    assert [j[0] for j in jobs] == ["face_jpg", "face_png", "moved", "other"]
+    out = tmp_path / "out"
+    code = process_jobs(_fake_predictor(assets_dir), jobs, out, ["landmarks", "pose"])
+    err = capsys.readouterr().err
+    assert code == 1  # the broken link is a failed input
+    assert "moved.jpg is a broken symbolic link" in err and "failed: " in err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{n}_0_{kind}.txt" for n in ("face_jpg", "face_png", "other") for kind in ("landmarks",
+                                                                                                          "pose"))
+    assert f"3/4 images done, {len(names)} files written to {out}" in err
+    assert "face.png" in (out / "face_png_0_landmarks.txt").read_text(encoding="utf-8")  # header names its input
+    assert "face.jpg" in (out / "face_jpg_0_landmarks.txt").read_text(encoding="utf-8")
+
+
+def test_disk_full_during_the_run_stops_and_names_the_output_folder(tmp_path, assets_dir, capsys, monkeypatch):
+    import errno
+
+    import prnet.cli.demo as demo
+
+    inp = _folder_of_images(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    out = tmp_path / "out"
+    real, calls = demo.write_face_outputs, []
+
+    def disk_fills_up(folder, stem, *args, **kwargs):  # the second image hits ENOSPC inside the staging folder
+        calls.append(stem)
+        if len(calls) == 2:
+            (folder / f"{stem}_landmarks.txt").write_text("half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / f"{stem}_landmarks.txt"))
+        return real(folder, stem, *args, **kwargs)
+
+    monkeypatch.setattr(demo, "write_face_outputs", disk_fills_up)
+    predictor = _fake_predictor(assets_dir)
+    code = demo.process_jobs(predictor, demo.make_jobs(str(inp)), out, ["landmarks"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"cannot write to the output folder {out} (the files of {inp / 'b.png'}): No space left on device" in err
+    assert ".tmp-" not in err  # the user's path, not the staging folder
+    assert "1/3 images done, 1 files written" in err and "2 image(s) not processed" in err  # b.png, c.png
+    assert len(predictor.backend.crops) == 2  # stopped: c.png was not processed
+    assert sorted(p.name for p in out.iterdir()) == ["a_0_landmarks.txt"]  # no partial files, no staging folder
+
+
+def test_unwritable_output_folder_is_a_setup_error_found_before_any_work(tmp_path, samples_dir, assets_dir):
+    """Root-proof unwritable folders: /sys (or /proc), and a path below a regular file."""
+    (tmp_path / "plain").write_text("x")
+    unwritable = next((d for d in ("/sys", "/proc") if os.path.isdir(d) and not _can_create_in(d)), None)
+    targets = [tmp_path / "plain" / "sub"] + ([unwritable] if unwritable else [])
+    for target in targets:
+        result = _run(["--input", str(samples_dir / "faces" / "prnet_test_0.jpg"), "--output", str(target),
+                       "--smoke_test_random_weights"], {"PRNET_ASSETS_DIR": str(assets_dir)})
+        assert result.returncode == 2, result.stderr
+        assert f"prnet-demo: error: cannot write to the output folder {target}" in result.stderr
+        assert ".tmp-" not in result.stderr and "Traceback" not in result.stderr
+        assert "using weights" not in result.stderr  # checked up front, before the network is built
+
+
+def _can_create_in(folder) -> bool:
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_cli_same_stems_broken_link_stale_temporaries_and_permissions(tmp_path, samples_dir, assets_dir):
+    """One prnet-demo run: face.jpg and face.png get their own files, the summary counts what is on
+    disk, a broken symlink is a reported failure (exit 1), a staging folder left by a killed run is
+    removed (a recent one is kept), and outputs get 0644 under umask 022 (not mkstemp's 0600)."""
+    import time
+
+    _needs_detector()
+    inp = tmp_path / "in"
+    inp.mkdir()
+    photo = samples_dir / "faces" / "prnet_test_0.jpg"
+    shutil.copy(photo, inp / "face.jpg")
+    assert cv2.imwrite(str(inp / "face.png"), cv2.imread(str(samples_dir / "faces" / "prnet_test_1.jpg")))
+    (inp / "lost.jpg").symlink_to(tmp_path / "deleted.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    killed = out / ".tmp-dead0001-staging"
+    killed.mkdir()
+    (killed / "face_0.obj").write_text("partial")
+    old = time.time() - 3600
+    for p in (killed / "face_0.obj", killed):
+        os.utime(p, (old, old))
+    recent = out / ".tmp-live0001-staging"  # another run's, still being written: kept
+    recent.mkdir()
+    previous = os.umask(0o022)
+    try:
+        result = _run(["--input", str(inp), "--output", str(out), "--smoke_test_random_weights", "--max_faces", "1"],
+                      {"PRNET_ASSETS_DIR": str(assets_dir)})
+    finally:
+        os.umask(previous)
+    assert result.returncode == 1, result.stderr
+    assert "lost.jpg is a broken symbolic link" in result.stderr and "Traceback" not in result.stderr
+    assert not killed.exists() and recent.is_dir()
+    assert "removed 1 temporary folder(s)" in result.stderr
+    files = sorted(p for p in out.iterdir() if p != recent)
+    kinds = (".obj", "_landmarks.txt", "_pose.txt", "_depth.png", "_overlay.png")
+    assert sorted(p.name for p in files) == sorted(f"face_{ext}_0_RANDOM_WEIGHTS{k}" for ext in ("jpg", "png")
+                                                   for k in kinds)
+    assert f"2/3 images done, {len(files)} files written" in result.stderr
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in files), [oct(p.stat().st_mode) for p in files]
+    lm_jpg, lm_png = (np.loadtxt(out / f"face_{e}_0_RANDOM_WEIGHTS_landmarks.txt") for e in ("jpg", "png"))
+    assert not np.array_equal(lm_jpg, lm_png)  # two different photos, two different results
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_a_summary_exits_130_and_leaves_no_partial_outputs(tmp_path, samples_dir, assets_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import REPO
+
+    _needs_detector()
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(30):
+        (inp / f"img{i:02d}.jpg").symlink_to(samples_dir / "faces" / "prnet_test_0.jpg")
+    out = tmp_path / "out"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PRNET_ASSETS_DIR=str(assets_dir),
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.Popen([sys.executable, "-m", "prnet.cli.demo", "--input", str(inp), "--output", str(out),
+                             "--smoke_test_random_weights", "--max_faces", "1"],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(REPO))
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if out.is_dir() and any(p.name.endswith("_overlay.png") for p in out.iterdir()):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the demo ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted (Ctrl-C)" in err
+    names = [p.name for p in out.iterdir()]
+    assert not [n for n in names if n.startswith(".")]  # no staging folder left
+    stems = {n.split("_0_RANDOM_WEIGHTS")[0] for n in names}
+    kinds = (".obj", "_landmarks.txt", "_pose.txt", "_depth.png", "_overlay.png")
+    assert sorted(names) == sorted(f"{s}_0_RANDOM_WEIGHTS{k}" for s in stems for k in kinds)  # whole images only
+    assert 1 <= len(stems) < 30
+    assert f"{len(stems)}/30 images done, {len(names)} files written" in err
+    assert f"{30 - len(stems)} image(s) not processed" in err

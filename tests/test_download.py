@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prnet.errors import AssetsNotFoundError, DownloadError, WeightsNotFoundError
+from prnet.errors import AssetsNotFoundError, DownloadError, WeightsFormatError, WeightsNotFoundError
 from prnet.weights import download, official
 
 PAYLOAD = np.random.default_rng(7).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
@@ -403,3 +403,78 @@ def test_official_saved_model_without_weights_offline_says_how_to_get_them(tmp_p
     with pytest.raises(WeightsNotFoundError, match="prnet-convert --checkpoint"):
         official.ensure_official_saved_model(download=False)
     assert not (tmp_path / "cache" / "resfcn256_saved_model").exists()
+
+
+# --------------------------------------------------------------------------- the cached official checkpoint
+INDEX_BYTES = np.random.default_rng(8).integers(0, 256, 5_000, dtype=np.uint8).tobytes()
+
+
+def _pin_small_checkpoint(monkeypatch, server, tmp_path):
+    """Small stand-ins for the official checkpoint files: the pinned sums are the stand-ins' (the
+    real data file is 160 MB), served by the local mirror; returns the cache's checkpoint folder."""
+    monkeypatch.setattr(official, "WEIGHTS_INDEX", download.RemoteFile(
+        official.WEIGHTS_INDEX_NAME, len(INDEX_BYTES), hashlib.sha256(INDEX_BYTES).hexdigest()))
+    monkeypatch.setattr(official, "WEIGHTS_DATA", download.RemoteFile(official.WEIGHTS_DATA_NAME, len(PAYLOAD),
+                                                                        PAYLOAD_SHA))
+    server.files[f"/ckpt-mirror/{official.WEIGHTS_INDEX_NAME}"] = INDEX_BYTES
+    server.files[f"/ckpt-mirror/{official.WEIGHTS_DATA_NAME}"] = PAYLOAD
+    monkeypatch.setenv(official.ENV_WEIGHTS_BASE_URL, f"{server.url}/ckpt-mirror")
+    monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
+    folder = official.checkpoint_dir()
+    folder.mkdir(parents=True)
+    (folder / official.WEIGHTS_INDEX_NAME).write_bytes(INDEX_BYTES)
+    return folder
+
+
+def test_incomplete_cached_checkpoint_is_resumed_not_used(server, tmp_path, monkeypatch):
+    """Issue 14 item 4: a truncated data file in the cache (e.g. a copy cut short) is finished
+    with a Range request and verified, instead of being converted as it is."""
+    folder = _pin_small_checkpoint(monkeypatch, server, tmp_path)
+    data = folder / official.WEIGHTS_DATA_NAME
+    data.write_bytes(PAYLOAD[:CUT_AFTER])
+    server.requests.clear()
+    prefix = official.official_checkpoint(download=True)
+    assert prefix == folder / official.CHECKPOINT_PREFIX_NAME
+    assert data.read_bytes() == PAYLOAD
+    assert (f"/ckpt-mirror/{official.WEIGHTS_DATA_NAME}", f"bytes={CUT_AFTER}-") in server.requests
+    assert _leftovers(folder) == sorted([official.WEIGHTS_DATA_NAME, official.WEIGHTS_INDEX_NAME])
+
+
+def test_incomplete_cached_checkpoint_offline_names_the_file(server, tmp_path, monkeypatch):
+    folder = _pin_small_checkpoint(monkeypatch, server, tmp_path)
+    data = folder / official.WEIGHTS_DATA_NAME
+    data.write_bytes(PAYLOAD[:CUT_AFTER])
+    with pytest.raises(WeightsFormatError, match="is incomplete") as e:
+        official.ensure_official_weights(download=False)
+    assert f"{data} is incomplete ({CUT_AFTER:,} of {len(PAYLOAD):,} bytes): delete it" in str(e.value)
+    assert data.read_bytes() == PAYLOAD[:CUT_AFTER] and not official.weights_path().exists()
+
+
+def test_other_file_in_the_cache_is_refused_not_replaced(server, tmp_path, monkeypatch):
+    """Issue 14 item 4: a complete file with other content is not the official checkpoint: nothing is
+    converted (even with downloads allowed), and the message names the file and both checksums."""
+    folder = _pin_small_checkpoint(monkeypatch, server, tmp_path)
+    other = PAYLOAD[::-1]
+    data = folder / official.WEIGHTS_DATA_NAME
+    data.write_bytes(other)
+    server.requests.clear()
+    with pytest.raises(WeightsFormatError, match="checksum mismatch") as e:
+        official.ensure_official_weights(download=True)
+    msg = str(e.value)
+    assert f"{data} is not the official file: sha256 {hashlib.sha256(other).hexdigest()}" in msg
+    assert f"expected {PAYLOAD_SHA}" in msg and "delete it" in msg and "--weights PATH" in msg
+    assert official.WEIGHTS_INDEX_NAME not in msg.replace(str(data), "")  # the good index is not blamed
+    assert data.read_bytes() == other and server.requests == [] and not official.weights_path().exists()
+
+
+def test_damaged_converted_weights_without_checkpoint_say_what_to_delete(tmp_path, monkeypatch):
+    """Issue 14 item 4: a truncated resfcn256.weights.h5 is not returned as the official weights; with
+    nothing to rebuild it from, the message names the file to delete."""
+    monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
+    weights = official.weights_path()
+    weights.parent.mkdir(parents=True)
+    _save_small_weights(weights, seed=5)
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(WeightsFormatError, match="truncated or corrupt") as e:
+        official.ensure_official_weights(download=False)
+    assert f"Delete {weights};" in str(e.value) and "prnet-convert" in str(e.value)

@@ -15,6 +15,7 @@ import pytest
 import scipy.io as sio
 
 from prnet.core.crop import box_from_landmarks, crop_transform
+from prnet.errors import DatasetError, OutputFolderError
 from prnet.evaluation import ground_truth, metrics, report
 from prnet.evaluation import protocol as evaluation
 from prnet.evaluation.ground_truth import EvalSample
@@ -150,11 +151,11 @@ def test_cli_errors_are_one_clear_line(data, tmp_path):
     cmd = [REPO / "evaluate.py", "--smoke_test_random_weights", "--output_dir", tmp_path,
            "--assets_dir", data["assets"]]
     proc = run_cli(*cmd, "--dataset_dir", tmp_path / "nope", timeout=120)
-    assert proc.returncode == 1 and "dataset folder not found" in proc.stderr
+    assert proc.returncode == 2 and "dataset folder not found" in proc.stderr
     proc = run_cli(*cmd, timeout=120)
     assert proc.returncode != 0 and "exactly one of --dataset_dir" in proc.stderr
     proc = run_cli(*cmd, "--dataset_dir", data["samples"], "--assets_dir", tmp_path, timeout=120)
-    assert proc.returncode == 1 and "UV template" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "UV template" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("results.*"))
 
 
@@ -309,8 +310,6 @@ def test_tfds_dataset_gives_the_same_numbers_as_the_folder(data, standin_bfm, te
 
 
 def test_sample_loading_errors(data, tmp_path):
-    from prnet.errors import DatasetError
-
     with pytest.raises(DatasetError, match="not found"):
         evaluation.load_gt_arrays(tmp_path)
     with pytest.raises(DatasetError, match="re-annotated landmarks file not found"):
@@ -319,7 +318,7 @@ def test_sample_loading_errors(data, tmp_path):
     gt = evaluation.load_gt_arrays(data["gt_dir"])
     s = evaluation.load_folder_samples(data["samples"], max_images=1)[0]
     moved = EvalSample(id="x", yaw=0.0, landmarks=s.landmarks + 5.0)
-    with pytest.raises(metrics.MetricInputError, match="matches no reference row"):
+    with pytest.raises(DatasetError, match="x: its 68 ground-truth landmarks are in no row of .*pts68.npy"):
         ground_truth.attach_gt_arrays(moved, gt)
 
 
@@ -377,3 +376,137 @@ def test_evaluate_and_demo_give_identical_landmarks(data, tmp_path, monkeypatch)
     assert f"crop from {photo.with_suffix('.mat').name}" in proc.stderr
     written = np.loadtxt(out / f"{photo.stem}_0_landmarks.txt")
     np.testing.assert_allclose(written, evaluated.landmarks, rtol=0, atol=5e-4 + 1e-6)
+
+
+# ----------------------------------------------------------------------------- reliability (issue 14)
+
+GT_FILES = ("AFLW2000-3D.pts68.npy", "AFLW2000-3D.pose.npy", "AFLW2000-3D-Reannotated.pts68.npy")
+
+
+def _gt_copy(data, folder, shifted=()):
+    """A copy of the real 3DDFA arrays in ``folder`` with the files named in ``shifted`` moved down one row."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in GT_FILES:
+        array = np.load(data["gt_dir"] / name)
+        np.save(folder / name, np.roll(array, 1, axis=0) if name in shifted else array)
+    return folder
+
+
+class SpyBackend:
+    """A stand-in network (a flat position map) that counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, crops):
+        self.calls += 1
+        out = np.full(crops.shape, 100.0, np.float32)
+        out[..., 0] += np.arange(crops.shape[2], dtype=np.float32)  # x varies along the columns
+        out[..., 1] += np.arange(crops.shape[1], dtype=np.float32)[:, None]
+        return out
+
+
+def _error_lines(proc):
+    """The tool's own lines on stderr (TensorFlow's start-up logging aside): one expected."""
+    return [line for line in proc.stderr.splitlines() if line.startswith("evaluate.py:")]
+
+
+def test_gt_arrays_out_of_row_order_are_refused(data, tmp_path):
+    """Issue 14 item 5: pose + re-annotated arrays shifted by one row gave exit 0 with buckets 5/0/3 instead
+    of 3/3/2 and the landmarks of other images. Every image is now checked against its row."""
+    reference = evaluation.load_folder_samples(data["samples"], gt=evaluation.load_gt_arrays(data["gt_dir"]))
+    assert [int(metrics.yaw_bucket(s.yaw)) for s in reference].count(1) == 3
+
+    # all three files shifted together: still consistent, each image finds its (moved) row
+    gt = evaluation.load_gt_arrays(_gt_copy(data, tmp_path / "all", GT_FILES))
+    moved = evaluation.load_folder_samples(data["samples"], gt=gt)
+    assert [s.row for s in moved] == [s.row + 1 for s in reference]
+    for a, b in zip(moved, reference):
+        assert a.yaw == b.yaw
+        np.testing.assert_array_equal(a.reannotated, b.reannotated)
+
+    # the issue's case and the re-annotated file alone: its rows are other faces' landmarks
+    for shifted in (GT_FILES[1:], GT_FILES[2:], GT_FILES[:1]):
+        folder = _gt_copy(data, tmp_path / "-".join(n[:14] for n in shifted), shifted)
+        with pytest.raises(DatasetError, match="not in the row order") as err:
+            evaluation.load_gt_arrays(folder)
+        assert str(folder / GT_FILES[2]) in str(err.value) and str(folder / GT_FILES[0]) in str(err.value)
+
+    # the pose alone (and the landmarks alone, without a re-annotation file): the image's own yaw differs
+    for shifted in (GT_FILES[1:2], GT_FILES[:1]):
+        folder = _gt_copy(data, tmp_path / ("only-" + shifted[0][:14]), shifted)
+        (folder / GT_FILES[2]).unlink()
+        gt = evaluation.load_gt_arrays(folder)
+        with pytest.raises(DatasetError, match="not in the same row order") as err:
+            evaluation.load_folder_samples(data["samples"], gt=gt)
+        first = sorted(data["samples"].glob("*.mat"))[0]
+        assert str(first) in str(err.value) and str(folder / GT_FILES[1]) in str(err.value)
+
+
+def test_shifted_gt_arrays_stop_the_cli_before_evaluating(data, tmp_path):
+    folder = _gt_copy(data, tmp_path / "gt", GT_FILES[1:])
+    out = tmp_path / "out"
+    proc = run_cli(REPO / "evaluate.py", "--smoke_test_random_weights", "--dataset_dir", data["samples"],
+                   "--gt_dir", folder, "--output_dir", out, "--assets_dir", data["assets"], "--progress=false",
+                   timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "not in the row order" in proc.stderr
+    assert _error_lines(proc) == [proc.stderr.splitlines()[-1]]
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_unwritable_output_dir_is_refused_before_evaluating(data, template, tmp_path):
+    """Issue 14 item 9: an unwritable --output_dir gave a traceback after the whole run. Tests run as root
+    (a read-only mode does not stop root): the output folder's parent is a regular file."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    spy = SpyBackend()
+    cfg = EvalConfig(output_dir=str(blocker / "eval"), dataset_dir=str(data["samples"]), progress=False)
+    with pytest.raises(OutputFolderError, match="a_file is a file"):
+        evaluation.evaluate(cfg, predictor=Predictor(spy, detector=None, template=template))
+    assert spy.calls == 0  # refused before any image was processed
+
+    proc = run_cli(REPO / "evaluate.py", "--smoke_test_random_weights", "--dataset_dir", data["samples"],
+                   "--output_dir", blocker / "eval", "--assets_dir", data["assets"], "--progress=false", timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = _error_lines(proc)
+    assert f"cannot write to the output folder {blocker / 'eval'}" in line
+
+
+def test_a_write_failure_names_the_output_folder(data, template, tmp_path, monkeypatch):
+    """A full disk while the outputs are written: an OutputFolderError naming --output_dir (not the
+    hidden temporary the system call failed on)."""
+    import errno
+
+    real = report.atomic_write
+
+    def full_disk(path, *args, **kwargs):
+        if Path(path).name == "results.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(Path(path).parent / ".tmp-abcdefgh-x"))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(report, "atomic_write", full_disk)
+    cfg = EvalConfig(output_dir=str(tmp_path / "out"), dataset_dir=str(data["samples"]), max_images=2,
+                     progress=False)
+    with pytest.raises(OutputFolderError, match="No space left on device; free some space") as err:
+        evaluation.evaluate(cfg, predictor=Predictor(SpyBackend(), detector=None, template=template))
+    assert str(tmp_path / "out") in str(err.value) and ".tmp-" not in str(err.value)
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_get_normal_permissions(data, template, tmp_path, umask):
+    """Issue 14 item 10: every output file follows the umask (not the temp files' private 0600)."""
+    old = os.umask(umask)
+    try:
+        cfg = EvalConfig(output_dir=str(tmp_path / "out"), dataset_dir=str(data["samples"]), max_images=2,
+                         gt_dir=str(data["gt_dir"]), progress=False)
+        res = evaluation.evaluate(cfg, predictor=Predictor(SpyBackend(), detector=None, template=template))
+    finally:
+        os.umask(old)
+    written = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in written] == ["ced.png", "results.csv", "results.json", "table.txt"]
+    assert sorted(res["outputs"].values()) == [str(p) for p in written]
+    for p in written:
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask, (p.name, oct(p.stat().st_mode))
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask

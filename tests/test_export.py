@@ -68,6 +68,9 @@ def test_signatures_and_shapes(loaded):
     outputs = sigs["predict_images"].structured_outputs
     assert {k: v.shape.as_list() for k, v in outputs.items()} == {
         "posmap": [None, 256, 256, 3], "landmarks": [None, 68, 3], "tform": [None, 3, 3]}
+    from prnet.serving.saved_model import DEFAULT_MAX_IMAGE_PIXELS
+
+    assert int(loaded.max_image_pixels.numpy()) == DEFAULT_MAX_IMAGE_PIXELS == 40_000_000
 
 
 def test_backends_agree(exported, small_model, crops):
@@ -249,12 +252,12 @@ def test_cli_export_and_atomic_failure(small_model, samples_dir, assets_dir, tmp
     assert (out / "saved_model" / "saved_model.pb").is_file() and (out / "prnet_float32.tflite").is_file()
     again = run_cli(REPO / "export.py", f"--weights={h5}", f"--output_dir={out}", "--formats=float32",
                     f"--assets_dir={assets_dir}")
-    assert again.returncode == 1 and "already exists" in again.stderr
+    assert again.returncode == 2 and "already exists" in again.stderr
     empty = tmp_path / "no_images"
     empty.mkdir()
     bad = run_cli(REPO / "export.py", f"--weights={h5}", f"--output_dir={tmp_path / 'out2'}",
                   "--formats=saved_model,int8", f"--calibration={empty}", f"--assets_dir={assets_dir}")
-    assert bad.returncode == 1 and "no images" in bad.stderr
+    assert bad.returncode == 2 and "no images" in bad.stderr
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
 
 
@@ -274,6 +277,85 @@ def test_mixed_batch_of_jpeg_and_png(loaded, samples_dir, uv_template):
     np.testing.assert_allclose(lm[:, :2] @ t[:2, :2].T + t[:2, 2], kpt[:, :2], atol=1e-3)
     np.testing.assert_allclose(lm[:, 2] * t[0, 0], kpt[:, 2], atol=1e-3)
     assert np.abs(t[0, 0] - 255 / int(1.6 * (160 + 190) / 2)) < 1e-6
+
+
+def _tree(folder):
+    """{relative path: (mode bits, sha256 of a file's bytes or None for a folder)} of everything under ``folder``."""
+    import hashlib
+
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): (p.stat().st_mode & 0o777,
+                                         hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_cli_unknown_format_writes_nothing(small_model, assets_dir, tmp_path):
+    h5 = tmp_path / "weights" / "m.weights.h5"
+    h5.parent.mkdir()
+    small_model.save_weights(str(h5))
+    out = tmp_path / "out"
+    bad = run_cli(REPO / "export.py", f"--weights={h5}", f"--output_dir={out}", f"--assets_dir={assets_dir}",
+                  "--formats=saved_model,float32,onnx")
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    assert "unknown format 'onnx'" in bad.stderr and "Traceback" not in bad.stderr
+    assert [line for line in bad.stderr.splitlines() if line.startswith("export.py")] == [
+        "export.py: error: unknown format 'onnx'; choose from saved_model, float32, float16, int8 (comma-separated)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]  # checked before anything was written
+
+
+def test_overwrite_replaces_the_whole_set(small_model, uv_template, tmp_path, monkeypatch):
+    import prnet.serving.export as export_module
+    from prnet.errors import OutputExistsError
+
+    out = tmp_path / "out"
+    export_all(small_model, out, formats=("saved_model", "float32"), kpt_ind=uv_template.kpt_ind, progress=False)
+    old = _tree(out)
+    keras.utils.set_random_seed(7)
+    other = randomize_batchnorm(build_resfcn256(weight_decay=0, size=2), seed=7)  # other weights, other size
+
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        export_all(other, out, formats=("float32",), progress=False)
+    with pytest.raises(ExportError, match="unknown format 'tflite'"):
+        export_all(other, out, formats=("float16", "tflite"), overwrite=True, progress=False)
+
+    def broken(*args, **kwargs):  # fails after the SavedModel of the new set was written
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export_module, "convert_tflite", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_all(other, out, formats=("saved_model", "float32"), kpt_ind=uv_template.kpt_ind, overwrite=True,
+                   progress=False)
+    monkeypatch.undo()
+    assert _tree(out) == old  # the old complete set, untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporaries left beside it
+
+    written = export_all(other, out, formats=("float32",), overwrite=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["prnet_float32.tflite"]  # no file of the old set remains
+    assert _tree(out)["prnet_float32.tflite"][1] != old["prnet_float32.tflite"][1]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    x = np.random.default_rng(0).random((1, 256, 256, 3), np.float32)
+    np.testing.assert_allclose(tflite_predict(written["float32"], x), other(x).numpy() * POSMAP_SCALE,
+                               atol=FP32_MAX_PX)
+
+    (out / "notes.txt").write_text("mine")  # a folder with other files is never replaced
+    with pytest.raises(OutputExistsError, match="notes.txt"):
+        export_all(other, out, formats=("float32",), overwrite=True, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_exports_get_normal_permissions(small_model, uv_template, tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        export_all(small_model, tmp_path / "out", formats=("saved_model", "float32"), kpt_ind=uv_template.kpt_ind,
+                   progress=False)
+    finally:
+        os.umask(previous)
+    tree = _tree(tmp_path / "out")
+    assert "saved_model/variables" in tree and "saved_model/saved_model.pb" in tree
+    tree["."] = ((tmp_path / "out").stat().st_mode & 0o777, None)
+    for name, (mode, digest) in tree.items():
+        assert mode == (0o777 if digest is None else 0o666) & ~umask, (name, oct(mode))
 
 
 def test_saved_model_cli_lists_signatures(exported):

@@ -140,3 +140,75 @@ def test_sha256_of_a_file_a_folder_and_a_checkpoint_prefix(tmp_path):
     (tmp_path / "ckpt.data-00000-of-00001").write_bytes(b"d")
     assert sha256_file(tmp_path / "ckpt") is not None
     assert sha256_file(tmp_path / "nothing") is None
+
+
+# ----------------------------------------------------------------------------- reliability (issue 14)
+def test_ctrl_c_while_a_group_is_moved_is_held_until_the_group_is_complete(tmp_path, monkeypatch):
+    import signal
+
+    import prnet.core.files as files
+
+    real_replace, moved = os.replace, []
+
+    def replace_then_ctrl_c(src, dst):  # Ctrl-C arrives right after the first file is in place
+        real_replace(src, dst)
+        moved.append(dst)
+        if len(moved) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(files.os, "replace", replace_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt), staged_files(tmp_path) as staging:
+        for name in ("a.obj", "a.png", "a_pose.txt"):
+            (staging / name).write_text(name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.obj", "a.png", "a_pose.txt"]  # all, no staging
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_ensure_writable_folder_names_the_users_path(tmp_path):
+    from prnet.core.files import ensure_writable_folder
+    from prnet.errors import OutputFolderError
+
+    assert ensure_writable_folder(tmp_path / "new" / "out") == (tmp_path / "new" / "out").absolute()
+    assert (tmp_path / "new" / "out").is_dir() and list((tmp_path / "new" / "out").iterdir()) == []  # no probe
+    (tmp_path / "plain").write_text("x")
+    for target in (tmp_path / "plain", tmp_path / "plain" / "sub"):
+        with pytest.raises(OutputFolderError, match=f"output folder {target}: {tmp_path / 'plain'} is a file"):
+            ensure_writable_folder(target)
+    for unwritable in ("/sys", "/proc"):  # root-proof: no file can be created there, not even by root
+        if os.path.isdir(unwritable):
+            with pytest.raises(OutputFolderError, match=f"output folder {unwritable}: ") as info:
+                ensure_writable_folder(unwritable)
+            assert ".tmp-" not in str(info.value) and info.value.errno is not None
+
+
+def test_stale_temporaries_are_removed_and_live_ones_kept(tmp_path):
+    import time
+
+    from prnet.core.files import STALE_AFTER_S, remove_stale_temporaries
+
+    old = time.time() - STALE_AFTER_S - 60
+
+    def make(name, *, folder=True, age=None, inner_age=None):
+        path = tmp_path / name
+        if folder:
+            path.mkdir()
+            (path / "face_0.obj").write_text("x")
+            if inner_age is not None:
+                os.utime(path / "face_0.obj", (inner_age, inner_age))
+        else:
+            path.write_text("x")
+        if age is not None:
+            os.utime(path, (age, age))
+        return path
+
+    killed = make(".tmp-abc123_z-staging", age=old, inner_age=old)  # left by SIGKILL
+    killed_file = make(".tmp-k9k9k9k9-model.weights.h5", folder=False, age=old)
+    live = make(".tmp-live0001-staging")  # being written now
+    live_inside = make(".tmp-live0002-staging", age=old)  # folder old, but a file inside is being written
+    user = make(".tmp-mine", age=old, inner_age=old)  # not our name pattern: never touched
+    old_copy = make(".old-abcdefgh-saved_model", age=old, inner_age=old)  # a replaced folder's backup: kept
+    output = make("face_0.obj", folder=False, age=old)
+    assert sorted(remove_stale_temporaries(tmp_path, suffix="-staging")) == [killed]
+    assert sorted(remove_stale_temporaries(tmp_path)) == [killed_file]
+    assert all(p.exists() for p in (live, live_inside, user, old_copy, output))
+    assert remove_stale_temporaries(tmp_path / "missing") == []

@@ -445,7 +445,9 @@ def test_unwritable_cache_falls_back_to_the_keras_model(tmp_path, monkeypatch):
     crops = np.random.default_rng(3).random((1, 256, 256, 3), dtype=np.float32)
     np.testing.assert_allclose(predictor.predict_posmaps(crops), model(crops, training=False).numpy() * POSMAP_SCALE,
                                atol=1e-4)
-    with pytest.raises(PermissionError):
+    from prnet.errors import ExportError
+
+    with pytest.raises(ExportError, match="Permission denied"):  # a typed error the CLIs report in one line
         Predictor.from_weights(None, backend="saved_model", detector=None, download=False)
 
 

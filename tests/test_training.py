@@ -93,7 +93,7 @@ def test_prepare_example_decodes_encoded_images():
 
 
 def test_bad_settings_raise_typed_errors(tmp_path):
-    import tfds_builders  # noqa: F401  (registers the project's builders)
+    import tfds_builders
     from prnet.data.pipeline import load_split
     from prnet.errors import AssetsNotFoundError, DatasetError, TrainingConfigError
     from prnet.training.config import TrainConfig
@@ -104,18 +104,22 @@ def test_bad_settings_raise_typed_errors(tmp_path):
         TrainConfig(model_dir=str(tmp_path), weight_mask="half")
     with pytest.raises(TrainingConfigError):
         TrainConfig(model_dir=str(tmp_path), batch_size=0)
-    with pytest.raises(DatasetError, match="Build it"):
+    with pytest.raises(DatasetError, match="unknown dataset"):
         load_split("no_such_dataset_xyz", "train", data_dir=str(tmp_path / "empty"))
-    with pytest.raises(AssetsNotFoundError):  # the builder needs the UV template to build itself
+    # Never built implicitly (it would need the UV template): the message gives the build command.
+    with pytest.raises(DatasetError, match="build it first with: prnet-build-data --dataset prnet_synthetic"):
         load_split("prnet_synthetic/tiny", "train", data_dir=str(tmp_path / "empty"),
                    assets_dir=str(tmp_path / "no-assets"))
+    with pytest.raises(AssetsNotFoundError):  # the builder needs the UV template to build itself
+        tfds_builders.BUILDERS["prnet_synthetic"](config="tiny", data_dir=str(tmp_path / "empty"),
+                                                  assets_dir=str(tmp_path / "no-assets")).download_and_prepare()
 
 
 def test_cli_help_documents_flags():
     out = run_cli(REPO_ROOT / "train.py", "--helpfull", timeout=120).stdout
     for flag in ("dataset", "batch_size", "learning_rate", "lr_decay_epochs", "weight_mask", "augment",
                  "aug_occlude", "strategy", "cpu_devices", "mixed_precision", "xla", "model_dir", "init_from",
-                 "model_size", "log_every", "val_every"):
+                 "model_size", "log_every", "val_every", "restart"):
         assert f"--{flag}:" in out or f"--[no]{flag}:" in out, flag
 
 
@@ -185,17 +189,19 @@ OVERFIT_FLAGS = ["--dataset=prnet_synthetic/tiny", "--train_split=train[:8]", "-
 
 @pytest.mark.slow
 def test_train_py_overfits_8_synthetic_examples(tmp_path, assets_dir, uv_template):
-    """``train.py`` on 8 ``prnet_synthetic`` examples (built into a temp data_dir on first use):
+    """``train.py`` on 8 ``prnet_synthetic`` examples (built into a temp data_dir first: train.py never builds):
     the training loss falls by a clear margin and far below that of the best constant prediction
     (the mean map of the 8), and the final weights in inference mode place the 68 landmarks of the
     same 8 examples clearly better than the mean map does. Baselines are computed here, in numpy."""
     import tensorflow as tf
 
-    import tfds_builders  # noqa: F401  (registers the project's builders)
+    import tfds_builders
     from prnet.data.pipeline import eval_pipeline, load_split
     from prnet.model.resfcn256 import build_resfcn256
 
     model_dir = tmp_path / "run"
+    tfds_builders.BUILDERS["prnet_synthetic"](config="tiny", data_dir=str(tmp_path / "tfds"),
+                                              assets_dir=str(assets_dir)).download_and_prepare()
     # TF_ENABLE_ONEDNN_OPTS unset: TensorFlow's default (oneDNN on), whatever other tests set.
     proc = run_cli(REPO_ROOT / "train.py", f"--model_dir={model_dir}", f"--data_dir={tmp_path / 'tfds'}",
                    f"--assets_dir={assets_dir}", *OVERFIT_FLAGS, env={"TF_ENABLE_ONEDNN_OPTS": None}, timeout=600)

@@ -15,9 +15,10 @@ from pathlib import Path
 from absl import app, flags
 
 from prnet.cli import run_console_app
-from prnet.errors import PRNetError
+from prnet.errors import PRNetError, WeightsFormatError
 from prnet.weights import official
 from prnet.weights.convert import checkpoint_prefix, convert_checkpoint
+from prnet.weights.formats import check_keras_weights_file
 
 FLAGS = flags.FLAGS
 
@@ -86,9 +87,17 @@ def execute(flag_values=FLAGS) -> int:
             print(f"UV template: {official.ensure_uv_template(download=True)}")
         if fv.checkpoint or fv.download:
             output = Path(fv.output).expanduser() if fv.output else official.weights_path()
+            damaged = None
             if output.exists() and not fv.force:
+                try:
+                    check_keras_weights_file(output)
+                except WeightsFormatError as e:
+                    damaged = e
+            if output.exists() and not fv.force and damaged is None:
                 print(f"{output} already exists; keeping it (use --force to overwrite)")
             else:
+                if damaged is not None:
+                    print(f"{output} is damaged ({damaged}); converting it again")
                 prefix = fv.checkpoint or official.official_checkpoint(download=True)
                 print(f"wrote {convert_checkpoint(prefix, output)}")
         if fv.verify:

@@ -13,6 +13,11 @@ Per face k (0 = largest) of an image <name>, in --output:
   <name>_<k>_depth.png       z-buffered depth (brighter = nearer), image size
   <name>_<k>_overlay.png     landmarks and shaded mesh over the photo
   <name>_<k>_texture.png     the face unwrapped into UV space (with --outputs ...,texture)
+<name> is the input's file name without its extension, except when several inputs share it
+(face.jpg and face.png, or Face.jpg and face.jpg): then each gets its extension, <name>_<ext>
+(face_jpg, face_png), and any name still taken gets _2, _3, ... in sorted input order. So every
+input has its own files, and the same folder always gives the same names.
+Photos are turned as displayed: the EXIF orientation of phone photos is applied.
 Face crops: by default from the face detector (--detector). Like the original demo's non-dlib mode,
 an image with a sibling 68-landmark annotation is cropped from it instead (--annotations auto):
 <name>.pts (menpo / iBUG, 1-based) or <name>.mat (300W-LP pt2d / AFLW2000-3D pt3d_68), with the
@@ -30,13 +35,20 @@ loads (it is re-exported only if the weights file changes). `prnet-convert --dow
 converts ahead of time; --backend=keras runs the Keras model instead of the export. The weights and
 backend in use are printed at start ("using weights: ... (backend: SavedModel)").
 
-Exit status: 0 all images done; 1 at least one image failed (unreadable, no face, ...: each is
-reported on stderr and skipped, and leaves no files); 2 setup error (weights, UV template, flags).
-An image's files are written to a temporary folder first and moved into --output only when all
-of them were written.
+Exit status: 0 all images done; 1 at least one image failed (unreadable, no face, a broken
+symbolic link, ...: each is reported on stderr and skipped, and leaves no files); 2 setup error
+(weights, UV template, flags, an output folder that cannot be written: checked before any image
+is processed; a full disk during the run stops it); 130 interrupted (Ctrl-C: the summary says
+what was finished). The summary counts the files that are in --output at the end.
+An image's files are written to a hidden temporary folder (.tmp-XXXXXXXX-staging) in --output
+first and moved into place only when all of them were written, so an error or Ctrl-C never leaves
+half of an image's files. A run killed outright (SIGKILL, power loss) can leave that folder
+behind: the next run in the same --output deletes such folders once nothing has changed in them
+for 15 minutes (live runs write theirs within seconds).
 """
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 from absl import flags
@@ -84,11 +96,37 @@ FLAGS = flags.FLAGS
 
 
 def list_inputs(path) -> list:
-    """The image files to process: ``path`` itself, or the images directly inside a folder (sorted)."""
+    """The image files to process: ``path`` itself, or the images directly inside a folder (sorted).
+
+    Broken symbolic links with an image extension are listed too, so that they are reported."""
     p = Path(path).expanduser()
     if p.is_dir():
-        return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(f for f in p.iterdir() if (f.is_file() or (f.is_symlink() and not f.exists()))
+                      and f.suffix.lower() in IMAGE_SUFFIXES)
     return [p]
+
+
+def output_names(paths) -> list:
+    """One output base name per input path, all different (also ignoring case), deterministic.
+
+    The file name without extension; inputs sharing it (ignoring case) get ``<stem>_<ext>``; a name
+    still taken after that gets ``_2``, ``_3``, ... (in input order; the first keeps it).
+    """
+    paths = [Path(p) for p in paths]
+    stems = [p.stem for p in paths]
+    counts = Counter(s.casefold() for s in stems)
+    shared = {k for k, count in counts.items() if count > 1}
+    names = [f"{s}_{p.suffix[1:]}" if s.casefold() in shared and p.suffix else s for s, p in zip(stems, paths)]
+    wanted = {name.casefold() for name in names}
+    taken, out = set(), []
+    for name in names:
+        unique, n = name, 1
+        while unique.casefold() in taken or (unique != name and unique.casefold() in wanted):
+            n += 1
+            unique = f"{name}_{n}"
+        taken.add(unique.casefold())
+        out.append(unique)
+    return out
 
 
 def _write_png(path: Path, image_rgb_or_grey) -> None:
@@ -183,21 +221,88 @@ def process_image(predictor, image, name: str, display_name: str, out_dir: Path,
     """Reconstruct one image and write its files atomically (all or none: a staging folder, then
     moved, :func:`prnet.core.files.staged_files`). Returns the paths.
 
-    ``landmarks`` (``(68, 2+)`` image px) crop the one face from them instead of the detector."""
-    from prnet.core.files import staged_files
+    ``landmarks`` (``(68, 2+)`` image px) crop the one face from them instead of the detector.
+    Write errors (disk full, read-only, ...) raise :class:`prnet.errors.OutputFolderError` naming
+    ``out_dir``, not the staging folder."""
+    from prnet.core.files import folder_error, staged_files
 
     faces = predictor.reconstruct(image, landmarks=landmarks, max_faces=max_faces)
     staged = []
-    with staged_files(out_dir) as staging:
-        for k, face in enumerate(faces):
-            stem = f"{name}_{k}" + (RANDOM_TAG if face.random_weights else "")
-            staged += write_face_outputs(staging, stem, face, display_name, outputs, texture)
+    try:
+        with staged_files(out_dir) as staging:
+            for k, face in enumerate(faces):
+                stem = f"{name}_{k}" + (RANDOM_TAG if face.random_weights else "")
+                staged += write_face_outputs(staging, stem, face, display_name, outputs, texture)
+    except OSError as e:
+        raise folder_error(e, out_dir, f" (the files of {display_name})") from e
     return [out_dir / path.name for path in staged]
 
 
 def _fail(message: str, code: int = 2):
     print(f"prnet-demo: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def make_jobs(input_path) -> list:
+    """``[(output name, display name, load() -> RGB image, path or None)]`` for ``--input``."""
+    from prnet.core.images import read_image
+
+    if input_path is None:
+        import skimage.data
+
+        return [("astronaut", "skimage.data.astronaut()", lambda: skimage.data.astronaut(), None)]
+    files = list_inputs(input_path)
+    return [(name, str(f), (lambda f=f: read_image(f)), f) for name, f in zip(output_names(files), files)]
+
+
+def process_jobs(predictor, jobs, out_dir: Path, outputs, *, texture: bool = False, max_faces=None,
+                 annotations: str = "auto", detector_name: str = "") -> int:
+    """Process every job of :func:`make_jobs` into ``out_dir``, report each failure and a summary on
+    stderr; returns the exit status (0 all done, 1 some failed, 2 the output folder became
+    unwritable (disk full, ...): the run stops, 130 Ctrl-C: the run stops)."""
+    from tqdm import tqdm
+
+    from prnet.core.files import FOLDER_ERRNOS
+    from prnet.data.annotations import sidecar_landmarks
+    from prnet.errors import NoFaceFoundError, OutputFolderError, PRNetError
+
+    failed, written, done, stopped, status = [], [], 0, None, 0
+    progress = tqdm(jobs, desc="prnet-demo", unit="image", disable=len(jobs) < 2, file=sys.stderr)
+    try:
+        for name, display, load, path in progress:
+            try:
+                landmarks = None
+                annotation = sidecar_landmarks(path) if path is not None and annotations == "auto" else None
+                if annotation is not None:
+                    landmarks, ann_path = annotation
+                    tqdm.write(f"prnet-demo: {display}: crop from {ann_path.name} (68 annotated landmarks; "
+                               "--annotations never to use the face detector)", file=sys.stderr)
+                written += process_image(predictor, load(), name, display, out_dir, outputs, texture,
+                                         max_faces=max_faces, landmarks=landmarks)
+                done += 1
+            except (PRNetError, OSError, ValueError) as e:
+                if isinstance(e, OutputFolderError) and e.errno in FOLDER_ERRNOS:
+                    stopped, status = f"stopped: {e}", 2
+                    break
+                failed.append(display)
+                message = str(e)
+                if isinstance(e, NoFaceFoundError):  # the library's hint names API arguments: give the CLI's
+                    message = (f"no face found by the {detector_name} face detector: put the face's 68-point "
+                               f"annotation beside the image ({name}.pts or {name}.mat, used with --annotations "
+                               "auto), or try another --detector")
+                tqdm.write(f"prnet-demo: {display}: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        stopped, status = "interrupted (Ctrl-C); no partial files were left", 130
+    finally:
+        progress.close()
+    on_disk = len({path for path in written if path.is_file()})
+    not_run = len(jobs) - done - len(failed)
+    print(f"prnet-demo: {done}/{len(jobs)} images done, {on_disk} files written to {out_dir}"
+          + (f"; failed: {', '.join(failed)}" if failed else "")
+          + (f"; {stopped}; {not_run} image(s) not processed" if stopped else ""), file=sys.stderr)
+    if status:
+        return status
+    return 1 if failed else 0
 
 
 def main(argv):
@@ -208,25 +313,29 @@ def main(argv):
     if unknown or not outputs:
         _fail(f"--outputs: unknown {unknown or 'empty list'}; choose from {','.join(OUTPUT_KINDS)}")
 
-    from tqdm import tqdm
+    from prnet.core.files import ensure_writable_folder, remove_stale_temporaries
+    from prnet.errors import PRNetError
 
-    from prnet.core.images import read_image
-    from prnet.data.annotations import sidecar_landmarks
-    from prnet.errors import NoFaceFoundError, PRNetError
-    from prnet.inference.predictor import Predictor
-    from prnet.model.runtime import RANDOM_WEIGHTS_WARNING
-
+    if FLAGS.input is not None and not Path(FLAGS.input).expanduser().is_symlink() and \
+            not Path(FLAGS.input).expanduser().exists():
+        _fail(f"--input {FLAGS.input} does not exist")
+    jobs = make_jobs(FLAGS.input)
     if FLAGS.input is None:
-        import skimage.data
-
         print("prnet-demo: no --input given: using the astronaut photo bundled with scikit-image "
               "(skimage.data.astronaut()).", file=sys.stderr)
-        jobs = [("astronaut", "skimage.data.astronaut()", lambda: skimage.data.astronaut(), None)]
-    else:
-        files = list_inputs(FLAGS.input)
-        if FLAGS.input and Path(FLAGS.input).expanduser().is_dir() and not files:
-            _fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder {FLAGS.input}")
-        jobs = [(f.stem, str(f), (lambda f=f: read_image(f)), f) for f in files]
+    elif not jobs:
+        _fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder {FLAGS.input}")
+    try:  # before the (slow) weights: an unwritable --output is a setup error, found at once
+        out_dir = ensure_writable_folder(FLAGS.output)
+    except PRNetError as e:
+        _fail(str(e))
+    stale = remove_stale_temporaries(out_dir, suffix="-staging")
+    if stale:
+        print(f"prnet-demo: removed {len(stale)} temporary folder(s) left in {out_dir} by an interrupted run "
+              f"({', '.join(p.name for p in stale)})", file=sys.stderr)
+
+    from prnet.inference.predictor import Predictor
+    from prnet.model.runtime import RANDOM_WEIGHTS_WARNING
 
     try:
         predictor = Predictor.from_weights(FLAGS.weights, backend=FLAGS.backend,
@@ -241,43 +350,18 @@ def main(argv):
     if predictor.random_weights:
         print(f"prnet-demo: WARNING: {RANDOM_WEIGHTS_WARNING} (--smoke_test_random_weights): outputs only "
               "check the pipeline.", file=sys.stderr)
-
-    out_dir = Path(FLAGS.output).expanduser()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        _fail(f"cannot create the output folder {out_dir}: {e}")
-
-    failed, n_files = [], 0
-    for name, display, load, path in tqdm(jobs, desc="prnet-demo", unit="image", disable=len(jobs) < 2,
-                                          file=sys.stderr):
-        try:
-            landmarks = None
-            annotation = sidecar_landmarks(path) if path is not None and FLAGS.annotations == "auto" else None
-            if annotation is not None:
-                landmarks, ann_path = annotation
-                tqdm.write(f"prnet-demo: {display}: crop from {ann_path.name} (68 annotated landmarks; "
-                           "--annotations never to use the face detector)", file=sys.stderr)
-            written = process_image(predictor, load(), name, display, out_dir, outputs, FLAGS.texture,
-                                    max_faces=FLAGS.max_faces, landmarks=landmarks)
-            n_files += len(written)
-        except (PRNetError, OSError, ValueError) as e:
-            failed.append(display)
-            message = str(e)
-            if isinstance(e, NoFaceFoundError):  # the library's hint names API arguments: give the CLI's
-                message = (f"no face found by the {getattr(predictor.detector, 'name', FLAGS.detector)} face "
-                           "detector: put the face's 68-point "
-                           f"annotation beside the image ({name}.pts or {name}.mat, used with --annotations "
-                           "auto), or try another --detector")
-            tqdm.write(f"prnet-demo: {display}: {message}", file=sys.stderr)
-    print(f"prnet-demo: {len(jobs) - len(failed)}/{len(jobs)} images done, {n_files} files written to {out_dir}"
-          + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+    return process_jobs(predictor, jobs, out_dir, outputs, texture=FLAGS.texture, max_faces=FLAGS.max_faces,
+                        annotations=FLAGS.annotations,
+                        detector_name=getattr(predictor.detector, "name", FLAGS.detector))
 
 
 def run():
-    """Console entry point ``prnet-demo``."""
-    run_console_app(main, __name__, __doc__)
+    """Console entry point ``prnet-demo`` (Ctrl-C before the images are processed: exit 130, no traceback)."""
+    try:
+        run_console_app(main, __name__, __doc__)
+    except KeyboardInterrupt:
+        print("prnet-demo: interrupted (Ctrl-C) before any image was processed; nothing written", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -9,21 +9,40 @@ folders (not ``mkstemp``'s / ``mkdtemp``'s private ``0o600`` / ``0o700``).
 
 * :func:`atomic_path` -- a temporary path (file or folder) for writers that take a path name.
 * :func:`atomic_write` -- bytes, text, or a callback writing to the open file.
-* :func:`staged_files` -- several files moved into one folder together (nothing when one fails).
+* :func:`staged_files` -- several files moved into one folder together (nothing when one fails,
+  and a Ctrl-C during the move is held until the group is complete).
+* :func:`ensure_writable_folder` -- create an output folder and check up front that files can be
+  created in it (:class:`prnet.errors.OutputFolderError` naming the user's path otherwise).
+* :func:`remove_stale_temporaries` -- delete the hidden temporaries a killed process (SIGKILL, power
+  loss) left in a folder: those not changed for :data:`STALE_AFTER_S` seconds.
 * :func:`sha256_file` -- SHA-256 of a file, a folder (SavedModel) or a checkpoint prefix.
 """
 
+import errno
 import hashlib
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from prnet.errors import OutputExistsError
+from prnet.errors import OutputExistsError, OutputFolderError
 
 #: Read size for checksums (bytes).
 CHUNK = 1 << 20
+#: A hidden temporary (``.tmp-<8 random chars>-...``) nothing has changed for this long (seconds, the
+#: newest modification time of it and everything inside it) is taken as left by a killed process.
+#: Live writers touch theirs far more often: one image's files, one checkpoint, one export.
+STALE_AFTER_S = 15 * 60
+#: The names this module's temporaries get (``tempfile``'s 8 random characters after the prefix).
+TEMPORARY_NAME = re.compile(r"\.tmp-[a-z0-9_]{8}-.")
+#: errno values that mean no file can be written into a folder (as opposed to one bad name).
+FOLDER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                           errno.EEXIST, errno.ENOENT})
 
 
 def _umask() -> int:
@@ -140,10 +159,112 @@ def staged_files(folder):
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", suffix="-staging", dir=folder))
     try:
         yield staging
-        for path in sorted(staging.iterdir()):
-            os.replace(path, folder / path.name)
+        with interrupts_deferred():  # a Ctrl-C here would leave half a group
+            for path in sorted(staging.iterdir()):
+                os.replace(path, folder / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def interrupts_deferred():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and deliver it when the block ends.
+
+    For short steps that must not be cut in half (moving a group of files into place). Only the
+    main thread receives signals; elsewhere (or with signals unavailable) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    except (ValueError, OSError):  # pragma: no cover (embedded interpreters)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, received[-1])  # default_int_handler: raises KeyboardInterrupt
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+def ensure_writable_folder(folder) -> Path:
+    """Create ``folder`` (with its parents) if needed and check that a file can be created in it.
+
+    Run it before the work whose results go there, so a read-only, full or mistyped output path is
+    reported at once. Returns the absolute path. Raises :class:`prnet.errors.OutputFolderError`
+    naming ``folder`` (not an internal temporary) with the reason; its ``errno`` is the system's.
+    """
+    folder = Path(folder).expanduser().absolute()
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tmp-", suffix="-probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise folder_error(e, folder) from e
+    return folder
+
+
+def folder_error(error: OSError, folder, doing: str = "") -> OutputFolderError:
+    """An :class:`OutputFolderError` for ``error`` (raised while writing into ``folder``) that names
+    ``folder``, the user's path, instead of the temporary the system call failed on; ``doing``
+    (e.g. ``" (the files of face.jpg)"``) is added after the path."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):
+        folder = Path(folder)
+        blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            reason = f"{blocking} is a file, not a folder"
+    hint = {errno.ENOSPC: "free some space or choose another folder",
+            errno.EDQUOT: "free some space or choose another folder"}.get(error.errno, "choose another folder")
+    out = OutputFolderError(f"cannot write to the output folder {folder}{doing}: {reason}; {hint}")
+    out.errno = error.errno
+    return out
+
+
+def remove_stale_temporaries(folder, *, older_than_s: float = STALE_AFTER_S, suffix: str = "") -> list:
+    """Delete the hidden temporaries (``.tmp-XXXXXXXX-...<suffix>``, files or folders, as this module
+    names them) directly inside ``folder`` that nothing changed for ``older_than_s`` seconds.
+
+    A process killed with SIGKILL (or a power loss) leaves its temporary behind; a live writer keeps
+    changing its own (see :data:`STALE_AFTER_S`). ``suffix`` narrows the kind (``"-staging"``:
+    :func:`staged_files`' folders). Entries that vanish or cannot be removed meanwhile are skipped.
+    Returns the removed paths. Never touches the ``.old-*`` folder a replaced folder is moved to.
+    """
+    folder = Path(folder).expanduser()
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    deadline = time.time() - older_than_s
+    for entry in entries:
+        if not TEMPORARY_NAME.match(entry.name) or not entry.name.endswith(suffix):
+            continue
+        try:
+            newest = entry.stat(follow_symlinks=False).st_mtime
+            if entry.is_dir(follow_symlinks=False):
+                for root, dirs, files in os.walk(entry.path):
+                    for name in dirs + files:
+                        newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+            if newest > deadline:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
 
 
 def sha256_file(path) -> str | None:

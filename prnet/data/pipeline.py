@@ -34,31 +34,70 @@ def _accepts_assets_dir(name: str) -> bool:
     return "assets_dir" in inspect.signature(cls.__init__).parameters
 
 
+PROJECT_BUILDERS = ("prnet_synthetic", "prnet_300w_lp", "prnet_aflw2000_3d")  # built by prnet-build-data
+
+
+def build_command(name: str, data_dir=None, assets_dir=None) -> str:
+    """The shell command that builds dataset ``name`` (``NAME[/CONFIG][:VERSION]``) into ``data_dir``:
+    ``prnet-build-data ...`` for the project's builders, ``tfds build ...`` for any other."""
+    import shlex
+
+    base, _, config = name.split(":")[0].partition("/")
+    if base in PROJECT_BUILDERS:
+        parts = ["prnet-build-data", "--dataset", base] + (["--config", config] if config else [])
+        if data_dir:
+            parts += ["--data_dir", os.fspath(data_dir)]
+        if base == "prnet_synthetic":
+            if assets_dir:
+                parts += ["--assets_dir", os.fspath(assets_dir)]
+        else:
+            parts += ["--manual_dir", "MANUAL_DIR"]  # the downloaded originals (see the builder's README)
+    else:
+        parts = ["tfds", "build", name.split(":")[0]] + (["--data_dir", os.fspath(data_dir)] if data_dir else [])
+    return " ".join(p if p == "MANUAL_DIR" else shlex.quote(p) for p in parts)
+
+
 def load_split(name: str, split: str, data_dir=None, assets_dir=None, shuffle_files: bool = False,
                seed: int = 0) -> tf.data.Dataset:
-    """``tfds.load`` one split of a dataset (e.g. ``prnet_synthetic/tiny``, ``prnet_300w_lp``).
+    """Read one split of a dataset that is already built (e.g. ``prnet_synthetic/tiny``, ``prnet_300w_lp``).
 
-    Images are left encoded (decoded later in :func:`prepare_example`, after shuffling/skipping).
-    ``assets_dir`` is passed to builders that take it (``builder_kwargs``) when given. Raises
-    :class:`DatasetError` with instructions when the dataset is not built or the split is unknown.
+    Never builds or downloads anything: a dataset that is not prepared in ``data_dir`` raises
+    :class:`DatasetError` with the exact command that builds it (:func:`build_command`), an unknown
+    dataset or split raises it with what to check. Images are left encoded (decoded later in
+    :func:`prepare_example`, after shuffling/skipping). ``assets_dir`` is passed to builders that
+    take it.
     """
     import tensorflow_datasets as tfds
 
     kwargs = {}
     if assets_dir and _accepts_assets_dir(name):
-        kwargs["builder_kwargs"] = {"assets_dir": os.fspath(assets_dir)}
+        kwargs["assets_dir"] = os.fspath(assets_dir)
     try:
-        return tfds.load(name, split=split, data_dir=data_dir, shuffle_files=shuffle_files,
-                         read_config=tfds.ReadConfig(shuffle_seed=seed),
-                         decoders={"image": tfds.decode.SkipDecoding()}, **kwargs)
+        builder = tfds.builder(name, data_dir=data_dir, **kwargs)
     except PRNetError:
         raise
     except Exception as e:  # tfds raises many unrelated types (DatasetNotFoundError, ValueError, AssertionError)
         raise DatasetError(
-            f"could not load split {split!r} of dataset {name!r} (data_dir={data_dir}): {e}. Build it "
-            "first, e.g. `prnet-build-data --dataset prnet_synthetic --config small --data_dir DIR "
-            "[--assets_dir DIR]`, or "
-            "check --dataset/--train_split/--val_split/--data_dir.") from e
+            f"unknown dataset {name!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            f"check --dataset (the project's: {', '.join(PROJECT_BUILDERS)}, with /config, e.g. "
+            "prnet_synthetic/tiny)") from e
+    if not builder.is_prepared():
+        raise DatasetError(
+            f"dataset {name!r} is not built in {data_dir or 'the default TFDS data_dir'} "
+            f"({builder.data_dir} is missing or incomplete); build it first with: "
+            f"{build_command(name, data_dir, assets_dir)}")
+    try:
+        return builder.as_dataset(split=split, shuffle_files=shuffle_files,
+                                  read_config=tfds.ReadConfig(shuffle_seed=seed),
+                                  decoders={"image": tfds.decode.SkipDecoding()})
+    except PRNetError:
+        raise
+    except Exception as e:
+        raise DatasetError(
+            f"could not load split {split!r} of dataset {name!r} in {builder.data_dir}: {str(e).rstrip('.')}. "
+            "Check "
+            f"--train_split/--val_split (splits: {', '.join(builder.info.splits.keys()) or 'none'}) and "
+            "--data_dir.") from e
 
 
 def prepare_example(example: dict):

@@ -114,22 +114,75 @@ def load_gt_arrays(gt_dir=None, reannotated=None) -> GroundTruthArrays | None:
         if re.shape != (pts.shape[0], 2, 68):
             raise DatasetError(f"{re_path}: expected shape ({pts.shape[0]}, 2, 68), got {re.shape}")
         re = re.transpose(0, 2, 1).astype(np.float64)
+        _check_same_rows(pts, re, pts_path, re_path)
         sources["reannotated"] = str(re_path)
     elif reannotated is not None:
         raise DatasetError(f"{re_path}: re-annotated landmarks file not found")
     return GroundTruthArrays(pts.transpose(0, 2, 1).astype(np.float64), yaw, re, sources)
 
 
-def attach_gt_arrays(sample: EvalSample, gt: GroundTruthArrays) -> EvalSample:
+#: A re-annotated landmark set farther than this from its row's original landmarks (NME, fraction of
+#: the face's size) counts as another face's. Matching files: 1 of the 2000 rows; shifted by a row: 58%.
+REANNOTATED_FAR_NME = 0.15
+
+
+#: More far rows than this fraction: the two arrays are not in the same row order.
+REANNOTATED_MAX_FAR_FRACTION = 0.05
+
+
+#: Largest difference (degrees) between an image's own yaw and its row of the pose array (both
+#: come from the same ``Pose_Para``; float32 storage).
+YAW_TOLERANCE_DEG = 1e-2
+
+
+def _check_same_rows(pts: np.ndarray, re: np.ndarray, pts_path: Path, re_path: Path) -> None:
+    """Refuse re-annotated landmarks (``(M, 68, 2)``) whose rows are not those of ``pts`` (``(M, 3, 68)``).
+
+    The re-annotation moves a few points by a few pixels; a row of another image is far off. A file
+    shifted by one row (or sorted differently) has most rows far from their original landmarks.
+    """
+    orig = pts.transpose(0, 2, 1)[:, :, :2].astype(np.float64) - MATLAB_PIXEL_OFFSET
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nme = np.linalg.norm(orig - re, axis=2).mean(axis=1) / metrics.bbox_size(orig)
+    far = ~(nme <= REANNOTATED_FAR_NME)  # NaN (no area, non-finite values) counts as far
+    if far.mean() > REANNOTATED_MAX_FAR_FRACTION:
+        first = int(np.flatnonzero(far)[0])
+        raise DatasetError(
+            f"{re_path}: its rows are not in the row order of {pts_path}: {int(far.sum())} of {len(far)} "
+            f"re-annotated landmark sets (the first at row {first}) are more than "
+            f"{REANNOTATED_FAR_NME:.0%} of the face size away from the original landmarks of the same row "
+            f"(matching files: about 0.1%). Use the two files of the same 3DDFA release, unmodified (rows "
+            "in AFLW2000-3D file-name order)")
+
+
+def attach_gt_arrays(sample: EvalSample, gt: GroundTruthArrays, source=None) -> EvalSample:
     """Find ``sample``'s row of the 3DDFA arrays by its landmark values (image pixels, 0-based) and
-    attach the row, the array's yaw and the re-annotated landmarks. Raises
-    :class:`prnet.evaluation.metrics.MetricInputError` if no row matches (different data)."""
+    attach the row, the array's yaw and the re-annotated landmarks.
+
+    Every image is checked against its row: a :class:`DatasetError` naming the image (``source``,
+    e.g. its ``.mat``; default its path or id) and the array file is raised when no row of the 68
+    landmarks matches (different data) or when the pose array's yaw in that row is not the image's
+    own (``sample.yaw``: the pose array is not in the landmark array's row order).
+    """
+    name = source if source is not None else (sample.image_path or sample.id)
+    pts_file = gt.sources.get("pts68", GT_PTS68)
     raw = np.asarray(sample.landmarks, np.float64).copy()
     raw[:, :2] += MATLAB_PIXEL_OFFSET  # back to the arrays' MATLAB frame for matching
-    row = int(metrics.match_rows(raw, gt.pts68, tolerance=1e-2)[0])
+    try:
+        row = int(metrics.match_rows(raw, gt.pts68, tolerance=1e-2)[0])
+    except metrics.MetricInputError as e:
+        raise DatasetError(f"{name}: its 68 ground-truth landmarks are in no row of {pts_file} ({e}); "
+                           "evaluate AFLW2000-3D images with 3DDFA's arrays of the same release") from e
     sample.row = row
     if gt.yaw is not None:
-        sample.yaw = float(gt.yaw[row])
+        yaw = float(gt.yaw[row])
+        if not abs(yaw - float(sample.yaw)) <= YAW_TOLERANCE_DEG:
+            raise DatasetError(
+                f"{name}: its landmarks are row {row} of {pts_file}, but row {row} of "
+                f"{gt.sources.get('pose', GT_POSE)} has yaw {yaw:.3f} degrees, not the image's own "
+                f"{float(sample.yaw):.3f}: the arrays are not in the same row order (shifted, sorted "
+                "differently or from another release). Use 3DDFA's files as distributed")
+        sample.yaw = yaw
     if gt.reannotated is not None:
         sample.reannotated = gt.reannotated[row]
     return sample
@@ -154,7 +207,7 @@ def load_folder_samples(dataset_dir, *, max_images: int | None = None,
                                "68 landmarks there (300W-LP files do not: evaluate on AFLW2000-3D)")
         sample = EvalSample(id=image_path.stem, yaw=float(pose_degrees(fit)[0]),
                             landmarks=np.asarray(fit.pt3d_68, np.float64), image_path=image_path, fit=fit)
-        samples.append(attach_gt_arrays(sample, gt) if gt is not None else sample)
+        samples.append(attach_gt_arrays(sample, gt, mat_path) if gt is not None else sample)
     return samples
 
 

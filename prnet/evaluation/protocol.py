@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from prnet.core.crop import landmarks_bbox
-from prnet.core.files import sha256_file
+from prnet.core.files import ensure_writable_folder, folder_error, remove_stale_temporaries, sha256_file
 from prnet.errors import DatasetError, NoFaceFoundError, PRNetError
 from prnet.evaluation import metrics
 from prnet.evaluation.ground_truth import (
@@ -234,9 +234,19 @@ def evaluate(config: EvalConfig, predictor: Predictor | None = None, model_info:
     template of ``config.assets_dir`` and, for ``crop='detector'``, the face detector
     ``config.detector``. ``predictor``/``model_info`` may be given directly instead (its own
     template and detector are used).
+
+    Checked before the model is loaded and any image is processed: that ``config.output_dir`` can
+    be written (:class:`prnet.errors.OutputFolderError`), the ground-truth arrays and, for a dataset
+    folder, every sample's ``.mat`` and its row of the arrays (:class:`prnet.errors.DatasetError`).
+    Stale temporaries a killed run left in ``output_dir`` are removed.
     """
     if (config.dataset_dir is None) == (config.tfds_name is None):
         raise ValueError("give exactly one of dataset_dir or tfds_name")
+    output_dir = ensure_writable_folder(config.output_dir)
+    remove_stale_temporaries(output_dir)
+    gt = load_gt_arrays(config.gt_dir, config.reannotated)
+    if config.dataset_dir is not None:
+        samples = load_folder_samples(config.dataset_dir, max_images=config.max_images, gt=gt)
     if predictor is None:
         if config.random_weights and config.weights is not None:
             raise ValueError("random weights and a weights path exclude each other")
@@ -251,10 +261,8 @@ def evaluate(config: EvalConfig, predictor: Predictor | None = None, model_info:
     template = predictor.template
     data = {"crop": config.crop, "max_images": config.max_images}
     dense_fn = None
-    gt = load_gt_arrays(config.gt_dir, config.reannotated)
     data["gt_arrays"] = gt.sources if gt else None
     if config.dataset_dir is not None:
-        samples = load_folder_samples(config.dataset_dir, max_images=config.max_images, gt=gt)
         total = len(samples)
         data.update(source="folder", dataset_dir=str(Path(config.dataset_dir).resolve()))
         if config.bfm is not None:
@@ -281,5 +289,9 @@ def evaluate(config: EvalConfig, predictor: Predictor | None = None, model_info:
                             progress=config.progress, total=total)
     records.sort(key=lambda r: r["id"])
     results = build_results(records, model=model_info, data=data, batch_size=config.batch_size)
-    results["outputs"] = {k: str(v) for k, v in write_outputs(config.output_dir, results, records).items()}
+    try:
+        written = write_outputs(output_dir, results, records)
+    except OSError as e:  # e.g. the disk filled up during the run: name the user's folder, not a temporary
+        raise folder_error(e, output_dir) from e
+    results["outputs"] = {k: str(v) for k, v in written.items()}
     return results

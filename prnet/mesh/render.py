@@ -36,7 +36,9 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     vertices, triangles = _check_mesh(vertices, triangles)
     v = vertices[:, :3].astype(np.float64)
     p0, p1, p2 = v[triangles[:, 0]], v[triangles[:, 1]], v[triangles[:, 2]]
-    fn = np.cross(p1 - p0, p2 - p0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        fn = np.cross(p1 - p0, p2 - p0)
+    fn[~np.isfinite(fn).all(axis=1)] = 0  # triangles with a non-finite vertex (never drawn) add nothing
     n = np.zeros_like(v)
     for k in range(3):
         for c in range(3):

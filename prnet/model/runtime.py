@@ -75,7 +75,13 @@ class SavedModelBackend:
         try:
             loaded = tf.saved_model.load(str(path))
         except Exception as e:  # TF raises many types for corrupt protos
-            raise WeightsFormatError(f"could not load the SavedModel {path}: {e}") from e
+            missing = _missing_saved_model_files(path)
+            if missing:
+                raise WeightsFormatError(
+                    f"the SavedModel {path} is incomplete: {missing} is missing (copy the whole SavedModel "
+                    "folder, with its variables/ subfolder, or export it again)") from e
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsFormatError(f"could not load the SavedModel {path} (corrupt?): {reason}") from e
         signatures = getattr(loaded, "signatures", {})
         if "serving_default" not in signatures:
             raise WeightsFormatError(f"SavedModel {path} has no 'serving_default' signature "
@@ -96,6 +102,23 @@ class SavedModelBackend:
         return np.asarray(self._fn(images=tf.constant(crops))["posmap"], dtype=np.float32)
 
 
+def _missing_saved_model_files(path: Path) -> str:
+    """The first of ``variables/``, its ``variables.index`` and its data shards that a SavedModel
+    folder lacks (``""`` if none): what a SavedModel copied without its subfolder looks like."""
+    variables = path / "variables"
+    if not variables.is_dir():
+        return f"the folder {variables}/"
+    if not (variables / "variables.index").is_file():
+        return str(variables / "variables.index")
+    if not any(variables.glob("variables.data-*-of-*")):
+        return str(variables / "variables.data-00000-of-00001")
+    return ""
+
+
+#: A TFLite model is a FlatBuffer with this file identifier at bytes 4..8.
+TFLITE_IDENTIFIER = b"TFL3"
+
+
 class TFLiteBackend:
     """Run a ``.tflite`` model: one input ``[N, 256, 256, 3]``, one output posmap in crop pixels.
 
@@ -108,10 +131,19 @@ class TFLiteBackend:
         path = Path(path).expanduser()
         if not path.is_file():
             raise WeightsNotFoundError(f"TFLite model not found: {path}")
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head[4:8] != TFLITE_IDENTIFIER:
+            raise WeightsFormatError(
+                f"{path} is not a TFLite model (no '{TFLITE_IDENTIFIER.decode()}' FlatBuffer identifier at "
+                "bytes 4-8): give a .tflite file written by export.py (or a TFLite converter), or another weights "
+                "format")
         try:
             self._interp = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
-        except (ValueError, RuntimeError) as e:
-            raise WeightsFormatError(f"could not load the TFLite model {path}: {e}") from e
+        except (ValueError, RuntimeError) as e:  # UnicodeDecodeError is a ValueError
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsFormatError(f"could not load the TFLite model {path} (corrupt or truncated?): "
+                                     f"{reason}") from e
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
             raise WeightsFormatError(f"TFLite model {path} must have one input and one output, "

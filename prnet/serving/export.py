@@ -1,30 +1,82 @@
 """Write a whole export set (SavedModel and TFLite variants) and measure it against Keras."""
 
+import os
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from prnet.errors import ExportError
+from prnet.core.files import TEMPORARY_NAME, atomic_path, ensure_writable_folder, folder_error, remove_stale_temporaries
+from prnet.errors import ExportError, OutputExistsError, OutputFolderError
 from prnet.model.fast import build_inference_model
 from prnet.model.resfcn256 import to_posmap
 from prnet.serving.calibration import representative_crops
-from prnet.serving.saved_model import _as_net, export_saved_model
+from prnet.serving.saved_model import DEFAULT_MAX_IMAGE_PIXELS, _as_net, check_max_image_pixels, export_saved_model
 from prnet.serving.tflite import QUANTIZATIONS, convert_tflite, tflite_predict
 
+#: Every format an export set can hold, in writing order.
+FORMATS = ("saved_model",) + QUANTIZATIONS
 
-def export_all(model, output_dir, *, formats=("saved_model",) + QUANTIZATIONS, calibration=None,
-               kpt_ind=None, optimize=True, overwrite=False, progress=True) -> dict:
-    """Write the requested formats under ``output_dir``: ``saved_model/`` and ``prnet_<q>.tflite``.
 
-    Returns ``{format: path}``. ``calibration`` is a :func:`representative_crops` source or a list
-    of crops (needed for ``int8``).
+def entry_name(fmt: str) -> str:
+    """The name of a format's output inside the export folder."""
+    return "saved_model" if fmt == "saved_model" else f"prnet_{fmt}.tflite"
+
+
+def check_formats(formats) -> tuple:
+    """The requested formats, deduplicated in order; :class:`ExportError` for an unknown or empty list."""
+    formats = tuple(dict.fromkeys(str(f).strip() for f in formats if str(f).strip()))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"unknown format {', '.join(map(repr, unknown)) or '(none given)'}; choose from "
+                          f"{', '.join(FORMATS)} (comma-separated)")
+    return formats
+
+
+def check_output_dir(output_dir, overwrite: bool = False) -> Path:
+    """Check, before any work, that an export set can be written to ``output_dir``; its absolute path.
+
+    The folder is written as a whole (see :func:`export_all`), so it must be new or empty, or, with
+    ``overwrite``, hold only a previous export set (``saved_model/``, ``prnet_*.tflite``): other
+    files would be lost with it. Its parent must be writable (the new set is staged beside it).
+    Raises :class:`OutputExistsError` or :class:`prnet.errors.OutputFolderError`.
     """
+    out = Path(output_dir).expanduser().absolute()
+    if os.path.lexists(out):
+        if not out.is_dir():
+            raise OutputFolderError(f"cannot write the export set to {out}: it is a file, not a folder; "
+                                    "choose another --output_dir")
+        entries = sorted(p.name for p in out.iterdir())
+        if entries and not overwrite:
+            raise OutputExistsError(f"{out} already exists and is not empty; pass --overwrite (overwrite=True) "
+                                    "to replace the export set in it, or choose a new folder")
+        set_names = {entry_name(f) for f in FORMATS}
+        foreign = [n for n in entries if n not in set_names and not TEMPORARY_NAME.match(n)]
+        if foreign:
+            raise OutputExistsError(f"{out} holds files that are not part of an export set "
+                                    f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); an "
+                                    "export replaces the whole folder, so choose a new or empty --output_dir")
+    ensure_writable_folder(out.parent)
+    return out
 
-    net = build_inference_model(model) if optimize else _as_net(model, optimize=False)
-    output_dir = Path(output_dir).expanduser()
-    written = {}
+
+def export_all(model, output_dir, *, formats=FORMATS, calibration=None, kpt_ind=None, optimize=True,
+               overwrite=False, progress=True, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> dict:
+    """Write an export set, the requested formats, as the folder ``output_dir``: ``saved_model/`` and
+    ``prnet_<q>.tflite``.
+
+    Everything is checked first (formats, ``max_image_pixels``, the destination by
+    :func:`check_output_dir`, calibration data, the landmark template), then the whole set is
+    written into a hidden temporary folder beside ``output_dir`` and replaces it in one step: the
+    folder holds either the previous complete set or the new one, never a mix (``overwrite``
+    replaces every file of the old set, also formats not exported again). Returns
+    ``{format: path}``. ``calibration`` is a :func:`representative_crops` source or a list of crops
+    (needed for ``int8``); ``max_image_pixels``: see :mod:`prnet.serving.saved_model`.
+    """
+    formats = check_formats(formats)
+    max_image_pixels = check_max_image_pixels(max_image_pixels)
+    output_dir = check_output_dir(output_dir, overwrite)
     crops = None
     if "int8" in formats:
         crops = calibration if isinstance(calibration, list) else (
@@ -32,16 +84,26 @@ def export_all(model, output_dir, *, formats=("saved_model",) + QUANTIZATIONS, c
         if not crops:
             raise ExportError("int8 needs calibration data: pass --calibration=tfds:prnet_synthetic or a "
                               "folder of face images")
-    for fmt in tqdm(formats, desc="export", disable=not progress):
-        if fmt == "saved_model":
-            written[fmt] = export_saved_model(net, output_dir / "saved_model", kpt_ind=kpt_ind,
-                                              overwrite=overwrite)
-        elif fmt in QUANTIZATIONS:
-            written[fmt] = convert_tflite(net, output_dir / f"prnet_{fmt}.tflite", quantization=fmt,
-                                          representative=crops, overwrite=overwrite)
-        else:
-            raise ExportError(f"unknown format {fmt!r}; choose from saved_model, {', '.join(QUANTIZATIONS)}")
-    return written
+    if kpt_ind is None and "saved_model" in formats:
+        from prnet.core.uv import load_uv_template
+
+        kpt_ind = load_uv_template().kpt_ind
+    net = build_inference_model(model) if optimize else _as_net(model, optimize=False)
+    remove_stale_temporaries(output_dir.parent, suffix=f"-{output_dir.name}")  # of killed exports
+    try:
+        with atomic_path(output_dir, overwrite=True, directory=True) as tmp:
+            for fmt in tqdm(formats, desc="export", disable=not progress):
+                if fmt == "saved_model":
+                    export_saved_model(net, tmp / entry_name(fmt), kpt_ind=kpt_ind,
+                                       max_image_pixels=max_image_pixels)
+                else:
+                    convert_tflite(net, tmp / entry_name(fmt), quantization=fmt, representative=crops)
+            check_output_dir(output_dir, overwrite)  # nobody wrote there meanwhile
+    except OSError as err:
+        if isinstance(err, OutputFolderError):
+            raise
+        raise folder_error(err, output_dir, " (writing the export set; the previous one is unchanged)") from err
+    return {fmt: output_dir / entry_name(fmt) for fmt in formats}
 
 
 def _dir_size(path: Path) -> int:

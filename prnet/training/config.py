@@ -42,6 +42,7 @@ class TrainConfig:
     sync_batchnorm: bool = True
     bn_momentum: float = None  # None = the original's 0.999; e.g. 0.9 for short runs (tests, smoke runs)
     init_from: str = None
+    restart: bool = False  # start over: move existing checkpoints aside instead of resuming from them
     model_size: int = 16
     log_every: int = 100
     val_every: int = 1000  # steps; 0 = only at the end

@@ -21,23 +21,109 @@ the number of examples consumed. The input stream is deterministic (seeded shuff
 per-example augmentation seeds ``(seed, example index)``), and a resumed run skips the consumed
 examples before decoding/augmenting them, so it continues with exactly the batches the
 uninterrupted run would have seen.
+
+Checkpoints are never destroyed by a resume: :meth:`Trainer.restore_or_initialize` resumes from
+the newest *intact* ``ckpt-<step>`` (found by scanning the folder, so an unreadable or missing
+``checkpoint`` index file does not matter; a truncated or missing newest data file falls back to
+the previous checkpoint) and stops with :class:`prnet.errors.WeightsFormatError` when checkpoints
+exist but none can be resumed from. ``config.restart`` starts over instead, after moving the old
+``checkpoints`` folder aside (``checkpoints.old-<time>``). A ``KeyboardInterrupt`` (Ctrl-C) during
+:meth:`Trainer.fit` saves a checkpoint of the steps done (every step is one atomic graph
+execution, so the state is consistent), logs what was finished and is re-raised.
 """
 
+import logging
 import math
 import os
+import re
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from prnet.core.files import atomic_write, ensure_writable_folder, interrupts_deferred
 from prnet.data.pipeline import count_examples, eval_pipeline, load_split, train_pipeline
-from prnet.errors import DatasetError, TrainingConfigError
+from prnet.errors import DatasetError, OutputFolderError, TrainingConfigError, WeightsFormatError
 from prnet.model.resfcn256 import build_resfcn256, from_posmap, save_weights_atomic, to_posmap
 from prnet.training import losses
 from prnet.training.config import TrainConfig, learning_rate_schedule, make_strategy
 from prnet.training.summaries import _draw_landmarks, write_images, write_scalar
 from prnet.weights.formats import load_weights_into
+
+logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- checkpoint files
+
+CHECKPOINT_NAME = "ckpt"  # tf.train.CheckpointManager's default prefix: <model_dir>/checkpoints/ckpt-<step>
+_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_NAME}-(\d+)\.index$")
+
+
+def checkpoint_dir(model_dir) -> str:
+    return os.path.join(os.fspath(model_dir), "checkpoints")
+
+
+def check_model_dir(model_dir) -> None:
+    """Create ``model_dir`` and its ``checkpoints`` folder and check that files can be written there;
+    :class:`OutputFolderError` naming the folder if not (run before any data is loaded)."""
+    ensure_writable_folder(model_dir)
+    ensure_writable_folder(checkpoint_dir(model_dir))
+
+
+def _read_index(ckpt_dir: str):
+    """The ``checkpoint`` index file of ``ckpt_dir``: ``(state or None, problem or None)``; problem is
+    set when the file exists but cannot be read (TensorFlow would only log "Checkpoint ignored")."""
+    if not os.path.exists(os.path.join(ckpt_dir, "checkpoint")):
+        return None, None
+    try:
+        state = tf.train.get_checkpoint_state(ckpt_dir)
+    except Exception as e:  # UnicodeDecodeError on binary junk, OpError, ParseError
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if state is None or not state.model_checkpoint_path:
+        return None, "not a checkpoint index"
+    return state, None
+
+
+def find_checkpoints(ckpt_dir: str) -> list:
+    """Prefixes of the ``ckpt-<step>`` checkpoints in ``ckpt_dir`` (by their ``.index`` files), newest step first."""
+    try:
+        names = os.listdir(ckpt_dir)
+    except OSError:
+        return []
+    found = [(int(m.group(1)), os.path.abspath(os.path.join(ckpt_dir, m.group(0)[:-len(".index")])))
+             for m in map(_CHECKPOINT_RE.match, names) if m]
+    return [prefix for _, prefix in sorted(found, reverse=True)]
+
+
+def checkpoint_problem(prefix: str):
+    """``None`` if the checkpoint ``prefix`` is complete and every tensor reads back with its checksum,
+    else what is wrong (one line). Reads the whole checkpoint once (tensor by tensor)."""
+    if not os.path.isfile(prefix + ".index"):
+        return "its .index file is missing"
+    if not tf.io.gfile.glob(prefix + ".data-*"):
+        return "its data file is missing"
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as e:  # DataLossError, OutOfRangeError, NotFoundError, ... (truncated or corrupt)
+        text = str(e).strip().splitlines()
+        return f"unreadable ({type(e).__name__}: {text[0] if text else ''})"
+    return None
+
+
+def _move_aside(ckpt_dir: str):
+    """Rename a non-empty ``ckpt_dir`` to ``<ckpt_dir>.old-<time>``; returns the new path (None if nothing to move)."""
+    if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = f"{ckpt_dir}.old-{stamp}", 1
+    while os.path.lexists(target):
+        n += 1
+        target = f"{ckpt_dir}.old-{stamp}-{n}"
+    os.rename(ckpt_dir, target)
+    return target
+
 
 # ----------------------------------------------------------------------------- trainer
 
@@ -95,9 +181,9 @@ class Trainer:
                                                             if config.weight_mask != "none" else None))
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               examples_seen=self.examples_seen)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(config.model_dir, "checkpoints"),
-            max_to_keep=config.keep_checkpoints, step_counter=self.optimizer.iterations)
+        self.checkpoint_dir = os.path.abspath(checkpoint_dir(config.model_dir))
+        self._manager = None  # made on first use, after restore_or_initialize has read the folder
+        self._restored = False
         self._train_step = tf.function(self._distributed_step)
         self._grad_fn = tf.function(self._loss_and_grads, jit_compile=True) if config.xla else self._loss_and_grads
         self._predict_fn = tf.function(lambda x: self.model(x, training=False))
@@ -123,22 +209,112 @@ class Trainer:
     def learning_rate(self, step: int = None) -> float:
         return float(self.lr_schedule(self.step if step is None else step))
 
-    def restore_or_initialize(self) -> str:
-        """Resume from the latest checkpoint in ``model_dir`` if any, else apply ``init_from``.
+    @property
+    def manager(self) -> tf.train.CheckpointManager:
+        """The ``tf.train.CheckpointManager`` of ``<model_dir>/checkpoints`` (rotates ``keep_checkpoints``)."""
+        if self._manager is None:
+            _, problem = _read_index(self.checkpoint_dir)
+            if problem:
+                raise WeightsFormatError(f"{os.path.join(self.checkpoint_dir, 'checkpoint')} is unreadable "
+                                         f"({problem}); call restore_or_initialize() first, which recovers from it")
+            self._manager = tf.train.CheckpointManager(
+                self.checkpoint, self.checkpoint_dir, max_to_keep=self.config.keep_checkpoints,
+                checkpoint_name=CHECKPOINT_NAME, step_counter=self.optimizer.iterations)
+        return self._manager
 
-        Returns what happened: ``"resumed from <path>"``, ``"initialised from <path>"`` or ``"fresh"``.
+    def restore_or_initialize(self) -> str:
+        """Resume from the newest intact checkpoint in ``<model_dir>/checkpoints`` if any, else apply
+        ``init_from``; with ``config.restart`` move the old checkpoints aside first.
+
+        Never deletes a checkpoint. Candidates are the ``ckpt-<step>`` files found in the folder (newest
+        first) and the one the ``checkpoint`` index names; each is read back completely before it is
+        used, so a truncated or missing newest checkpoint falls back to the previous one, and an
+        unreadable index does not hide the checkpoints. When the index was unreadable or named another
+        checkpoint it is rewritten to name the one resumed from. Raises :class:`WeightsFormatError` when
+        checkpoints exist but none is intact, or the intact one does not fit this model.
+
+        Returns what happened: ``"resumed from <path>"`` (plus the checkpoints skipped),
+        ``"initialised from <path>"`` or ``"fresh"`` (plus where old checkpoints were moved).
         """
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            return f"resumed from {latest}"
+        self._restored = True
+        self._manager = None
+        ckpt_dir, notes = self.checkpoint_dir, []
+        if self.config.restart:
+            moved = _move_aside(ckpt_dir)
+            if moved:
+                notes.append(f"--restart: the old checkpoints were moved to {moved}")
+                logger.warning("starting over: the old checkpoints were moved to %s", moved)
+        else:
+            chosen, skipped = self._resume_point(ckpt_dir)
+            if chosen:
+                try:
+                    self.checkpoint.restore(chosen).assert_existing_objects_matched()
+                except (AssertionError, ValueError, tf.errors.OpError) as e:
+                    text = str(e).strip().splitlines()
+                    raise WeightsFormatError(
+                        f"checkpoint {chosen} does not fit this model ({type(e).__name__}: "
+                        f"{text[0] if text else ''}); resume with the settings it was trained with "
+                        "(--model_size, --mixed_precision, ...), use another --model_dir, or pass --restart to "
+                        "start over (the old checkpoints are moved aside, not deleted)") from e
+                how = f"resumed from {chosen}"
+                if skipped:
+                    how += " (skipped: " + "; ".join(f"{os.path.basename(p)} {why}" for p, why in skipped) + ")"
+                return how
+        how = "fresh"
         if self.config.init_from:
             load_weights_into(self.model, self.config.init_from)  # .weights.h5, .keras or a TF2/TF1 checkpoint
-            return f"initialised from {self.config.init_from}"
-        return "fresh"
+            how = f"initialised from {self.config.init_from}"
+        return "; ".join([how, *notes])
+
+    def _resume_point(self, ckpt_dir: str):
+        """``(prefix to resume from or None, [(skipped prefix, why)])``; raises when checkpoints exist
+        but none is intact. Repairs the index file when it does not name the chosen checkpoint."""
+        state, index_problem = _read_index(ckpt_dir)
+        index_path = os.path.join(ckpt_dir, "checkpoint")
+        listed = os.path.abspath(state.model_checkpoint_path) if state else None
+        candidates = find_checkpoints(ckpt_dir)
+        if listed and listed not in candidates:
+            candidates.insert(0, listed)
+        skipped = []
+        for prefix in candidates:
+            problem = checkpoint_problem(prefix)
+            if problem is None:
+                break
+            skipped.append((prefix, problem))
+            logger.warning("checkpoint %s skipped: %s", prefix, problem)
+        else:
+            if not candidates and not os.path.exists(index_path):
+                return None, []  # nothing to resume from: a new run
+            details = [f"{os.path.basename(p)}: {why}" for p, why in skipped]
+            if index_problem:
+                details.append(f"index file 'checkpoint': {index_problem}")
+            if not candidates:
+                details.append("no ckpt-<step>.index files")
+            raise WeightsFormatError(
+                f"cannot resume from {ckpt_dir}: no intact checkpoint ({'; '.join(details)}). Nothing was "
+                "deleted. Restore the files, use another --model_dir, or pass --restart to start over (the old "
+                "checkpoints are moved aside, not deleted)")
+        if index_problem or listed != prefix:
+            # Name the resumed checkpoint in the index, without timestamps: the manager then never rotates
+            # it (or anything older) away; it rotates only the checkpoints this run writes.
+            atomic_write(index_path, f'model_checkpoint_path: "{os.path.basename(prefix)}"\n'
+                                     f'all_model_checkpoint_paths: "{os.path.basename(prefix)}"\n')
+            logger.warning("checkpoint index %s %s; rewritten to name %s", index_path,
+                           f"was unreadable ({index_problem})" if index_problem else
+                           f"named {listed or 'nothing'}", prefix)
+        return prefix, skipped
 
     def save_checkpoint(self) -> str:
-        return self.manager.save(checkpoint_number=self.step)
+        """Save ``ckpt-<step>`` (rotating old ones); :class:`OutputFolderError` when it cannot be written."""
+        try:
+            with interrupts_deferred():  # a Ctrl-C during the save is delivered once it is complete
+                return self.manager.save(checkpoint_number=self.step)
+        except (tf.errors.OpError, OSError) as e:
+            text = str(e).strip().splitlines()
+            raise OutputFolderError(
+                f"could not write checkpoint {CHECKPOINT_NAME}-{self.step} in {self.checkpoint_dir} "
+                f"({text[0] if text else type(e).__name__}); free disk space or fix the folder's permissions. "
+                f"The last checkpoint ({self.manager.latest_checkpoint or 'none'}) is intact") from e
 
     # -- steps
 
@@ -226,12 +402,41 @@ class Trainer:
     def fit(self, train_source: tf.data.Dataset, val_source: tf.data.Dataset = None, log=print) -> dict:
         """Train until ``config.epochs`` epochs are done (resuming from ``step``); validate, log and
         checkpoint along the way; write ``<model_dir>/final.weights.h5``. Returns a summary dict with
-        the per-step ``losses`` of this call, ``val`` (last validation) and ``final_weights``."""
+        the per-step ``losses`` of this call, ``val`` (last validation) and ``final_weights``.
+
+        Calls :meth:`restore_or_initialize` first unless it was called already. On ``KeyboardInterrupt``
+        saves a checkpoint of the steps done (unless one exists for this step), logs
+        ``"interrupted at step N ...; last checkpoint: ..."`` and re-raises."""
         from tqdm import tqdm
 
         cfg = self.config
         total_steps = cfg.epochs * self.steps_per_epoch
-        os.makedirs(cfg.model_dir, exist_ok=True)
+        check_model_dir(cfg.model_dir)
+        if not self._restored:
+            log(self.restore_or_initialize())
+        try:
+            return self._fit(train_source, val_source, total_steps, log, tqdm)
+        except KeyboardInterrupt:
+            self._interrupted(log)
+            raise
+
+    def _interrupted(self, log):
+        """Save what was finished after a Ctrl-C (one graph execution per step: the state is consistent)."""
+        step = self.step
+        latest = self.manager.latest_checkpoint
+        if step > 0 and not (latest and os.path.basename(latest) == f"{CHECKPOINT_NAME}-{step}"):
+            try:
+                latest = self.save_checkpoint()
+            except OutputFolderError as e:
+                log(f"could not save a checkpoint on interrupt: {e}")
+            except KeyboardInterrupt:  # a second Ctrl-C, held until the save was complete
+                latest = self.manager.latest_checkpoint
+        log(f"interrupted at step {step} ({step / self.steps_per_epoch:.2f} epochs, "
+            f"{int(self.examples_seen.numpy())} examples); last checkpoint: {latest or 'none'}"
+            + ("; run the same command to resume from it" if latest else ""))
+
+    def _fit(self, train_source, val_source, total_steps, log, tqdm):
+        cfg = self.config
         train_writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "train"))
         val_writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "validation"))
         val_ds = eval_pipeline(val_source, cfg.batch_size, cfg.val_examples) if val_source is not None else None
@@ -275,7 +480,9 @@ class Trainer:
                 lr = self.learning_rate(step)
                 mean_loss = float(np.mean([c["loss"] for c in chunk]))
                 if not math.isfinite(mean_loss):
-                    raise FloatingPointError(f"training diverged at step {step}: loss {mean_loss}")
+                    raise TrainingConfigError(
+                        f"training diverged at step {step}: loss {mean_loss}; lower --learning_rate (resuming "
+                        f"with it continues from the last checkpoint, {self.manager.latest_checkpoint or 'none'})")
                 bar.set_postfix(loss=f"{mean_loss:.5f}", lr=f"{lr:.2e}", epoch=step // self.steps_per_epoch)
                 with train_writer.as_default():
                     write_scalar("loss", mean_loss, step)
@@ -309,15 +516,21 @@ def steps_per_epoch_for(config: TrainConfig, train_source: tf.data.Dataset) -> i
 
 def train(config: TrainConfig, train_source: tf.data.Dataset = None, val_source: tf.data.Dataset = None,
           log=print) -> dict:
-    """Run a whole training: load the splits with TFDS unless datasets are given, build the
+    """Run a whole training: check that ``model_dir`` is writable, load the splits with TFDS unless
+    datasets are given (never building them: :func:`load_split` says how), build the
     :class:`Trainer`, resume or initialise, :meth:`Trainer.fit`. Returns ``fit``'s summary."""
-    if train_source is None:
-        train_source = load_split(config.dataset, config.train_split, config.data_dir, config.assets_dir,
-                                  shuffle_files=True, seed=config.seed)
-        if config.val_split:
-            val_source = load_split(config.dataset, config.val_split, config.data_dir, config.assets_dir)
-    trainer = Trainer(config, steps_per_epoch_for(config, train_source))
-    log(f"{trainer.restore_or_initialize()}; strategy {type(trainer.strategy).__name__} with "
-        f"{trainer.strategy.num_replicas_in_sync} replica(s), global batch {config.batch_size}, "
-        f"{trainer.steps_per_epoch} steps/epoch, step {trainer.step}")
+    check_model_dir(config.model_dir)
+    try:
+        if train_source is None:
+            train_source = load_split(config.dataset, config.train_split, config.data_dir, config.assets_dir,
+                                      shuffle_files=True, seed=config.seed)
+            if config.val_split:
+                val_source = load_split(config.dataset, config.val_split, config.data_dir, config.assets_dir)
+        trainer = Trainer(config, steps_per_epoch_for(config, train_source))
+        log(f"{trainer.restore_or_initialize()}; strategy {type(trainer.strategy).__name__} with "
+            f"{trainer.strategy.num_replicas_in_sync} replica(s), global batch {config.batch_size}, "
+            f"{trainer.steps_per_epoch} steps/epoch, step {trainer.step}")
+    except KeyboardInterrupt:
+        log("interrupted before training started: no step done, no checkpoint written")
+        raise
     return trainer.fit(train_source, val_source, log=log)

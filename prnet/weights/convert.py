@@ -65,28 +65,81 @@ def is_tf1_checkpoint(path) -> bool:
     return any(prefix.parent.glob(prefix.name + ".data-*-of-*"))
 
 
-def _open_reader(prefix: Path):
+_SHARD = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
+
+
+def missing_data_files(prefix) -> list:
+    """The data shards ``<prefix>.data-NNNNN-of-MMMMM`` a checkpoint lacks (``[]`` when all are there).
+
+    With no shard at all the one shard of a single-file checkpoint (``-00000-of-00001``) is
+    named; with some shards present, the ones missing from their ``-of-MMMMM`` count.
+    """
+    prefix = Path(prefix)
+    found = {}
+    for path in prefix.parent.glob(prefix.name + ".data-*-of-*"):
+        match = _SHARD.search(path.name)
+        if match and path.name[: match.start()] == prefix.name:
+            found[(int(match.group(1)), int(match.group(2)))] = path
+    if not found:
+        return [prefix.with_name(prefix.name + ".data-00000-of-00001")]
+    total = max(count for _, count in found)
+    return [prefix.with_name(f"{prefix.name}.data-{i:05d}-of-{total:05d}") for i in range(total)
+            if (i, total) not in found]
+
+
+def check_checkpoint_files(prefix) -> Path:
+    """Check that the checkpoint ``prefix`` has its ``.index`` and every data shard; returns the prefix.
+
+    Raises :class:`WeightsNotFoundError`: ``"checkpoint index missing: <path>"`` or
+    ``"data file missing: <path>"`` (each missing shard named).
+    """
+    prefix = checkpoint_prefix(prefix)
     index = prefix.with_name(prefix.name + ".index")
     if not index.is_file():
         raise WeightsNotFoundError(
-            f"TF1 checkpoint not found: {index} does not exist. Pass the checkpoint prefix, e.g. "
+            f"checkpoint index missing: {index} does not exist. Pass the checkpoint prefix, e.g. "
             f"'.../{OFFICIAL_PREFIX_NAME}' (the folder must hold {OFFICIAL_PREFIX_NAME}.index and "
             f"{OFFICIAL_PREFIX_NAME}.data-00000-of-00001)."
         )
-    if not any(prefix.parent.glob(prefix.name + ".data-*-of-*")):
+    missing = missing_data_files(prefix)
+    if missing:
         raise WeightsNotFoundError(
-            f"TF1 checkpoint {prefix} has an index but no data file ({prefix.name}.data-00000-of-00001). "
-            "Download the data file (see `prnet-convert --help`) and put it next to the index."
+            f"data file missing: {', '.join(map(str, missing))} (the checkpoint {prefix} has its .index but not "
+            "this data file: copy it next to the index; the official one is fetched by `prnet-convert --download`)"
         )
+    return prefix
+
+
+def open_checkpoint(prefix):
+    """A ``tf.train.load_checkpoint`` reader of the checkpoint ``prefix``, its files checked first.
+
+    Raises :class:`WeightsNotFoundError` (index or data file missing, see
+    :func:`check_checkpoint_files`) or :class:`WeightsFormatError` (unreadable index).
+    """
+    prefix = check_checkpoint_files(prefix)
     try:
         return tf.train.load_checkpoint(str(prefix))
-    except (tf.errors.OpError, ValueError) as e:
-        raise WeightsFormatError(f"could not read TF1 checkpoint {prefix}: {e}") from e
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as e:
+        raise WeightsFormatError(f"could not read the checkpoint index {prefix}.index (truncated or corrupt?): "
+                                 f"{e}") from e
+
+
+#: What reading a tensor of a truncated or corrupt data file raises (``IndexError``: "Read less bytes than requested").
+READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError)
+
+
+def data_file_error(prefix, error) -> WeightsFormatError:
+    """The error for a data file that could not be read (truncated or corrupt), naming the file(s)."""
+    prefix = Path(prefix)
+    files = sorted(prefix.parent.glob(prefix.name + ".data-*-of-*"))
+    names = ", ".join(map(str, files)) or f"{prefix}.data-*"
+    return WeightsFormatError(f"could not read the checkpoint {prefix}: its data file {names} is truncated or "
+                              f"corrupt ({type(error).__name__}: {error}); copy it again, or pass another checkpoint")
 
 
 def read_checkpoint_shapes(prefix) -> dict:
     """``{name: shape tuple}`` of every variable in a checkpoint (reads the ``.index`` only)."""
-    reader = _open_reader(checkpoint_prefix(prefix))
+    reader = open_checkpoint(prefix)
     return {name: tuple(shape) for name, shape in reader.get_variable_to_shape_map().items()}
 
 
@@ -158,16 +211,15 @@ def load_official_weights(model, prefix) -> int:
     copied. Nothing is assigned unless the whole checkpoint matches and reads cleanly.
     """
     prefix = checkpoint_prefix(prefix)
-    reader = _open_reader(prefix)
+    reader = open_checkpoint(prefix)
     _check_model_conventions(model)
     mapping = match_variables(model, reader.get_variable_to_shape_map())
     values = {}
     for name in mapping:
         try:
             value = reader.get_tensor(name)
-        except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError) as e:
-            raise WeightsFormatError(f"could not read {name} from {prefix} (truncated or corrupt data "
-                                     f"file?): {e}") from e
+        except READ_ERRORS as e:
+            raise data_file_error(prefix, e) from e
         value = np.asarray(value, dtype=np.float32)
         if not np.all(np.isfinite(value)):
             raise WeightsFormatError(f"{prefix}: variable {name} contains NaN or infinite values")

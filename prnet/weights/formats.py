@@ -19,6 +19,8 @@ official weights (no path at all) are resolved above this module, by :mod:`prnet
 """
 
 import enum
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,17 @@ import tensorflow as tf
 from prnet.errors import WeightsFolderError, WeightsFormatError, WeightsNotFoundError
 from prnet.model.resfcn256 import build_resfcn256
 from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
-from prnet.weights.convert import checkpoint_prefix, is_tf1_checkpoint, load_official_weights
+from prnet.weights.convert import (
+    READ_ERRORS,
+    check_checkpoint_files,
+    checkpoint_prefix,
+    data_file_error,
+    is_tf1_checkpoint,
+    load_official_weights,
+    open_checkpoint,
+)
+
+logger = logging.getLogger(__name__)
 
 #: Values of ``backend`` for :func:`load_backend` (and ``prnet-demo --backend``): ``auto`` runs each
 #: format in its own runtime; ``keras`` / ``saved_model`` require that runtime.
@@ -154,9 +166,33 @@ def _variable_shapes(fmt: WeightsFormat) -> list:
             raise WeightsFormatError(f"{fmt.path} is not a Keras weights file (.weights.h5): {e}") from e
         return shapes
     try:  # all variables: train.py's checkpoints also file the kernels under optimizer/...
-        return [s for _, s in tf.train.list_variables(str(fmt.path))]
-    except (tf.errors.OpError, ValueError) as e:
-        raise WeightsFormatError(f"could not read checkpoint {fmt.path}: {e}") from e
+        return list(open_checkpoint(fmt.path).get_variable_to_shape_map().values())
+    except (WeightsFormatError, WeightsNotFoundError) as e:
+        raise type(e)(f"{e}{_older_checkpoints(Path(fmt.path))}") from e
+
+
+def check_keras_weights_file(path) -> int:
+    """Read every array of a Keras ``.weights.h5`` file; returns the ResFCN256 base width it holds.
+
+    Raises :class:`WeightsFormatError` when the file is truncated, corrupt or not ResFCN256 weights
+    (e.g. a converted file cut short by a full disk). Reads the whole file (~50 MB for the
+    official weights).
+    """
+    path = Path(path)
+    shapes = []
+
+    def visit(_, obj):
+        if isinstance(obj, h5py.Dataset):
+            obj[()]  # noqa: B018  (read the values: a truncated file fails here)
+            shapes.append(obj.shape)
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise WeightsFormatError(f"{path} is not a readable Keras weights file (truncated or corrupt?): "
+                                 f"{_first_line(e)}") from e
+    return _size_from_shapes(shapes, path)
 
 
 def infer_base_size(path) -> int:
@@ -176,16 +212,74 @@ def _load_keras_file(path: Path):
         raise WeightsFormatError(f"could not load the Keras model {path}: {e}") from e
 
 
+def _first_line(error) -> str:
+    """The first line of an error's message, without Keras' example object (the rest lists every layer)."""
+    lines = str(error).strip().splitlines()
+    return lines[0].split(" Example error message")[0][:300] if lines else type(error).__name__
+
+
+def _load_weights_h5(model, path: Path) -> None:
+    """``model.load_weights(path)`` with Keras' per-layer warnings captured: a file of another model
+    gives one short :class:`WeightsFormatError`, not a warning per layer and a list of every layer."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(str(path))
+        except (ValueError, KeyError, OSError, TypeError, AttributeError) as e:
+            raise WeightsFormatError(
+                f"{path} does not hold the weights of a ResFCN256 of base width {_model_width(model)}: "
+                f"{_first_line(e)} (is it the weights file of another model? give PRNet weights: the converted "
+                "official weights or a train.py output)") from e
+    for w in caught:
+        logger.debug("loading %s: %s", path, w.message)
+
+
+def _model_width(model) -> str:
+    kernels = [tuple(v.shape) for v in model.weights if len(v.shape) == 4 and tuple(v.shape[:3]) == (4, 4, 3)]
+    return str(kernels[0][3]) if kernels else "?"
+
+
+def _older_checkpoints(prefix: Path) -> str:
+    """`` (other checkpoints in <folder>: ckpt-1, ...)`` for a training checkpoint folder, else ``""``."""
+    try:
+        state = tf.train.get_checkpoint_state(str(prefix.parent))
+    except (tf.errors.OpError, ValueError):
+        return ""
+    others = [Path(p).name for p in (state.all_model_checkpoint_paths if state else []) if Path(p).name != prefix.name]
+    others = [n for n in others if _complete(prefix.parent / n)]
+    if not others:
+        return ""
+    return f" (other checkpoints in {prefix.parent}: {', '.join(others)}; pass one by its prefix, e.g. " \
+           f"{prefix.parent / others[-1]})"
+
+
+def _complete(prefix) -> bool:
+    try:
+        check_checkpoint_files(prefix)
+    except WeightsNotFoundError:
+        return False
+    return True
+
+
+def _read_tf2_checkpoint(model, prefix: Path) -> None:
+    check_checkpoint_files(prefix)
+    try:
+        status = tf.train.Checkpoint(model=model).read(str(prefix))
+    except READ_ERRORS as e:
+        error = data_file_error(prefix, e)
+        raise WeightsFormatError(f"{error}{_older_checkpoints(prefix)}") from e
+    status.assert_existing_objects_matched().expect_partial()
+
+
 def _fill(model, fmt: WeightsFormat) -> None:
     """Load the weights of ``fmt`` (a Keras-loadable kind) into ``model``."""
     try:
         if fmt.kind is WeightsKind.KERAS_WEIGHTS:
-            model.load_weights(str(fmt.path))
+            _load_weights_h5(model, fmt.path)
         elif fmt.kind is WeightsKind.KERAS_MODEL:
             model.set_weights(_load_keras_file(fmt.path).get_weights())
         elif fmt.kind is WeightsKind.TF2_CHECKPOINT:
-            status = tf.train.Checkpoint(model=model).read(str(fmt.path))
-            status.assert_existing_objects_matched().expect_partial()
+            _read_tf2_checkpoint(model, fmt.path)
         else:
             load_official_weights(model, fmt.path)
     except (WeightsFormatError, WeightsNotFoundError):

@@ -36,12 +36,19 @@ import tensorflow as tf
 from prnet.core.files import atomic_write, sha256_file
 from prnet.core.paths import UV_TEMPLATE_FILES, assets_dir, cache_dir
 from prnet.core.uv import load_uv_template
-from prnet.errors import AssetsNotFoundError, DownloadError, WeightsFormatError, WeightsNotFoundError
+from prnet.errors import (
+    AssetsNotFoundError,
+    DownloadError,
+    ExportError,
+    PRNetError,
+    WeightsFormatError,
+    WeightsNotFoundError,
+)
 from prnet.model.runtime import KerasBackend, SavedModelBackend
 from prnet.serving.saved_model import export_saved_model
 from prnet.weights.convert import convert_checkpoint
 from prnet.weights.download import RemoteFile, download_file
-from prnet.weights.formats import check_backend, load_keras_model
+from prnet.weights.formats import check_backend, check_keras_weights_file, load_keras_model
 
 logger = logging.getLogger(__name__)
 
@@ -215,14 +222,69 @@ def ensure_uv_template(download: bool = True) -> Path:
     return assets_dir(folder)
 
 
-def official_checkpoint(download: bool = True) -> Path:
-    """Return the prefix of the official TF1 checkpoint in ``<cache>/official-checkpoint``.
+def _resume_incomplete(path: Path, remote: RemoteFile) -> bool:
+    """Turn a cached file shorter than ``remote`` into the partial download ``<name>.part`` that
+    :func:`prnet.weights.download.download_file` resumes (a longer ``.part`` already there wins);
+    False if the cache cannot be changed."""
+    part = path.with_name(path.name + ".part")
+    try:
+        if part.is_file() and part.stat().st_size >= path.stat().st_size:
+            path.unlink()
+        else:
+            os.replace(path, part)
+    except OSError:
+        return False
+    return True
 
-    Files already there (e.g. put by hand) are used; missing ones are downloaded and verified
-    when ``download`` is true. Raises :class:`WeightsNotFoundError` with the manual steps otherwise.
+
+def _check_cached_checkpoint(folder: Path, download: bool) -> list:
+    """Check the official checkpoint files in ``folder`` against their pinned size and SHA-256.
+
+    Returns the files to download (missing ones, and with ``download`` incomplete ones, moved to
+    ``<name>.part`` so that the download resumes them). Raises :class:`WeightsFormatError` naming
+    every file that is there but is not the official one, and what to do (nothing is converted).
+    """
+    missing, problems = [], []
+    for remote in (WEIGHTS_INDEX, WEIGHTS_DATA):
+        path = folder / remote.name
+        if not path.is_file():
+            missing.append(remote)
+            continue
+        size = path.stat().st_size
+        if size < remote.size:
+            if download and _resume_incomplete(path, remote):
+                logger.warning("%s is incomplete (%s of %s bytes): resuming its download", path, f"{size:,}",
+                               f"{remote.size:,}")
+                missing.append(remote)
+                continue
+            problems.append(f"{path} is incomplete ({size:,} of {remote.size:,} bytes): delete it, then run "
+                            "`prnet-convert --download` (or copy the complete file there)")
+            continue
+        actual = sha256_file(path)
+        if actual != remote.sha256:
+            problems.append(f"{path} is not the official file: sha256 {actual} ({size:,} bytes), expected "
+                            f"{remote.sha256} ({remote.size:,} bytes); delete it, then run `prnet-convert "
+                            "--download` (or copy the official file there)")
+    if problems:
+        raise WeightsFormatError(
+            "the official checkpoint in the cache does not match its pinned SHA-256 (checksum mismatch), so it "
+            "was not converted:\n" + "\n".join(problems) + "\nOther weights are not put in the cache: pass them "
+            "with --weights PATH (Python: Predictor.from_weights(path)); `prnet-convert --verify` reports the "
+            "cached files.")
+    return missing
+
+
+def official_checkpoint(download: bool = True) -> Path:
+    """Return the prefix of the official TF1 checkpoint in ``<cache>/official-checkpoint``, verified.
+
+    Files already there (e.g. put by hand) must match their pinned size and SHA-256; missing ones
+    (and, when ``download`` is true, incomplete ones: the download resumes them) are downloaded and
+    verified. Raises :class:`WeightsFormatError` naming every file that is there but not the
+    official one (checksum mismatch, or incomplete without ``download``), and
+    :class:`WeightsNotFoundError` with the manual steps when files are missing and cannot be downloaded.
     """
     folder = checkpoint_dir()
-    missing = [f for f in (WEIGHTS_INDEX, WEIGHTS_DATA) if not (folder / f.name).is_file()]
+    missing = _check_cached_checkpoint(folder, download)
     if missing and not download:
         raise WeightsNotFoundError(f"Official PRNet weights not found: no {weights_path()} and no checkpoint "
                                    f"in {folder}.\n{manual_weights_steps()}")
@@ -239,15 +301,32 @@ def ensure_official_weights(download: bool = True) -> Path:
     """Return the converted official weights ``<cache>/resfcn256.weights.h5``, creating them on first use.
 
     If the TF1 checkpoint files are already in ``<cache>/official-checkpoint/`` (put there by
-    hand) they are converted; otherwise, with ``download`` true, they are downloaded (verified)
-    and converted. Raises :class:`WeightsNotFoundError` with the manual steps when the weights
-    are missing and cannot be downloaded.
+    hand) they are verified against their pinned SHA-256 and converted; otherwise, with
+    ``download`` true, they are downloaded (verified) and converted. A cached weights file that
+    cannot be read (truncated, corrupt) is rebuilt the same way. Raises
+    :class:`WeightsNotFoundError` with the manual steps when the weights are missing and cannot be
+    downloaded, :class:`WeightsFormatError` when the cached checkpoint is not the official one or
+    a damaged weights file cannot be rebuilt (the message names the file to delete), and
+    ``OSError`` when the cache cannot be written.
     """
-
     out = weights_path()
+    damage = None
     if out.is_file():
-        return out
-    return convert_checkpoint(official_checkpoint(download), out)
+        try:
+            check_keras_weights_file(out)
+            return out
+        except WeightsFormatError as e:
+            damage = e
+            logger.warning("the cached official weights are damaged (%s): rebuilding them from the official "
+                           "checkpoint", e)
+    try:
+        prefix = official_checkpoint(download)
+    except PRNetError as e:
+        if damage is None:
+            raise
+        raise WeightsFormatError(f"{damage}\nThe cached official weights cannot be rebuilt: {e}\nDelete {out}; "
+                                 "it is converted again from the official checkpoint on the next run.") from e
+    return convert_checkpoint(prefix, out)
 
 
 def _stamp_path(export_dir: Path) -> Path:
@@ -353,7 +432,12 @@ def official_backend(backend: str = "auto", *, download: bool = True, kpt_ind=No
     downloaded.
     """
     check_backend(backend)
-    weights = ensure_official_weights(download=download)
+    try:
+        weights = ensure_official_weights(download=download)
+    except PRNetError:
+        raise
+    except OSError as e:  # the cache cannot be written: convert the (verified) checkpoint in memory
+        return _converted_in_memory(backend, download, e)
     source = f"official PRNet weights {weights}"
     if backend == "keras":
         return KerasBackend(load_keras_model(weights), source=source)
@@ -366,10 +450,25 @@ def official_backend(backend: str = "auto", *, download: bool = True, kpt_ind=No
             return SavedModelBackend(export, source=f"{source} (exported SavedModel {export})")
     except (OSError, tf.errors.OpError) as e:
         if backend == "saved_model":
-            raise
+            raise ExportError(f"the official weights could not be exported as a SavedModel into the cache "
+                              f"{saved_model_path()} ({e}): make the cache writable, or set PRNET_CACHE_DIR to a "
+                              "writable folder, or use backend 'auto' or 'keras'") from e
         warnings.warn(f"could not export the official weights as a SavedModel into the cache ({e}); "
                       "running the Keras model instead", RuntimeWarning, stacklevel=2)
         return KerasBackend(load_keras_model(weights), source=source)
+
+
+def _converted_in_memory(backend: str, download: bool, error: OSError):
+    """The Keras backend of the official checkpoint converted in memory (the cache is not writable)."""
+    if backend == "saved_model":
+        raise ExportError(f"the cache {cache_dir()} is not writable ({error}): the official weights cannot be "
+                          "converted and exported there. Make it writable, or set PRNET_CACHE_DIR to a writable "
+                          "folder, or use backend 'auto' or 'keras' (converted in memory on every run)") from error
+    prefix = official_checkpoint(download=False)  # verified; downloads already happened or failed above
+    warnings.warn(f"could not write the converted official weights into the cache ({error}); the checkpoint "
+                  "is converted in memory on every run (a few seconds): make the cache writable or set "
+                  "PRNET_CACHE_DIR to a writable folder", RuntimeWarning, stacklevel=3)
+    return KerasBackend(load_keras_model(prefix), source=f"official PRNet weights {prefix} (converted in memory)")
 
 
 @dataclass(frozen=True)
