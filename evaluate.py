@@ -60,7 +60,11 @@ flags.DEFINE_enum("crop", "gt", ["gt", "detector"],
                   "the mean side of the pt3d_68 x,y bounding box; 'detector' = the face detector "
                   "(--detector) with the original box rule (falls back to 'gt' when it finds no face).")
 flags.DEFINE_string("detector", "auto",
-                    "Face detector for --crop=detector: auto, opencv, dlib or dlib_cnn (see prnet.inference.detect).")
+                    "Face detector for --crop=detector: auto (= blazeface when installed), blazeface, opencv, "
+                    "dlib or dlib_cnn (see prnet.inference.detect).")
+flags.DEFINE_bool("refine", True,
+                  "With --crop=detector: landmark re-cropping as prnet-demo does it (detected faces are cropped "
+                  "again by the x1.6 rule from their first-pass landmarks and run again); --norefine: one pass.")
 flags.DEFINE_string("detector_model", None, "Model file of the dlib_cnn detector (mmod_human_face_detector.dat).")
 flags.DEFINE_string("gt_dir", None,
                     "Folder with 3DDFA's AFLW2000-3D arrays (AFLW2000-3D.pts68.npy, AFLW2000-3D.pose.npy, "
@@ -97,7 +101,7 @@ def main(argv):
     config = EvalConfig(
         weights=FLAGS.weights, random_weights=FLAGS.smoke_test_random_weights,
         dataset_dir=FLAGS.dataset_dir, tfds_name=FLAGS.tfds_name, data_dir=FLAGS.data_dir, split=FLAGS.split,
-        crop=FLAGS.crop, detector=FLAGS.detector, detector_model=FLAGS.detector_model,
+        crop=FLAGS.crop, detector=FLAGS.detector, detector_model=FLAGS.detector_model, refine=FLAGS.refine,
         gt_dir=FLAGS.gt_dir, reannotated=FLAGS.reannotated, bfm=FLAGS.bfm, bfm_uv=FLAGS.bfm_uv,
         assets_dir=FLAGS.assets_dir, output_dir=FLAGS.output_dir, max_images=FLAGS.max_images,
         batch_size=FLAGS.batch_size, progress=FLAGS.progress)

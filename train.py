@@ -9,6 +9,11 @@ Examples::
     python train.py --dataset=prnet_300w_lp --val_split=... --model_dir=runs/prnet \\
         --strategy=mirrored --mixed_precision=mixed_float16 --epochs=30
 
+    # Two machines (same command on both, TF_CONFIG's task index 0 on the first, 1 on the second;
+    # --model_dir on a filesystem both see; --batch_size is global):
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}' \
+        python train.py --dataset=prnet_300w_lp --model_dir=/shared/runs/prnet --strategy=multi_worker
+
 Re-running with the same --model_dir resumes from the newest intact checkpoint (same step, learning
 rate and data position): an unreadable checkpoint index or a truncated newest checkpoint falls back
 to the previous one; when checkpoints exist but none can be resumed from, train.py stops and says so
@@ -55,8 +60,10 @@ flags.DEFINE_bool("aug_color", True, "Scale each colour channel of the crop by a
 flags.DEFINE_list("color_range", ["0.6", "1.4"], "Per-channel colour factor range min,max.")
 flags.DEFINE_bool("aug_occlude", True, "Paste a random textured patch over the crop (image only).")
 flags.DEFINE_float("occluder_prob", 0.5, "Probability of an occluder per example.")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "one_device"],
-                  "tf.distribute strategy: mirrored = all GPUs (or all logical CPUs without GPUs).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "one_device", "multi_worker"],
+                  "tf.distribute strategy: mirrored = all GPUs (or all logical CPUs without GPUs); multi_worker = "
+                  "MultiWorkerMirroredStrategy over the machines of TF_CONFIG (run the same command on each; "
+                  "--model_dir must be one shared folder; only the chief writes there).")
 flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N logical devices (to try --strategy=mirrored on CPU).")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"],
                   "Keras mixed-precision policy (the output layer stays float32; float16 uses loss scaling).")

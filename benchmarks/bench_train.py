@@ -1,9 +1,12 @@
 """Training throughput: input pipeline examples/s alone, and train steps/s per precision and model size.
 
-Prints the machine, the command and one line per measurement. Example (CPU, short)::
+Prints the machine, the command, one line per measurement (steps/s and examples/s for every model
+size x precision (float32, mixed_float16, mixed_bfloat16) x XLA off/on) and a verdict: the input
+pipeline's examples/s against the fastest training configuration's, i.e. whether input or compute
+bounds training on this machine. Example (CPU, short)::
 
     python benchmarks/bench_train.py --steps=3 --batch_size=4 --model_sizes=16,4 \\
-        --precisions=none,mixed_float16,mixed_bfloat16
+        --precisions=none,mixed_float16,mixed_bfloat16 --xla_modes=off,on
 
 The pipeline is measured on the real training pipeline (shuffle, parallel decode + augmentation,
 batch, prefetch) over a TFDS split when --dataset/--data_dir are given, else over in-memory
@@ -25,7 +28,7 @@ flags.DEFINE_list("precisions", ["none", "mixed_float16", "mixed_bfloat16"], "Mi
 flags.DEFINE_integer("batch_size", 16, "Global batch size.")
 flags.DEFINE_integer("steps", 5, "Timed train steps per configuration.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps first (tracing, allocation).")
-flags.DEFINE_bool("xla", False, "JIT-compile the forward/backward pass.")
+flags.DEFINE_list("xla_modes", ["off", "on"], "XLA settings to time: off, on (JIT-compiled forward/backward).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "one_device"], "tf.distribute strategy.")
 flags.DEFINE_integer("pipeline_batches", 20, "Batches timed for the input pipeline (0 = skip).")
 flags.DEFINE_bool("augment", True, "Augment in the pipeline benchmark.")
@@ -60,10 +63,13 @@ def _memory_source(n=64):
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
+    from prnet.data import posmap_codec
+
     images = [tf.io.encode_png(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).numpy() for _ in range(n)]
     posmap = np.stack([xx * 0.5 + 60, yy * 0.5 + 50, np.zeros_like(xx)], -1).astype(np.float32)
+    # Stored as the builders store it (prnet.data.posmap_codec), decoded in the pipeline's map as with load_split.
     return tf.data.Dataset.from_tensor_slices({
-        "image": images, "posmap": np.repeat(posmap[None], n, 0),
+        "image": images, "posmap": [posmap_codec.encode(posmap)] * n,
         "landmarks_68": rng.uniform(60, 200, (n, 68, 3)).astype(np.float32)})
 
 
@@ -77,7 +83,7 @@ def bench_pipeline():
         what = f"{FLAGS.dataset}:{FLAGS.split}"
     else:
         source = _memory_source()
-        what = "in-memory PNG crops"
+        what = "in-memory PNG crops + compact posmaps"
     ds = pipeline.train_pipeline(source, FLAGS.batch_size, augment_config=AugmentConfig() if FLAGS.augment
                                  else NO_AUGMENTATION, shuffle_buffer=64)
     it = iter(ds)
@@ -87,11 +93,12 @@ def bench_pipeline():
     for _ in range(FLAGS.pipeline_batches):
         next(it)["image"].numpy()
     dt = time.perf_counter() - t0
-    print(f"pipeline ({what}, augment={FLAGS.augment}, batch {FLAGS.batch_size}): "
-          f"{FLAGS.pipeline_batches * FLAGS.batch_size / dt:.1f} examples/s", flush=True)
+    rate = FLAGS.pipeline_batches * FLAGS.batch_size / dt
+    print(f"pipeline ({what}, augment={FLAGS.augment}, batch {FLAGS.batch_size}): {rate:.1f} examples/s", flush=True)
+    return rate
 
 
-def bench_steps(size: int, precision: str):
+def bench_steps(size: int, precision: str, xla: bool):
     import numpy as np
     import tensorflow as tf
 
@@ -101,7 +108,7 @@ def bench_steps(size: int, precision: str):
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(model_dir=tmp, model_size=size, batch_size=FLAGS.batch_size,
-                                   mixed_precision=precision, xla=FLAGS.xla, strategy=FLAGS.strategy,
+                                   mixed_precision=precision, xla=xla, strategy=FLAGS.strategy,
                                    weight_mask="none", augment=NO_AUGMENTATION, progress=False)
         trainer = Trainer(cfg, steps_per_epoch=1000)
         rng = np.random.default_rng(0)
@@ -115,20 +122,36 @@ def bench_steps(size: int, precision: str):
         losses = trainer.train_steps(it, FLAGS.steps)
         dt = time.perf_counter() - t0
     params = sum(int(np.prod(v.shape)) for v in trainer.model.trainable_variables)
-    print(f"train model_size={size} ({params / 1e6:.2f} M params) precision={precision} xla={FLAGS.xla} "
+    print(f"train model_size={size} ({params / 1e6:.2f} M params) precision={precision} xla={xla} "
           f"batch={FLAGS.batch_size}: {FLAGS.steps / dt:.3f} steps/s = {FLAGS.steps * FLAGS.batch_size / dt:.1f} "
           f"examples/s (loss {losses[-1]['loss']:.4f})", flush=True)
+    return FLAGS.steps * FLAGS.batch_size / dt
 
 
 def main(argv):
     del argv
     print("machine:", _machine())
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv), flush=True)
-    if FLAGS.pipeline_batches:
-        bench_pipeline()
+    unknown = set(FLAGS.xla_modes) - {"off", "on"}
+    if unknown:
+        raise app.UsageError(f"--xla_modes takes off and/or on, got {sorted(unknown)}")
+    pipeline_rate = bench_pipeline() if FLAGS.pipeline_batches else None
     for size in (int(s) for s in FLAGS.model_sizes):
+        best = None
         for precision in FLAGS.precisions:
-            bench_steps(size, precision)
+            for xla in FLAGS.xla_modes:
+                try:
+                    rate = bench_steps(size, precision, xla == "on")
+                except Exception as e:  # e.g. XLA or a precision unsupported on this device: report, go on
+                    print(f"train model_size={size} precision={precision} xla={xla == 'on'}: failed "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})", flush=True)
+                    continue
+                if best is None or rate > best[0]:
+                    best = (rate, precision, xla)
+        if best and pipeline_rate:
+            bound = "INPUT-bound" if pipeline_rate < best[0] else "compute-bound"
+            print(f"model_size={size}: fastest training {best[0]:.1f} examples/s (precision={best[1]}, "
+                  f"xla={best[2] == 'on'}) vs input pipeline {pipeline_rate:.1f} examples/s: {bound}", flush=True)
 
 
 if __name__ == "__main__":

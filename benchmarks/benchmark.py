@@ -1,8 +1,12 @@
 """Inference speed of every backend: ms/image and images/s, network only and end to end.
 
-Backends: the Keras training graph (``tf.function``), the BN-folded fast graph of
-:mod:`prnet.model.fast` (``tf.function``), the exported SavedModel (``serving_default``) and TFLite
-float32 / float16 / int8 (XNNPACK, ``--threads`` threads). Network only: float32 crops
+Backends: the original graph in a TF1 ``Session`` (``tf1_session``: the Keras graph frozen, as the
+authors' code runs), the Keras training graph (``tf.function``), the BN-folded fast graph of
+:mod:`prnet.model.fast` (``tf.function``; ``optimized``: the default rewrite with sub-pixel
+convolutions, ``optimized_transpose``: BN folded, transposed convolutions kept; ``keras_bf16``, only
+when named in ``--backends``: the Keras graph under ``mixed_bfloat16``), the exported SavedModel
+(``serving_default``) and TFLite float32 / float16 / int8 (XNNPACK, ``--threads`` threads; LiteRT's
+interpreter when installed, see :func:`prnet.model.runtime.tflite_interpreter`). Network only: float32 crops
 ``[B, 256, 256, 3]`` at batch sizes ``--batch_sizes``. End to end: ``Predictor.reconstruct`` on a
 sample photo (face detection + crop + network + vertices/landmarks in image pixels), one face.
 
@@ -15,7 +19,6 @@ does not depend on the values; int8 is calibrated on sample crops. Prints the ma
 """
 
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -27,13 +30,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_description  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLES = REPO.parent / "shared" / "samples"
-BACKENDS = ("keras", "optimized", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8")
+BACKENDS = ("tf1_session", "keras", "optimized", "optimized_transpose", "saved_model", "tflite_float32",
+            "tflite_float16", "tflite_int8")
+#: Also available, not run by default: the Keras graph under the mixed_bfloat16 policy (speed only:
+#: its accuracy on trained weights is issue #13's section 2).
+OPTIONAL_BACKENDS = ("keras_bf16",)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("weights", None, "Weights (.weights.h5, checkpoint dir or prefix); default: random weights.")
-flags.DEFINE_list("backends", list(BACKENDS), f"Backends to time, from: {', '.join(BACKENDS)}.")
+flags.DEFINE_list("backends", list(BACKENDS), f"Backends to time, from: {', '.join(BACKENDS + OPTIONAL_BACKENDS)}.")
 flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes for the network-only timings.")
 flags.DEFINE_integer("repeats", 10, "Timed runs per measurement (after 2 warm-up runs), round-robin over backends; "
                      "median and best are reported.")
@@ -43,28 +53,11 @@ flags.DEFINE_bool("end_to_end", True, "Also time Predictor.reconstruct (detect +
 flags.DEFINE_bool("variants", False, "Also time the prnet.model.fast rewrite variants (TF and TFLite float32).")
 
 
-def machine_description() -> str:
-    import tensorflow as tf
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"CPU: {cpu}; cores usable: {affinity} (os.cpu_count {os.cpu_count()}); GPU: {gpus or 'none'}\n"
-            f"TensorFlow {tf.__version__}, Python {platform.python_version()}, {platform.platform()}; "
-            f"load average {os.getloadavg()[0]:.2f} (other processes share the CPU when > 0)")
-
-
 def _tflite_runner(path, batch, threads):
-    import tensorflow as tf
 
-    interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+    from prnet.model.runtime import tflite_interpreter
+
+    interpreter, _ = tflite_interpreter(path, num_threads=threads)
     inp = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(inp["index"], [batch, 256, 256, 3])
     interpreter.allocate_tensors()
@@ -76,6 +69,40 @@ def _tflite_runner(path, batch, threads):
         return interpreter.get_tensor(out)
 
     return run
+
+
+def _keras_bf16(model):
+    """The same network and weights under Keras' ``mixed_bfloat16`` policy (bf16 compute, float32
+    variables), output cast back to float32 crop pixels."""
+    import keras
+    import tensorflow as tf
+
+    from prnet.model.resfcn256 import build_resfcn256, to_posmap
+
+    size = next(layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D))  # base width
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        bf16 = build_resfcn256(weight_decay=0, size=size)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    bf16.set_weights(model.get_weights())
+    return tf.function(lambda x: to_posmap(tf.cast(bf16(x, training=False), tf.float32)))
+
+
+def _tf1_session_runner(keras_fn):
+    """The original graph as the authors' TF1 code runs it: the Keras model's graph (convolutions,
+    BatchNorm, transposed convolutions; variables frozen to constants) in a ``tf.compat.v1.Session``."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    concrete = keras_fn.get_concrete_function(tf.TensorSpec([None, 256, 256, 3], tf.float32))
+    frozen = convert_variables_to_constants_v2(concrete)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(frozen.graph.as_graph_def(), name="")
+    session = tf.compat.v1.Session(graph=graph)
+    x_name, y_name = frozen.inputs[0].name, frozen.outputs[0].name
+    return lambda x: session.run(y_name, {x_name: np.asarray(x)})
 
 
 def _interleaved(jobs: dict, repeats: int) -> dict:
@@ -131,8 +158,16 @@ def main(argv):
     keras_fn = tf.function(lambda x: to_posmap(model(x, training=False)))
     runners = {}  # name -> (batch -> callable(x))
     for name in FLAGS.backends:
-        if name == "keras":
+        if name == "tf1_session":
+            runners[name] = lambda b: _tf1_session_runner(keras_fn)
+        elif name == "keras":
             runners[name] = lambda b: keras_fn
+        elif name == "keras_bf16":
+            bf16_fn = _keras_bf16(model)
+            runners[name] = lambda b, fn=bf16_fn: fn
+        elif name == "optimized_transpose":
+            transposed = build_inference_model(model, stride1="transpose", stride2="transpose")
+            runners[name] = lambda b, t=transposed: t
         elif name == "optimized":
             runners[name] = lambda b: net
         elif name == "saved_model":
@@ -145,7 +180,7 @@ def main(argv):
             print(f"{name}: {path.stat().st_size / 2**20:.1f} MB")
             runners[name] = lambda b, path=path: _tflite_runner(path, b, FLAGS.threads)
         else:
-            raise app.UsageError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+            raise app.UsageError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS + OPTIONAL_BACKENDS)}")
     if FLAGS.variants:
         for s1, s2, res in (("transpose", "transpose", "affine"), ("conv", "transpose", "affine"),
                             ("conv", "subpixel", "affine"), ("conv", "subpixel3x3", "affine"),

@@ -80,3 +80,7 @@ class WeightsFolderError(WeightsFormatError, WeightsNotFoundError):
 
 class OutputFolderError(PRNetError, OSError):
     """An output folder cannot be created or written to (not a folder, read-only, disk full, no permission)."""
+
+
+class UVInputError(PRNetError, ValueError):
+    """A UV-space input (region mask or texture image) has the wrong size or layout."""

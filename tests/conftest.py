@@ -59,3 +59,30 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never read or write the user's real ~/.cache/prnet from tests."""
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "prnet-cache"))
 
+
+@pytest.fixture(scope="session")
+def bfm_files(shared_dir, tmp_path_factory) -> Path:
+    """A folder with ``BFM.mat`` (face3d format: the REAL mean face + REAL 68-landmark bases spread to
+    all vertices -- not the real BFM) and the real ``BFM_UV.mat`` (53,215-vertex topology)."""
+    import numpy as np
+
+    from prnet.data.bfm import landmark_interpolated_model, write_bfm_mat
+
+    d = shared_dir / "reference" / "bfm-mean"
+    model = landmark_interpolated_model(d / "bfm_mean_53215.npz", d / "bfm_kpt68_bases.npz")
+    out = tmp_path_factory.mktemp("bfm")
+    write_bfm_mat(out / "BFM.mat", model, exp_mean=np.load(d / "bfm_mean_53215.npz")["exp_mean"])
+    os.symlink(shared_dir / "reference" / "bfm-uv" / "BFM_UV_53215.mat", out / "BFM_UV.mat")
+    return out
+
+
+@pytest.fixture(scope="session")
+def lp_manual_dir(samples_dir, bfm_files, tmp_path_factory) -> Path:
+    """A 300W-LP manual dir: ``300W_LP/`` links to the 8 real samples' folders, plus ``bfm_files``."""
+    manual = tmp_path_factory.mktemp("manual_lp")
+    (manual / "300W_LP").mkdir()
+    for folder in ("AFW", "AFW_Flip", "HELEN", "HELEN_Flip"):
+        os.symlink(samples_dir / "300w-lp" / folder, manual / "300W_LP" / folder)
+    for name in ("BFM.mat", "BFM_UV.mat"):
+        os.symlink(bfm_files / name, manual / name)
+    return manual

@@ -13,23 +13,14 @@ import pytest
 import tensorflow_datasets as tfds
 
 from prnet.core.uv import landmarks_from_posmap, vertices_from_posmap
+from prnet.data import posmap_codec
 from prnet.data.annotations import load_fit
-from prnet.data.bfm import landmark_interpolated_model, transform, write_bfm_mat
+from prnet.data.bfm import transform
 from prnet.errors import DatasetError
 
 # iBUG-68 left/right mirror permutation.
 MIRROR_68 = np.r_[16:-1:-1, 26:16:-1, 27:31, 35:30:-1, [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40],
                   54:47:-1, 59:54:-1, 64:59:-1, 67:64:-1]
-
-
-@pytest.fixture(scope="module")
-def bfm_files(shared_dir, tmp_path_factory):
-    d = shared_dir / "reference" / "bfm-mean"
-    model = landmark_interpolated_model(d / "bfm_mean_53215.npz", d / "bfm_kpt68_bases.npz")
-    out = tmp_path_factory.mktemp("bfm")
-    write_bfm_mat(out / "BFM.mat", model, exp_mean=np.load(d / "bfm_mean_53215.npz")["exp_mean"])
-    os.symlink(shared_dir / "reference" / "bfm-uv" / "BFM_UV_53215.mat", out / "BFM_UV.mat")
-    return out
 
 
 def _link_bfm(manual, bfm_files):
@@ -52,15 +43,10 @@ def _examples(builder, split):
 
 
 @pytest.fixture(scope="module")
-def lp_built(samples_dir, bfm_files, tmp_path_factory):
+def lp_built(lp_manual_dir, tmp_path_factory):
     from tfds_builders.prnet_300w_lp import Builder
 
-    manual = tmp_path_factory.mktemp("manual_lp")
-    (manual / "300W_LP").mkdir()
-    for folder in ("AFW", "AFW_Flip", "HELEN", "HELEN_Flip"):
-        os.symlink(samples_dir / "300w-lp" / folder, manual / "300W_LP" / folder)
-    _link_bfm(manual, bfm_files)
-    b = _build(Builder, manual, tmp_path_factory.mktemp("data_lp"), validation_percent=50.0)
+    b = _build(Builder, lp_manual_dir, tmp_path_factory.mktemp("data_lp"), validation_percent=50.0)
     return b, {**_examples(b, "train"), **_examples(b, "validation")}
 
 
@@ -74,6 +60,8 @@ def test_300wlp_features(lp_built, uv_template):
         assert ex["landmarks_68"].shape == (68, 3) and ex["landmarks_68"].dtype == np.float32
         assert ex["pose"].shape == (3,) and ex["tform"].shape == (3, 3)
         assert ex["image"].std() > 20                            # a real photo, not blank
+        # stored compactly: re-encoding the decoded map gives its stored size, at most 1/4 of float32
+        assert len(posmap_codec.encode(ex["posmap"])) <= ex["posmap"].nbytes / 4
         assert vertices_from_posmap(ex["posmap"], uv_template)[:, 2].min() >= -1e-3
         # posmap at uv_kpt_ind <-> landmark vertices of the fit
         lm = landmarks_from_posmap(ex["posmap"], uv_template)

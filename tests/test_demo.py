@@ -13,7 +13,7 @@ from prnet.inference.detect import available_detectors
 from helpers import run_cli
 
 FLAG_NAMES = ("input", "output", "weights", "backend", "download", "smoke_test_random_weights", "detector", "uv_dir",
-              "batch_size", "max_faces", "outputs", "texture", "annotations")
+              "batch_size", "max_faces", "outputs", "texture", "annotations", "refine")
 
 
 def _run(args, env_extra=None, timeout=300, entry_point=False):
@@ -86,9 +86,13 @@ def test_end_to_end_folder_with_a_good_and_a_bad_image(tmp_path, samples_dir, as
     lm_text = (out / f"{stem}_landmarks.txt").read_text(encoding="utf-8")
     assert "RANDOM WEIGHTS" in lm_text
     assert np.loadtxt(out / f"{stem}_landmarks.txt").shape == (68, 3)
-    pose = np.loadtxt(out / f"{stem}_pose.txt")
-    assert pose.shape == (4, 3)
-    np.testing.assert_allclose(pose[1:] @ pose[1:].T, np.eye(3), atol=1e-4)  # R is a rotation
+    rows = [np.array(line.split(), float) for line in
+            (out / f"{stem}_pose.txt").read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+    assert [len(r) for r in rows] == [3, 3, 3, 3, 4, 4, 4]  # angles, R (3x3), camera matrix P (3x4)
+    rot, cam = np.array(rows[1:4]), np.array(rows[4:])
+    np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-4)  # R is a rotation
+    scale = np.linalg.norm(cam[0, :3])
+    np.testing.assert_allclose(cam[:, :3], scale * rot, atol=1e-4 * max(scale, 1))  # P = [s R | t]
     assert (out / f"{stem}.obj").read_text(encoding="ascii").startswith("# RANDOM WEIGHTS")
     obj_lines = (out / f"{stem}.obj").read_text(encoding="ascii").splitlines()
     assert sum(line.startswith("v ") for line in obj_lines) == 43867

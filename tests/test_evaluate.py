@@ -122,12 +122,26 @@ def test_cli_json_and_csv_agree(cli_run, data):
     # each image's 3DDFA row holds its own .mat's pt3d_68; yaw and bucket follow the pose array
     pts = np.load(data["gt_dir"] / "AFLW2000-3D.pts68.npy")
     pose = np.load(data["gt_dir"] / "AFLW2000-3D.pose.npy").reshape(2000, -1)[:, 0]
+    labels = np.load(data["gt_dir"] / "AFLW2000-3D-new.pose.npy").reshape(2000, -1)[:, 0]
     for r in rows:
         mat = sio.loadmat(data["samples"] / f"{r['id']}.mat")
         np.testing.assert_array_equal(pts[int(r["row"])], mat["pt3d_68"])
         assert float(r["yaw"]) == pytest.approx(pose[int(r["row"])], abs=1e-3)
         assert r["bucket"] == metrics.YAW_BUCKETS[int(metrics.yaw_bucket(float(r["yaw"])))][0]
         assert r["crop"] == "gt"
+        # the second published split: yaw from the AFLW labels, the same row of AFLW2000-3D-new.pose.npy
+        assert float(r["yaw_labels"]) == pytest.approx(labels[int(r["row"])], abs=1e-3)
+        assert r["bucket_labels"] == metrics.YAW_BUCKETS[int(metrics.yaw_bucket(labels[int(r["row"])]))][0]
+    by_labels = res["summary"]["nme_percent_yaw_labels"]
+    assert set(by_labels) == set(nme)
+    for key, s in by_labels.items():
+        col = _column(rows, f"{key}_percent")
+        buckets = [col[[r["bucket_labels"] == lab for r in rows]] for lab in ("0-30", "30-60", "60-90")]
+        assert [len(b) for b in buckets] == list(s["counts"].values())
+        assert s["mean_of_buckets"] == pytest.approx(np.mean([b.mean() for b in buckets if len(b)]), rel=1e-5)
+    table = (out / "table.txt").read_text()
+    assert "AFLW2000-3D.pose.npy" in table and "AFLW2000-3D-new.pose.npy" in table
+    assert table.count("Yaw split:") == 4  # Tables 1-2 by the fitted pose, 3-4 by the AFLW labels
     for j, r in zip(res["per_image"], rows):
         assert j["id"] == r["id"] and j["nme_2d_percent"] == pytest.approx(float(r["nme_2d_percent"]), abs=1e-5)
     rt = res["summary"]["runtime_ms"]
@@ -256,6 +270,22 @@ def test_detector_crops_and_fallback(data, template):
         assert r["detect_ms"] > 0
     summary = report.summarize(recs)
     assert summary["crop_sources"]["detector"] == len(found)
+    # per yaw bucket: faces, detected faces, rate and the 2D NME of the detected ones only
+    det = summary["detection"]["yaw"]
+    for lab in ("0-30", "30-60", "60-90", "all"):
+        sel = [r for r in recs if lab in ("all", r["bucket"])]
+        hit = [r for r in sel if r["id"] in found]
+        assert (det[lab]["faces"], det[lab]["detected"]) == (len(sel), len(hit))
+        assert det[lab]["rate"] == pytest.approx(len(hit) / len(sel))
+        if hit:
+            assert det[lab]["nme_2d_detected"] == pytest.approx(100 * np.mean([r["nme_2d"] for r in hit]))
+        else:
+            assert det[lab]["nme_2d_detected"] is None
+    assert "detection" not in report.summarize(gt_records)
+    table = report.build_results(recs, model={"description": "tiny"}, data={"crop": "detector", "detector": "box"},
+                                 batch_size=4)["table"]
+    hits = f"{det['all']['detected']}/{det['all']['faces']}"
+    assert "detection rate (%)" in table and hits in table and "2D NME (%) of detected faces" in table
     with pytest.raises(ValueError, match="detector"):
         evaluation.run_inference(Predictor(backend, detector=None, template=template), samples, crop="detector",
                                  progress=False)

@@ -59,7 +59,7 @@ def loaded(exported):
 
 def test_signatures_and_shapes(loaded):
     sigs = loaded.signatures
-    assert set(sigs) == {"serving_default", "predict_images", "predict_images_nobox"}
+    assert set(sigs) == {"serving_default", "predict_images", "predict_images_nobox", "predict_images_detect"}
     spec = sigs["serving_default"].structured_input_signature[1]["images"]
     assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, 256, 256, 3]
     assert sigs["serving_default"].structured_outputs["posmap"].shape.as_list() == [None, 256, 256, 3]

@@ -4,7 +4,8 @@
 - ``prnet_300w_lp``: 300W-LP crops with position maps from the BFM fits (manual download);
 - ``prnet_aflw2000_3d``: AFLW2000-3D for evaluation (manual download).
 
-Build with ``prnet-build-data --dataset NAME`` (or ``tfds build tfds_builders/NAME``).
+Build with ``tfds build tfds_builders/NAME`` (needs the ``data`` extra; add
+``--beam_pipeline_options=...`` to generate with Apache Beam) or ``prnet-build-data --dataset NAME``.
 """
 
 from tfds_builders.prnet_300w_lp import Builder as Prnet300wLp

@@ -1,8 +1,54 @@
-"""Command-line tools (absl apps). Library code never imports from here."""
+"""Command-line tools (absl apps). Library code never imports from here.
 
+Quiet start-up: unless the user has set ``TF_CPP_MIN_LOG_LEVEL``, the CLIs set it to ``2`` (C++
+log: errors only) and load TensorFlow through :func:`import_tensorflow_quietly`, which drops the
+start-up banners that TensorFlow 2.21 prints whatever that level (they are logged before it
+applies: oneDNN, CUDA drivers, CPU features). ``TF_CPP_MIN_LOG_LEVEL=0`` (or 1) shows everything.
+"""
+
+import os
+import re
 import sys
+import tempfile
 
 from absl import app, flags
+
+#: Start-up lines of TensorFlow's C++ runtime that say nothing the user can act on.
+_BANNERS = re.compile(r"All log messages before absl::InitializeLog|port\.cc:\d+\] oneDNN custom operations|"
+                      r"cudart_stub\.cc|cuda_platform\.cc:\d+\] failed call to cuInit|cpu_feature_guard\.cc|"
+                      r"^To enable the following instructions|rebuild TensorFlow with the appropriate compiler flags")
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_SHOW_BANNERS = os.environ["TF_CPP_MIN_LOG_LEVEL"].strip() in ("0", "1")  # the user asked for INFO lines
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow (and probe its devices, which logs too) with its start-up banners removed
+    from stderr (file descriptor 2, where the C++ runtime writes); any other line is passed on.
+    No filter when TensorFlow is already loaded or the user set ``TF_CPP_MIN_LOG_LEVEL`` to 0 or 1."""
+    if "tensorflow" in sys.modules or _SHOW_BANNERS:
+        import tensorflow as tf
+
+        return tf
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not _BANNERS.search(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+    return tf
 
 
 def run_console_app(main, module_name: str, doc: str = None, flag_names=None):

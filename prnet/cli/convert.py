@@ -14,11 +14,8 @@ from pathlib import Path
 
 from absl import app, flags
 
-from prnet.cli import run_console_app
+from prnet.cli import import_tensorflow_quietly, run_console_app
 from prnet.errors import PRNetError, WeightsFormatError
-from prnet.weights import official
-from prnet.weights.convert import checkpoint_prefix, convert_checkpoint
-from prnet.weights.formats import check_keras_weights_file
 
 FLAGS = flags.FLAGS
 
@@ -62,6 +59,9 @@ def _fail(message: str) -> int:
 
 
 def _verify(checkpoint) -> int:
+    from prnet.weights import official
+    from prnet.weights.convert import checkpoint_prefix
+
     folder = checkpoint_prefix(checkpoint).parent if checkpoint else None
     results = official.verify_files(checkpoint_folder=folder)
     for r in results:
@@ -82,6 +82,11 @@ def execute(flag_values=FLAGS) -> int:
         raise app.UsageError("give --checkpoint PREFIX, --download or --verify (see --help)")
     if fv.checkpoint and fv.download:
         raise app.UsageError("--checkpoint and --download are exclusive")
+    import_tensorflow_quietly()  # the weights stage imports TensorFlow: not at --help time, no banners
+    from prnet.weights import official
+    from prnet.weights.convert import convert_checkpoint
+    from prnet.weights.formats import check_keras_weights_file
+
     try:
         if fv.download:
             print(f"UV template: {official.ensure_uv_template(download=True)}")

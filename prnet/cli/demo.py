@@ -5,6 +5,8 @@ Usage:
   prnet-demo --input photo.jpg --output out/  # one photo
   prnet-demo --input photos/ --output out/    # every image in a folder (not recursive)
   prnet-demo --input photo.jpg --smoke_test_random_weights   # pipeline check, no weights needed
+  prnet-demo --input clip.mp4 --output out/   # a video (by its suffix: .mp4 .mov .avi .mkv .webm ...)
+  prnet-demo --input frames/ --video          # a folder of frames (sorted by name) as one video
 
 Per face k (0 = largest) of an image <name>, in --output:
   <name>_<k>.obj             mesh, 43,867 vertices, vertex colours (or a texture with --texture)
@@ -13,6 +15,17 @@ Per face k (0 = largest) of an image <name>, in --output:
   <name>_<k>_depth.png       z-buffered depth (brighter = nearer), image size
   <name>_<k>_overlay.png     landmarks and shaded mesh over the photo
   <name>_<k>_texture.png     the face unwrapped into UV space (with --outputs ...,texture)
+Further --outputs kinds (the original demo.py's other outputs):
+  texture_mask  <name>_<k>_texture_mask.png  UV visibility mask (255 = surface point seen in the photo)
+  front         <name>_<k>_front.obj         the mesh with the head pose undone (frontal, mean face frame)
+  pose_box      <name>_<k>_pose_box.png      the 3D pose box, rotated by the estimated pose, on the photo
+  npz           <name>_<k>.npz               vertices, colors, triangles, kpt, pose, camera_matrix, tform, ...
+  mat           <name>_<k>_mesh.mat          the same for MATLAB (the original's field names)
+  ply           <name>_<k>.ply               binary PLY mesh with vertex colours
+  depth_npy     <name>_<k>_depth.npy         float32 depth (image-px z, NaN = background), image size
+  crop          <name>_<k>_crop.png          the 256x256 crop the network saw (original's isImage)
+The pose file also holds the 3x4 camera matrix. --texture_size and --mask_texture shape the UV
+textures (texture, textured .obj); see the README's output table for every shape, unit and frame.
 <name> is the input's file name without its extension, except when several inputs share it
 (face.jpg and face.png, or Face.jpg and face.jpg): then each gets its extension, <name>_<ext>
 (face_jpg, face_png), and any name still taken gets _2, _3, ... in sorted input order. So every
@@ -23,6 +36,18 @@ an image with a sibling 68-landmark annotation is cropped from it instead (--ann
 <name>.pts (menpo / iBUG, 1-based) or <name>.mat (300W-LP pt2d / AFLW2000-3D pt3d_68), with the
 original x1.6 landmark rule; the demo says so ("crop from einstein.pts"). --annotations never
 always uses the detector. A malformed annotation file fails that image (use --annotations never).
+Detected faces are cropped twice (--refine, the default): the detector's crop, then the x1.6 crop of
+the landmarks the first pass predicted (the evaluation protocol's crop).
+Video (--input with a video suffix, any container OpenCV reads; or --video: the file as a video, or
+a folder's images as frames in name order; without --video a folder is a folder of photos): faces
+are followed from frame to frame, each cropped by the x1.6 landmark rule from the landmarks of the
+previous frame; the detector runs on the first frame, when a face is lost (implausible landmarks,
+too small, out of the frame) and every --detect_every frames. Face ids stay with their face. Written:
+  <name>_video.mp4    the frames with mesh, landmarks and face id (mp4v, the input's frame rate)
+  <name>_tracks.npz   per face per frame: frame, face_id, detected, crop_box (4), landmarks (68x3),
+                      pose (yaw pitch roll, degrees), rotation (3x3), plus num_frames, fps, ...
+  <name>_tracks.csv   the same rows as text
+all three together or none (an error or Ctrl-C leaves nothing); --outputs does not apply.
 With --smoke_test_random_weights every file name carries _RANDOM_WEIGHTS and every header and
 overlay says "RANDOM WEIGHTS - NOT A FACE MODEL".
 
@@ -47,15 +72,18 @@ behind: the next run in the same --output deletes such folders once nothing has 
 for 15 minutes (live runs write theirs within seconds).
 """
 
+import os
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from absl import flags
 
 from prnet.cli import run_console_app
 
-OUTPUT_KINDS = ("obj", "landmarks", "pose", "depth", "overlay", "texture")
+OUTPUT_KINDS = ("obj", "landmarks", "pose", "depth", "overlay", "texture", "texture_mask", "front", "pose_box",
+                "npz", "mat", "ply", "depth_npy", "crop")
 DEFAULT_OUTPUTS = ("obj", "landmarks", "pose", "depth", "overlay")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
 RANDOM_TAG = "_RANDOM_WEIGHTS"
@@ -77,8 +105,12 @@ flags.DEFINE_bool("download", True, "Allow downloading the official weights / UV
                   "cache (--nodownload: fail with instructions instead).")
 flags.DEFINE_bool("smoke_test_random_weights", False, "Use an UNTRAINED network to test the pipeline; every "
                   "output file name, header and overlay is marked as random weights.")
-flags.DEFINE_string("detector", "auto", "Face detector: auto (opencv if available, else dlib), opencv "
-                    "(Haar cascade, OpenCV 4), dlib (HOG; pip install dlib-bin).")
+flags.DEFINE_string("detector", "auto", "Face detector: auto (blazeface if installed, else opencv, else dlib), "
+                    "blazeface (MediaPipe BlazeFace on TFLite; large poses), opencv (Haar cascade, OpenCV 4), "
+                    "dlib (HOG; pip install dlib-bin).")
+flags.DEFINE_bool("refine", True, "Landmark re-cropping of detected faces: crop each face again by the x1.6 "
+                  "landmark rule from the landmarks the first network pass predicted, and run the network again "
+                  "(twice the network time per detected face; --norefine: one pass on the detector's crop).")
 flags.DEFINE_enum("annotations", "auto", ["auto", "never"],
                   "auto: crop an image from its sibling 68-landmark annotation file when there is one "
                   "(<name>.pts menpo/iBUG, or <name>.mat 300W-LP / AFLW2000-3D fit with pt2d / pt3d_68), "
@@ -92,7 +124,36 @@ flags.DEFINE_list("outputs", list(DEFAULT_OUTPUTS), f"Files to write per face, a
 flags.DEFINE_bool("texture", False, "Write the .obj with a UV texture image (<name>_<k>.png + .mtl) instead "
                   "of per-vertex colours.")
 
+flags.DEFINE_integer("texture_size", 256, "Side in pixels of the UV textures written (texture, texture_mask, "
+                     "textured .obj); the position map is resampled (bilinear), as the original's texture_size.",
+                     lower_bound=16, upper_bound=4096)
+flags.DEFINE_bool("mask_texture", False, "Black out the UV texture (texture output and the textured .obj) where "
+                  "the surface point is not seen in the photo (hidden by the z-buffer or turned away), as the "
+                  "original's isMask.")
+flags.DEFINE_bool("video", False, "Treat --input as a video: a video file of any suffix (files with a video suffix, "
+                  ".mp4 .mov .avi .mkv .webm ..., are videos anyway), or a folder whose images are the frames in "
+                  "name order. Writes <name>_video.mp4 (mesh, landmarks, face ids) and <name>_tracks.npz / .csv "
+                  "(per frame and face: landmarks, pose, crop box, face id).")
+flags.DEFINE_integer("detect_every", 10, "Video: run the face detector every this many frames to find new faces "
+                     "(0: only on the first frame and when a tracked face is lost); between, each face is cropped "
+                     "from its landmarks in the previous frame.", lower_bound=0)
+flags.DEFINE_float("fps", 25.0, "Video from a folder of frames: frames per second of the annotated video written "
+                   "(a video file keeps its own rate).", lower_bound=0.01)
+
 FLAGS = flags.FLAGS
+
+
+@dataclass(frozen=True)
+class TextureOptions:
+    """How UV textures are written: ``obj`` (a textured ``.obj`` instead of vertex colours; the truth
+    value of the options), ``size`` (texture side, pixels), ``visible_only`` (black where hidden)."""
+
+    obj: bool = False
+    size: int = 256
+    visible_only: bool = False
+
+    def __bool__(self):
+        return self.obj
 
 
 def list_inputs(path) -> list:
@@ -151,23 +212,30 @@ def _header(face, image_name: str, what: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_face_outputs(folder: Path, stem: str, face, image_name: str, outputs, texture: bool) -> list:
-    """Write the requested files of one face into ``folder``; returns their paths."""
+def write_face_outputs(folder: Path, stem: str, face, image_name: str, outputs, texture) -> list:
+    """Write the requested files of one face into ``folder``; returns their paths.
+
+    ``texture``: a :class:`TextureOptions`, or a bool (a textured ``.obj``, default texture options)."""
     import cv2
     import numpy as np
 
-    from prnet.mesh.draw import draw_landmarks, draw_mesh_overlay
+    from prnet.core.crop import warp_crop
+    from prnet.mesh.arrays import face_arrays, write_mat, write_npz
+    from prnet.mesh.draw import draw_landmarks, draw_mesh_overlay, draw_pose_box
     from prnet.mesh.obj import write_obj
+    from prnet.mesh.ply import write_ply
     from prnet.mesh.render import depth_to_uint8
     from prnet.mesh.texture import template_uv_coords
     from prnet.model.runtime import RANDOM_WEIGHTS_WARNING_ASCII
 
+    opts = texture if isinstance(texture, TextureOptions) else TextureOptions(obj=bool(texture))
     written = []
     image = face.image
     if "obj" in outputs:
         obj = folder / f"{stem}.obj"
-        if texture:
-            write_obj(obj, face.vertices, face.triangles, texture=face.uv_texture(),
+        if opts.obj:
+            write_obj(obj, face.vertices, face.triangles,
+                      texture=face.uv_texture(opts.size, visible_only=opts.visible_only),
                                uv_coords=template_uv_coords(face.template), image_height=image.shape[0])
             written += [obj.with_suffix(".png"), obj.with_suffix(".mtl")]
         else:
@@ -194,6 +262,9 @@ def write_face_outputs(folder: Path, stem: str, face, image_name: str, outputs, 
             f.write(f"{yaw:.4f} {pitch:.4f} {roll:.4f}\n")
             f.write("# rotation matrix R (image frame: vertices ~ scale * R @ canonical + t), 3 rows\n")
             np.savetxt(f, rot, fmt="%.6f")
+            f.write("# camera matrix P = [s*R | t] (3x4): image px (x, y, z) = P @ (X, Y, Z, 1) of the mean face\n"
+                    "# (UV template canonical_vertices); rows 0-1 are the affine projection to the photo\n")
+            np.savetxt(f, face.camera_matrix, fmt="%.6f")
         written.append(path)
     if "depth" in outputs:
         path = folder / f"{stem}_depth.png"
@@ -211,7 +282,40 @@ def write_face_outputs(folder: Path, stem: str, face, image_name: str, outputs, 
         written.append(path)
     if "texture" in outputs:
         path = folder / f"{stem}_texture.png"
-        _write_png(path, face.uv_texture())
+        _write_png(path, face.uv_texture(opts.size, visible_only=opts.visible_only))
+        written.append(path)
+    if "texture_mask" in outputs:
+        path = folder / f"{stem}_texture_mask.png"
+        _write_png(path, (face.visibility_mask(opts.size) * 255).astype(np.uint8))
+        written.append(path)
+    if "front" in outputs:  # the mean face's frame (y down), written y up: y_obj = -y
+        path = folder / f"{stem}_front.obj"
+        write_obj(path, face.frontal_vertices(), face.triangles, colors=face.colors)
+        written.append(path)
+    if "pose_box" in outputs:
+        path = folder / f"{stem}_pose_box.png"
+        _write_png(path, draw_pose_box(draw_landmarks(image, face.landmarks, lines=False), face.pose_box()))
+        written.append(path)
+    arrays = None
+    if "npz" in outputs or "mat" in outputs:
+        arrays = face_arrays(face, camera_matrix=face.camera_matrix)
+        arrays.update(random_weights=np.bool_(face.random_weights), weights=str(face.source))
+    if "npz" in outputs:
+        written.append(write_npz(folder / f"{stem}.npz", arrays))
+    if "mat" in outputs:
+        written.append(write_mat(folder / f"{stem}_mesh.mat", arrays))
+    if "ply" in outputs:
+        comment = RANDOM_WEIGHTS_WARNING_ASCII if face.random_weights else None
+        written.append(write_ply(folder / f"{stem}.ply", face.vertices, face.triangles, face.colors,
+                                 image_height=image.shape[0], comment=comment))
+    if "crop" in outputs:  # the network's input, as the original's isImage: image -> crop by face.tform
+        path = folder / f"{stem}_crop.png"
+        _write_png(path, warp_crop(image, face.tform, as_float=False))
+        written.append(path)
+    if "depth_npy" in outputs:
+        path = folder / f"{stem}_depth.npy"
+        depth, covered = face.depth_image(with_mask=True)
+        np.save(path, np.where(covered, depth, np.nan).astype(np.float32))
         written.append(path)
     return written
 
@@ -224,9 +328,15 @@ def process_image(predictor, image, name: str, display_name: str, out_dir: Path,
     ``landmarks`` (``(68, 2+)`` image px) crop the one face from them instead of the detector.
     Write errors (disk full, read-only, ...) raise :class:`prnet.errors.OutputFolderError` naming
     ``out_dir``, not the staging folder."""
+    faces = predictor.reconstruct(image, landmarks=landmarks, max_faces=max_faces)
+    return write_image(faces, name, display_name, out_dir, outputs, texture)
+
+
+def write_image(faces, name: str, display_name: str, out_dir: Path, outputs, texture: bool) -> list:
+    """Write the files of one image's faces (``list[FaceResult]``) atomically into ``out_dir`` (see
+    :func:`process_image`); returns their paths. Renders (depth, overlay) run here too."""
     from prnet.core.files import folder_error, staged_files
 
-    faces = predictor.reconstruct(image, landmarks=landmarks, max_faces=max_faces)
     staged = []
     try:
         with staged_files(out_dir) as staging:
@@ -255,19 +365,102 @@ def make_jobs(input_path) -> list:
     return [(name, str(f), (lambda f=f: read_image(f)), f) for name, f in zip(output_names(files), files)]
 
 
+def make_video_source(input_path, fps: float):
+    """The frames of ``--input`` as a video: a video file, or a folder's images (sorted by name, as
+    :func:`list_inputs`) at ``fps``. Raises :class:`prnet.errors.ImageReadError` when unreadable."""
+    from prnet.errors import ImageReadError
+    from prnet.inference.video import FrameFolderSource, VideoFileSource
+
+    path = Path(input_path).expanduser()
+    if path.is_dir():
+        files = list_inputs(path)
+        if not files:
+            raise ImageReadError(f"no frame images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder {input_path}")
+        return FrameFolderSource(files, fps=fps, name=str(input_path))
+    return VideoFileSource(path)
+
+
+def process_video_input(predictor, source, out_dir: Path, *, detect_every: int, max_faces=None) -> int:
+    """Track and write one video (:func:`prnet.inference.video.process_video`) with a progress bar;
+    prints a summary and returns the exit status (0 done, 1 failed, 2 output folder unwritable, 130 Ctrl-C)."""
+    from tqdm import tqdm
+
+    from prnet.errors import OutputFolderError, PRNetError
+    from prnet.inference.video import output_paths, process_video
+
+    name = Path(source.name).stem if Path(source.name).is_file() else Path(source.name).expanduser().resolve().name
+    bar = tqdm(total=source.frame_count or None, desc="prnet-demo", unit="frame", file=sys.stderr)
+    try:
+        run = process_video(predictor, source, out_dir, name or "video", detect_every=detect_every,
+                            max_faces=max_faces, progress=lambda n: bar.update(1))
+    except KeyboardInterrupt:  # the files move into place together (staged) or not at all
+        bar.close()
+        done = all(p.is_file() for p in output_paths(out_dir, name or "video", predictor.random_weights).values())
+        print(f"prnet-demo: interrupted (Ctrl-C); {'the video files were complete' if done else 'nothing written'}",
+              file=sys.stderr)
+        return 130
+    except (PRNetError, OSError, ValueError) as e:
+        bar.close()
+        print(f"prnet-demo: {source.name}: {e}; nothing written", file=sys.stderr)
+        return 2 if isinstance(e, OutputFolderError) else 1
+    bar.close()
+    print(f"prnet-demo: {source.name}: {run.frames} frames, {run.faces} faces ({run.face_ids} face ids), detector "
+          f"on {len(run.detector_frames)} frames; wrote {', '.join(p.name for p in run.paths)} to {out_dir}",
+          file=sys.stderr)
+    return 0
+
+
 def process_jobs(predictor, jobs, out_dir: Path, outputs, *, texture: bool = False, max_faces=None,
                  annotations: str = "auto", detector_name: str = "") -> int:
     """Process every job of :func:`make_jobs` into ``out_dir``, report each failure and a summary on
     stderr; returns the exit status (0 all done, 1 some failed, 2 the output folder became
-    unwritable (disk full, ...): the run stops, 130 Ctrl-C: the run stops)."""
+    unwritable (disk full, ...): the run stops, 130 Ctrl-C: the run stops).
+
+    Pipelined: an image's files are rendered and written on a background thread while the next
+    image is read, its faces detected and cropped; that image goes to the network only once the
+    previous one's files are in place, so a full disk stops the run before any further network
+    work, and Ctrl-C lets the image being written finish (whole) before the summary."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
     from prnet.core.files import FOLDER_ERRNOS
     from prnet.data.annotations import sidecar_landmarks
     from prnet.errors import NoFaceFoundError, OutputFolderError, PRNetError
 
-    failed, written, done, stopped, status = [], [], 0, None, 0
+    failed, written, stopped, status = [], [], None, 0
+    done = [0]
+    pending = []  # [(name, display, future)]: the image being written (at most one)
+
+    def fail(name, display, e):
+        failed.append(display)
+        message = str(e)
+        if isinstance(e, NoFaceFoundError):  # the library's hint names API arguments: give the CLI's
+            message = (f"no face found by the {detector_name} face detector: put the face's 68-point "
+                       f"annotation beside the image ({name}.pts or {name}.mat, used with --annotations "
+                       "auto), or try another --detector")
+        tqdm.write(f"prnet-demo: {display}: {message}", file=sys.stderr)
+
+    def settle():
+        """Wait for the image being written; returns the stop message if the output folder failed."""
+        if not pending:
+            return None
+        name, display, future = pending[0]
+        try:
+            paths = future.result()  # a Ctrl-C here leaves it pending: settle() again
+        except (PRNetError, OSError, ValueError) as e:
+            pending.clear()
+            if isinstance(e, OutputFolderError) and e.errno in FOLDER_ERRNOS:
+                return f"stopped: {e}"
+            fail(name, display, e)
+            return None
+        pending.clear()
+        written.extend(paths)
+        done[0] += 1
+        return None
+
     progress = tqdm(jobs, desc="prnet-demo", unit="image", disable=len(jobs) < 2, file=sys.stderr)
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prnet-demo-writer")
     try:
         for name, display, load, path in progress:
             try:
@@ -277,24 +470,36 @@ def process_jobs(predictor, jobs, out_dir: Path, outputs, *, texture: bool = Fal
                     landmarks, ann_path = annotation
                     tqdm.write(f"prnet-demo: {display}: crop from {ann_path.name} (68 annotated landmarks; "
                                "--annotations never to use the face detector)", file=sys.stderr)
-                written += process_image(predictor, load(), name, display, out_dir, outputs, texture,
-                                         max_faces=max_faces, landmarks=landmarks)
-                done += 1
+                prepared = predictor.prepare(load(), landmarks=landmarks, max_faces=max_faces)
             except (PRNetError, OSError, ValueError) as e:
-                if isinstance(e, OutputFolderError) and e.errno in FOLDER_ERRNOS:
-                    stopped, status = f"stopped: {e}", 2
-                    break
-                failed.append(display)
-                message = str(e)
-                if isinstance(e, NoFaceFoundError):  # the library's hint names API arguments: give the CLI's
-                    message = (f"no face found by the {detector_name} face detector: put the face's 68-point "
-                               f"annotation beside the image ({name}.pts or {name}.mat, used with --annotations "
-                               "auto), or try another --detector")
-                tqdm.write(f"prnet-demo: {display}: {message}", file=sys.stderr)
+                prepared = e
+            stopped = settle()  # the previous image's files, written meanwhile
+            if stopped:
+                status = 2
+                break
+            if isinstance(prepared, Exception):
+                fail(name, display, prepared)
+                continue
+            try:
+                faces = predictor.complete(prepared)
+            except (PRNetError, OSError, ValueError) as e:
+                fail(name, display, e)
+                continue
+            pending.append((name, display, writer.submit(write_image, faces, name, display, out_dir, outputs,
+                                                         texture)))
+        stopped = stopped or settle()
+        if stopped:
+            status = 2
     except KeyboardInterrupt:
         stopped, status = "interrupted (Ctrl-C); no partial files were left", 130
+        try:  # the image being written finishes whole (or not at all: staged)
+            settle()
+        except KeyboardInterrupt:
+            pass
     finally:
+        writer.shutdown(wait=True)
         progress.close()
+    done = done[0]
     on_disk = len({path for path in written if path.is_file()})
     not_run = len(jobs) - done - len(failed)
     print(f"prnet-demo: {done}/{len(jobs)} images done, {on_disk} files written to {out_dir}"
@@ -315,11 +520,22 @@ def main(argv):
 
     from prnet.core.files import ensure_writable_folder, remove_stale_temporaries
     from prnet.errors import PRNetError
+    from prnet.inference.video import is_video_path
 
     if FLAGS.input is not None and not Path(FLAGS.input).expanduser().is_symlink() and \
             not Path(FLAGS.input).expanduser().exists():
         _fail(f"--input {FLAGS.input} does not exist")
-    jobs = make_jobs(FLAGS.input)
+    video = None
+    if FLAGS.video and FLAGS.input is None:
+        _fail("--video needs --input (a video file or a folder of frames)")
+    if FLAGS.input is not None and (FLAGS.video or is_video_path(FLAGS.input)):
+        # FFmpeg inside OpenCV prints its own lines on a bad file ("moov atom not found"): ours says it all
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        try:  # opened (first frame read) before the output folder and the weights: a bad video writes nothing
+            video = make_video_source(FLAGS.input, FLAGS.fps)
+        except PRNetError as e:
+            _fail(str(e))
+    jobs = make_jobs(FLAGS.input) if video is None else [video]
     if FLAGS.input is None:
         print("prnet-demo: no --input given: using the astronaut photo bundled with scikit-image "
               "(skimage.data.astronaut()).", file=sys.stderr)
@@ -334,6 +550,9 @@ def main(argv):
         print(f"prnet-demo: removed {len(stale)} temporary folder(s) left in {out_dir} by an interrupted run "
               f"({', '.join(p.name for p in stale)})", file=sys.stderr)
 
+    from prnet.cli import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from prnet.inference.predictor import Predictor
     from prnet.model.runtime import RANDOM_WEIGHTS_WARNING
 
@@ -341,7 +560,7 @@ def main(argv):
         predictor = Predictor.from_weights(FLAGS.weights, backend=FLAGS.backend,
                                            smoke_test_random_weights=FLAGS.smoke_test_random_weights,
                                            download=FLAGS.download, detector=FLAGS.detector,
-                                           template=FLAGS.uv_dir, batch_size=FLAGS.batch_size)
+                                           template=FLAGS.uv_dir, batch_size=FLAGS.batch_size, refine=FLAGS.refine)
         predictor.template  # noqa: B018  (fail early on missing / corrupt UV template files)
         predictor.detector  # noqa: B018  (fail early when the detector cannot run here)
     except PRNetError as e:
@@ -350,7 +569,11 @@ def main(argv):
     if predictor.random_weights:
         print(f"prnet-demo: WARNING: {RANDOM_WEIGHTS_WARNING} (--smoke_test_random_weights): outputs only "
               "check the pipeline.", file=sys.stderr)
-    return process_jobs(predictor, jobs, out_dir, outputs, texture=FLAGS.texture, max_faces=FLAGS.max_faces,
+    if video is not None:
+        return process_video_input(predictor, video, out_dir, detect_every=FLAGS.detect_every,
+                                   max_faces=FLAGS.max_faces)
+    textures = TextureOptions(obj=FLAGS.texture, size=FLAGS.texture_size, visible_only=FLAGS.mask_texture)
+    return process_jobs(predictor, jobs, out_dir, outputs, texture=textures, max_faces=FLAGS.max_faces,
                         annotations=FLAGS.annotations,
                         detector_name=getattr(predictor.detector, "name", FLAGS.detector))
 

@@ -14,6 +14,8 @@ detector boxes, 1.6 for landmarks and given boxes, 1.5 plus jitter for the train
 TensorFlow crop of the SavedModel (:mod:`prnet.serving.saved_model`) and the augmentation import them.
 """
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -80,6 +82,31 @@ def landmarks_bbox(points) -> np.ndarray:
 def box_from_landmarks(points, scale: float = LANDMARK_SCALE):
     """Crop square from ``(K, 2+)`` landmarks (x, y image px): :func:`box_from_bbox` of their bounding box."""
     return box_from_bbox(landmarks_bbox(points), scale)
+
+
+@dataclass(frozen=True)
+class BoxCalibration:
+    """Maps a detector box of width ``w`` to an estimate of the 68 landmarks' bounding box.
+
+    Landmark box centre = box centre + ``(dx, dy) * w``; its width, height = ``(sx, sy) * w``
+    (image px, ``(x0, y0, x1, y1)``). The constants of each detector live beside it
+    (:mod:`prnet.inference.boxes`, :mod:`prnet.model.blazeface`); the served graph applies the same rule in
+    TensorFlow ops (:mod:`prnet.serving.detect_graph`).
+    """
+
+    dx: float
+    dy: float
+    sx: float
+    sy: float
+
+    def apply(self, boxes) -> np.ndarray:
+        """``(K, 4)`` detector boxes -> ``(K, 4)`` landmark-like boxes, image px."""
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        w = b[:, 2] - b[:, 0]
+        cx = (b[:, 0] + b[:, 2]) / 2 + self.dx * w
+        cy = (b[:, 1] + b[:, 3]) / 2 + self.dy * w
+        hw, hh = self.sx * w / 2, self.sy * w / 2
+        return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1)
 
 
 def training_box(points, rng=None, *, scale: float = TRAIN_BOX_SCALE, center_jitter: float = TRAIN_CENTER_JITTER,

@@ -30,6 +30,10 @@ GT_PTS68 = "AFLW2000-3D.pts68.npy"
 
 
 GT_POSE = "AFLW2000-3D.pose.npy"
+#: 3DDFA's second yaw list: yaw from the AFLW labels (|yaw| buckets 1306 / 462 / 232 over the 2000
+#: images; 3DDFA's benchmark code calls this split "same as paper"). ``GT_POSE`` is the fitted pose's
+#: yaw (1312 / 383 / 305; 3DDFA's "current version"), the one each ``.mat``'s ``Pose_Para`` holds.
+GT_POSE_LABELS = "AFLW2000-3D-new.pose.npy"
 
 
 GT_REANNOTATED = "AFLW2000-3D-Reannotated.pts68.npy"
@@ -42,7 +46,8 @@ class EvalSample:
     ``image``/``image_path``: RGB uint8 picture (loaded lazily from the path); when ``precropped``
     it is already the 256x256 network crop (TFDS examples) and no crop is made. ``landmarks``:
     ``(68, 3)`` x, y, z; ``reannotated``: ``(68, 2)`` or None; ``vertices``: ``(43867, 3)`` dense
-    ground truth on the UV face points or None; ``yaw``: ground-truth yaw, degrees; ``fit``: the
+    ground truth on the UV face points or None; ``yaw``: ground-truth yaw of the fitted pose, degrees;
+    ``yaw_labels``: yaw from the AFLW labels (3DDFA's ``AFLW2000-3D-new.pose.npy`` row) or None; ``fit``: the
     :class:`prnet.data.annotations.Fit` it came from (for dense ground truth from a BFM), or None.
     """
 
@@ -56,6 +61,7 @@ class EvalSample:
     vertices: np.ndarray | None = None
     row: int | None = None
     fit: object | None = None
+    yaw_labels: float | None = None
 
     def load_image(self) -> np.ndarray:
         if self.image is not None:
@@ -65,12 +71,14 @@ class EvalSample:
 
 @dataclass(frozen=True)
 class GroundTruthArrays:
-    """3DDFA's arrays: ``pts68`` (M, 68, 3) MATLAB frame, ``yaw`` (M,) degrees, ``reannotated`` (M, 68, 2)."""
+    """3DDFA's arrays: ``pts68`` (M, 68, 3) MATLAB frame, ``yaw`` (M,) degrees of the fitted pose,
+    ``reannotated`` (M, 68, 2), ``yaw_labels`` (M,) degrees from the AFLW labels (``GT_POSE_LABELS``)."""
 
     pts68: np.ndarray
     yaw: np.ndarray | None
     reannotated: np.ndarray | None
     sources: dict = field(default_factory=dict)
+    yaw_labels: np.ndarray | None = None
 
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
@@ -107,6 +115,14 @@ def load_gt_arrays(gt_dir=None, reannotated=None) -> GroundTruthArrays | None:
         if yaw.shape[0] != pts.shape[0]:
             raise DatasetError(f"{gt_dir / GT_POSE}: {yaw.shape[0]} rows but {pts.shape[0]} landmark sets")
         sources["pose"] = str(gt_dir / GT_POSE)
+    yaw_labels = None
+    if (gt_dir / GT_POSE_LABELS).is_file():
+        pose = _load_npy(gt_dir / GT_POSE_LABELS, "the AFLW-label poses")
+        yaw_labels = pose.reshape(pose.shape[0], -1)[:, 0].astype(np.float64)
+        if yaw_labels.shape[0] != pts.shape[0] or not np.all(np.isfinite(yaw_labels)):
+            raise DatasetError(f"{gt_dir / GT_POSE_LABELS}: expected {pts.shape[0]} finite yaw angles, "
+                               f"got shape {pose.shape}")
+        sources["pose_labels"] = str(gt_dir / GT_POSE_LABELS)
     re_path = Path(reannotated) if reannotated is not None else gt_dir / GT_REANNOTATED
     re = None
     if re_path.is_file():
@@ -118,7 +134,7 @@ def load_gt_arrays(gt_dir=None, reannotated=None) -> GroundTruthArrays | None:
         sources["reannotated"] = str(re_path)
     elif reannotated is not None:
         raise DatasetError(f"{re_path}: re-annotated landmarks file not found")
-    return GroundTruthArrays(pts.transpose(0, 2, 1).astype(np.float64), yaw, re, sources)
+    return GroundTruthArrays(pts.transpose(0, 2, 1).astype(np.float64), yaw, re, sources, yaw_labels)
 
 
 #: A re-annotated landmark set farther than this from its row's original landmarks (NME, fraction of
@@ -183,6 +199,8 @@ def attach_gt_arrays(sample: EvalSample, gt: GroundTruthArrays, source=None) -> 
                 f"{float(sample.yaw):.3f}: the arrays are not in the same row order (shifted, sorted "
                 "differently or from another release). Use 3DDFA's files as distributed")
         sample.yaw = yaw
+    if gt.yaw_labels is not None:
+        sample.yaw_labels = float(gt.yaw_labels[row])
     if gt.reannotated is not None:
         sample.reannotated = gt.reannotated[row]
     return sample

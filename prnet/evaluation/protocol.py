@@ -103,6 +103,11 @@ def _crop_for(predictor: Predictor, sample: EvalSample, image, crop: str):
     return info, out, source, detect_ms, (time.perf_counter() - t1) * 1e3
 
 
+def _bucket_label(yaw):
+    """The :data:`metrics.YAW_BUCKETS` label of a yaw (degrees); None for None."""
+    return None if yaw is None else metrics.YAW_BUCKETS[int(metrics.yaw_bucket(yaw))][0]
+
+
 def _score(sample: EvalSample, landmarks, vertices, gt_vertices=None) -> dict:
     gt = sample.landmarks[None]
     row = {
@@ -122,16 +127,21 @@ def _score(sample: EvalSample, landmarks, vertices, gt_vertices=None) -> dict:
 
 
 def run_inference(predictor: Predictor, samples, *, crop: str = "gt", batch_size: int = 8,
-                  dense_fn: Callable | None = None, progress: bool = True, total: int | None = None) -> list:
+                  dense_fn: Callable | None = None, progress: bool = True, total: int | None = None,
+                  refine: bool = True) -> list:
     """Crop, predict, reconstruct and score every sample; returns one record (dict) per sample.
 
     ``predictor``: the :class:`Predictor` users run (its backend, UV template, crops and crop ->
     image mapping; its detector for ``crop='detector'``). ``samples``: any iterable of
     :class:`EvalSample` (read lazily, ``batch_size`` at a time; ``total`` for the progress bar).
     ``dense_fn(fit, image_shape) -> (43867, 3)`` (e.g. :func:`bfm_dense_ground_truth`) supplies
-    dense ground truth for samples that have none. Records hold ``id, yaw, bucket, crop, row``, the
+    dense ground truth for samples that have none. Records hold ``id, yaw, bucket, crop, row`` (yaw and
+    bucket of the fitted pose), ``yaw_labels, bucket_labels`` (the AFLW-label split; None without
+    3DDFA's ``AFLW2000-3D-new.pose.npy``), the
     NME fractions of :data:`METRICS` (None when the ground truth is missing) and the per-image
-    timings (ms).
+    timings (ms). ``refine``: detector crops get the predictor's landmark re-cropping
+    (:meth:`Predictor.refine_many`, ``predictor.refine_passes`` passes), as in ``prnet-demo``;
+    ``refine_ms`` is its time (second crop, network and mesh).
     """
     if crop not in ("gt", "detector"):
         raise ValueError(f"crop must be 'gt' or 'detector', got {crop!r}")
@@ -169,16 +179,27 @@ def run_inference(predictor: Predictor, samples, *, crop: str = "gt", batch_size
         forward_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
         if posmaps.shape != crops.shape:
             raise PRNetError(f"the model returned shape {posmaps.shape} for crops of shape {crops.shape}")
-        for s, image, (info, _, source, detect_ms, crop_ms), pos, gv in zip(batch, images, prepared, posmaps,
-                                                                            dense):
+        faces, mesh_ms = [], []
+        for image, (info, *_), pos in zip(images, prepared, posmaps):
             t1 = time.perf_counter()
-            (face,) = predictor.face_results(image, info, pos[None])
-            mesh_ms = (time.perf_counter() - t1) * 1e3
-            record = {"id": s.id, "row": s.row, "yaw": s.yaw, "bucket": metrics.YAW_BUCKETS[
-                int(metrics.yaw_bucket(s.yaw))][0], "crop": source}
+            faces.append(predictor.face_results(image, info, pos[None])[0])
+            mesh_ms.append((time.perf_counter() - t1) * 1e3)
+        # landmark re-cropping of detector crops, as prnet-demo does (Predictor(refine=...))
+        todo = [i for i, p in enumerate(prepared) if p[2] == "detector"] if refine else []
+        refine_ms = np.zeros(len(batch))
+        if todo:
+            t1 = time.perf_counter()
+            refined = predictor.refine_many([images[i] for i in todo], [[faces[i]] for i in todo])
+            refine_ms[todo] = (time.perf_counter() - t1) * 1e3 / len(todo)
+            for i, (face,) in zip(todo, refined):
+                faces[i] = face
+        for k, (s, face, (_, _, source, detect_ms, crop_ms), gv) in enumerate(zip(batch, faces, prepared, dense)):
+            record = {"id": s.id, "row": s.row, "yaw": s.yaw, "bucket": _bucket_label(s.yaw),
+                      "yaw_labels": s.yaw_labels, "bucket_labels": _bucket_label(s.yaw_labels), "crop": source}
             record.update(_score(s, face.landmarks, face.vertices, gv))
-            record.update(detect_ms=detect_ms, crop_ms=crop_ms, forward_ms=forward_ms, mesh_ms=mesh_ms,
-                          end_to_end_ms=detect_ms + crop_ms + forward_ms + mesh_ms)
+            record.update(detect_ms=detect_ms, crop_ms=crop_ms, forward_ms=forward_ms, mesh_ms=mesh_ms[k],
+                          refine_ms=float(refine_ms[k]),
+                          end_to_end_ms=detect_ms + crop_ms + forward_ms + mesh_ms[k] + float(refine_ms[k]))
             records.append(record)
         bar.update(len(batch))
     bar.close()
@@ -202,6 +223,7 @@ class EvalConfig:
     split: str = "test"
     crop: str = "gt"
     detector: str = "auto"
+    refine: bool = True
     detector_model: str | None = None
     gt_dir: str | None = None
     reannotated: str | None = None
@@ -256,7 +278,7 @@ def evaluate(config: EvalConfig, predictor: Predictor | None = None, model_info:
             detector = make_detector(config.detector, **kwargs)
         predictor = Predictor.from_weights(config.weights, smoke_test_random_weights=config.random_weights,
                                            detector=detector, template=config.assets_dir,
-                                           batch_size=config.batch_size)
+                                           batch_size=config.batch_size, refine=config.refine)
         model_info = describe_weights(config.weights, random_weights=config.random_weights)
     template = predictor.template
     data = {"crop": config.crop, "max_images": config.max_images}
@@ -279,14 +301,15 @@ def evaluate(config: EvalConfig, predictor: Predictor | None = None, model_info:
     if config.crop == "detector":
         detector = predictor.detector
         data.update(detector=getattr(detector, "name", config.detector),
-                    detector_box_rule=getattr(detector, "box_rule", "detector"))
+                    detector_box_rule=getattr(detector, "box_rule", "detector"),
+                    refine_passes=predictor.refine_passes if config.refine else 0)
     model_info = dict(model_info or {"description": "in-memory model", "random_weights": False})
     if predictor.random_weights:
         model_info["random_weights"] = True
     model_info.setdefault("source", predictor.source)
     model_info.setdefault("backend", predictor.backend_name)
     records = run_inference(predictor, samples, crop=config.crop, batch_size=config.batch_size, dense_fn=dense_fn,
-                            progress=config.progress, total=total)
+                            progress=config.progress, total=total, refine=config.refine)
     records.sort(key=lambda r: r["id"])
     results = build_results(records, model=model_info, data=data, batch_size=config.batch_size)
     try:

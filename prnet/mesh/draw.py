@@ -56,3 +56,22 @@ def draw_mesh_overlay(image: np.ndarray, vertices: np.ndarray, triangles: np.nda
     mesh = shade[mask][:, None] * np.asarray(color, np.float32)[None]
     out[mask] = np.clip((1 - alpha) * out[mask].astype(np.float32) + alpha * mesh + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+#: Edges of the pose box: rear square, front square, and the four edges joining them.
+POSE_BOX_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7))
+
+
+def draw_pose_box(image: np.ndarray, corners: np.ndarray, *, color=(0, 255, 0), thickness=None) -> np.ndarray:
+    """Draw a 3D box given its 8 projected corners (``(8, 2+)`` image pixels, rear square then front
+    square, as :func:`prnet.mesh.pose.pose_box` mapped by the camera matrix). Returns a new image."""
+    out = _check_image(image).copy()
+    pts = _check_points(corners, 2, "corners")[:, :2].astype(np.float64)
+    if len(pts) != 8:
+        raise ValueError(f"expected 8 box corners, got {len(pts)}")
+    thickness = thickness if thickness is not None else max(1, int(round(min(out.shape[:2]) / 200)))
+    shift = 4
+    p = np.round(pts * (1 << shift)).astype(np.int64)
+    for a, b in POSE_BOX_EDGES:
+        cv2.line(out, (int(p[a, 0]), int(p[a, 1])), (int(p[b, 0]), int(p[b, 1])), color, thickness, cv2.LINE_AA, shift)
+    return out

@@ -13,6 +13,7 @@ Texture coordinates follow the OBJ convention: ``u`` to the right, ``v`` up, bot
 ``v = 0`` at the bottom row of the texture image.
 """
 
+import hashlib
 from pathlib import Path
 
 import cv2
@@ -33,6 +34,34 @@ def _as_float_colors(colors: np.ndarray, n: int) -> np.ndarray:
     if colors.size and (colors.min() < -1e-6 or colors.max() > 1 + 1e-6):
         raise ValueError("float colors must lie in [0, 1] (pass uint8 for 0..255 values)")
     return np.clip(colors, 0.0, 1.0)
+
+
+def _rows(fmt: str, array: np.ndarray, chunk: int = 1 << 14) -> str:
+    """``array`` (2-D) formatted one row per line with the printf-style ``fmt``: the same text as
+    ``np.savetxt(f, array, fmt=fmt)``, built with one ``%`` per chunk of rows instead of one per row
+    (about 3.5x faster; a vectorised digit-by-digit NumPy formatter measured no faster)."""
+    parts = []
+    for start in range(0, len(array), chunk):
+        block = array[start:start + chunk]
+        parts.append(((fmt + "\n") * len(block)) % tuple(block.ravel().tolist()))
+    return "".join(parts)
+
+
+_FACES_TEXT: dict = {}  # (fmt, digest of the indices) -> text; the face lines of the last triangulations
+
+
+def _face_rows(fmt: str, faces: np.ndarray) -> str:
+    """:func:`_rows` for the face lines, remembered per triangulation: every face of a run shares
+    the template's triangles, so their text is formatted once (keyed by a hash of the indices)."""
+    faces = np.ascontiguousarray(faces, dtype=np.int64)
+    key = (fmt, faces.shape, hashlib.blake2b(faces.tobytes(), digest_size=16).digest())
+    text = _FACES_TEXT.get(key)
+    if text is None:
+        text = _rows(fmt, faces)
+        if len(_FACES_TEXT) >= 4:
+            _FACES_TEXT.clear()
+        _FACES_TEXT[key] = text
+    return text
 
 
 def write_obj(path, vertices, triangles, colors=None, texture=None, uv_coords=None, *, image_height=None) -> Path:
@@ -94,15 +123,15 @@ def write_obj(path, vertices, triangles, colors=None, texture=None, uv_coords=No
             if texture is not None:
                 f.write(f"mtllib {path.with_suffix('.mtl').name}\n")
             if colors is not None:
-                np.savetxt(f, np.hstack([out, _as_float_colors(colors, n)]), fmt="v %.4f %.4f %.4f %.5f %.5f %.5f")
+                f.write(_rows("v %.4f %.4f %.4f %.5f %.5f %.5f", np.hstack([out, _as_float_colors(colors, n)])))
             else:
-                np.savetxt(f, out, fmt="v %.4f %.4f %.4f")
+                f.write(_rows("v %.4f %.4f %.4f", out))
             if uv_coords is not None:
-                np.savetxt(f, uv_coords, fmt="vt %.6f %.6f")
+                f.write(_rows("vt %.6f %.6f", uv_coords))
             if texture is not None:
                 f.write(f"usemtl {MATERIAL_NAME}\n")
             if uv_coords is not None:
-                np.savetxt(f, np.repeat(faces, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
+                f.write(_face_rows("f %d/%d %d/%d %d/%d", np.repeat(faces, 2, axis=1)))
             else:
-                np.savetxt(f, faces, fmt="f %d %d %d")
+                f.write(_face_rows("f %d %d %d", faces))
     return path

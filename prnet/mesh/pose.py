@@ -36,3 +36,33 @@ def frontalize(vertices: np.ndarray, canonical: np.ndarray) -> np.ndarray:
     scale, rot, t = umeyama(canonical, vertices)
     v = np.asarray(vertices, dtype=np.float64)
     return ((v - t) @ rot / scale).astype(np.float32)
+
+
+def camera_matrix(vertices: np.ndarray, canonical: np.ndarray) -> np.ndarray:
+    """The affine camera of the pose fit: ``(3, 4)`` ``P = [scale * R | t]`` with
+    ``vertices ~ P @ [canonical; 1]`` (image pixels, x right, y down, z toward the camera). Rows 0-1
+    project a canonical point to image pixels; row 2 gives its z. (The original's ``isPose``
+    camera matrix, in this library's y-down frame.)"""
+    scale, rot, t = umeyama(canonical, vertices)
+    return np.hstack([scale * rot, np.asarray(t, np.float64).reshape(3, 1)])
+
+
+#: Pose box proportions, in landmark box widths w: rear square side, front square side, and the
+#: front square's distance toward the camera (the original ``plot_pose_box``: half sides 90 and 105,
+#: depth 110, with the rear square about as wide as the face).
+POSE_BOX_REAR, POSE_BOX_FRONT, POSE_BOX_DEPTH = 1.0, 105 / 90, 110 / 180
+
+
+def pose_box(canonical_landmarks: np.ndarray) -> np.ndarray:
+    """The 3D pose box in the canonical (mean face) frame: ``(8, 3)`` corners, rear square first
+    (clockwise on screen from top-left), then the front square. The rear square is centred on the
+    mean of the jaw and eyebrow landmarks (0-26) at their mean depth, side = the landmark box width;
+    the front square is larger and nearer the camera (+z). Map with :func:`camera_matrix`."""
+    lm = np.asarray(canonical_landmarks, dtype=np.float64)
+    width = float(np.ptp(lm[:, 0]))
+    centre = lm[:27].mean(axis=0)
+    unit = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) / 2
+    rear = np.hstack([centre[:2] + unit * width * POSE_BOX_REAR, np.full((4, 1), centre[2])])
+    front = np.hstack([centre[:2] + unit * width * POSE_BOX_FRONT,
+                       np.full((4, 1), centre[2] + width * POSE_BOX_DEPTH)])
+    return np.vstack([rear, front])

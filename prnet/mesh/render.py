@@ -5,9 +5,36 @@ integer coordinates; z points toward the camera in the same pixel units, its ori
 Larger z = nearer: renders keep the largest z.
 """
 
+import hashlib
+
 import numpy as np
 
 from prnet.mesh.raster import interpolate, rasterize
+
+#: Largest image (pixels) whose rasterisation :func:`_rasterize_reused` keeps for a second use
+#: (16 bytes per pixel: 256 MB at this size, held until the next rasterisation).
+REUSE_MAX_PIXELS = 16_000_000
+_last = [None]  # [(key, (tri_index, bary))]: the last rasterisation, for one reuse
+
+
+def _rasterize_reused(vertices, triangles, height: int, width: int):
+    """:func:`prnet.mesh.raster.rasterize`, remembered for one more call with the same mesh and size.
+
+    A face's depth image and its overlay rasterise the same mesh at the photo's size: the second
+    call gets the first one's result (then forgets it) instead of rasterising again. The key is a
+    hash of the vertex and triangle bytes, so a changed mesh is never served a stale result."""
+    v = np.ascontiguousarray(vertices, dtype=np.float64)
+    t = np.ascontiguousarray(triangles, dtype=np.int64)
+    digest = hashlib.blake2b(v.tobytes(), digest_size=16)
+    digest.update(t.tobytes())
+    key = (v.shape, t.shape, int(height), int(width), digest.digest())
+    entry = _last[0]
+    if entry is not None and entry[0] == key:
+        _last[0] = None
+        return entry[1]
+    result = rasterize(v, t, height, width)
+    _last[0] = (key, result) if height * width <= REUSE_MAX_PIXELS else None
+    return result
 
 
 def _check_points(points: np.ndarray, min_dims: int = 3, name: str = "vertices") -> np.ndarray:
@@ -61,7 +88,7 @@ def render_depth(vertices: np.ndarray, triangles: np.ndarray, height: int, width
     bool coverage mask. Use :func:`depth_to_uint8` for a viewable PNG.
     """
     vertices, triangles = _check_mesh(vertices, triangles)
-    tri_index, bary = rasterize(vertices[:, :3], triangles, height, width)
+    tri_index, bary = _rasterize_reused(vertices[:, :3], triangles, height, width)
     depth = interpolate(vertices[:, 2:3], triangles, tri_index, bary, background=background)[..., 0]
     return (depth, tri_index >= 0) if return_mask else depth
 
@@ -117,5 +144,5 @@ def render_shaded(vertices: np.ndarray, triangles: np.ndarray, height: int, widt
     """
     vertices, triangles = _check_mesh(vertices, triangles)
     intensity = ambient + (1 - ambient) * np.abs(vertex_normals(vertices, triangles)[:, 2:3])
-    tri_index, bary = rasterize(vertices[:, :3], triangles, height, width)
+    tri_index, bary = _rasterize_reused(vertices[:, :3], triangles, height, width)
     return interpolate(intensity, triangles, tri_index, bary)[..., 0], tri_index >= 0

@@ -115,6 +115,41 @@ def _missing_saved_model_files(path: Path) -> str:
     return ""
 
 
+#: TFLite interpreters :func:`tflite_interpreter` can use: ``auto`` = ``litert`` when installed, else ``tf``.
+TFLITE_RUNTIMES = ("auto", "litert", "tf")
+
+
+def tflite_interpreter(model_path=None, *, model_content=None, num_threads=None, runtime: str = "auto"):
+    """A TFLite interpreter for a ``.tflite`` file (``model_path``) or its bytes (``model_content``).
+
+    ``runtime``: ``"litert"`` - ``ai_edge_litert.interpreter.Interpreter`` (``pip install
+    ai-edge-litert``, or the project's ``[litert]`` extra); ``"tf"`` - TensorFlow's
+    ``tf.lite.Interpreter`` (deprecated since TF 2.20; its deprecation warning is silenced);
+    ``"auto"`` - LiteRT when installed, else TensorFlow's. Both run the same kernels (XNNPACK on
+    CPU). Returns ``(interpreter, name)`` with ``name`` ``"ai_edge_litert"`` or ``"tf.lite"``.
+    Load errors propagate as the interpreter raises them (``ValueError`` / ``RuntimeError``).
+    """
+    if runtime not in TFLITE_RUNTIMES:
+        raise ValueError(f"runtime must be one of {TFLITE_RUNTIMES}, got {runtime!r}")
+    kwargs = {"model_path": None if model_path is None else str(model_path), "model_content": model_content,
+              "num_threads": num_threads}
+    if runtime != "tf":
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            if runtime == "litert":
+                raise ImportError("the LiteRT interpreter is not installed: pip install ai-edge-litert "
+                                  "(or pip install -e \".[litert]\")") from None
+        else:
+            return Interpreter(**kwargs), "ai_edge_litert"
+    import warnings
+
+    with warnings.catch_warnings():  # TF >= 2.20: "tf.lite.Interpreter is deprecated ... use ai_edge_litert"
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return tf.lite.Interpreter(**kwargs), "tf.lite"
+
+
 #: A TFLite model is a FlatBuffer with this file identifier at bytes 4..8.
 TFLITE_IDENTIFIER = b"TFL3"
 
@@ -124,10 +159,11 @@ class TFLiteBackend:
 
     Float32 tensors pass through; int8 / uint8 tensors are quantised as ``q = round(x / scale) +
     zero_point`` on input and dequantised as ``(q - zero_point) * scale`` on output, with each
-    tensor's own parameters. The input is resized to the batch size of each call.
+    tensor's own parameters. The input is resized to the batch size of each call. ``runtime``:
+    see :func:`tflite_interpreter` (``self.runtime`` names the interpreter in use).
     """
 
-    def __init__(self, path, num_threads=None, random_weights: bool = False):
+    def __init__(self, path, num_threads=None, random_weights: bool = False, runtime: str = "auto"):
         path = Path(path).expanduser()
         if not path.is_file():
             raise WeightsNotFoundError(f"TFLite model not found: {path}")
@@ -139,7 +175,7 @@ class TFLiteBackend:
                 "bytes 4-8): give a .tflite file written by export.py (or a TFLite converter), or another weights "
                 "format")
         try:
-            self._interp = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
+            self._interp, self.runtime = tflite_interpreter(path, num_threads=num_threads, runtime=runtime)
         except (ValueError, RuntimeError) as e:  # UnicodeDecodeError is a ValueError
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WeightsFormatError(f"could not load the TFLite model {path} (corrupt or truncated?): "

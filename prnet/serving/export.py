@@ -12,7 +12,15 @@ from prnet.errors import ExportError, OutputExistsError, OutputFolderError
 from prnet.model.fast import build_inference_model
 from prnet.model.resfcn256 import to_posmap
 from prnet.serving.calibration import representative_crops
-from prnet.serving.saved_model import DEFAULT_MAX_IMAGE_PIXELS, _as_net, check_max_image_pixels, export_saved_model
+from prnet.serving.saved_model import (
+    DEFAULT_MAX_FACES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    _as_net,
+    check_max_faces,
+    check_max_image_pixels,
+    export_saved_model,
+    make_detector_graph,
+)
 from prnet.serving.tflite import QUANTIZATIONS, convert_tflite, tflite_predict
 
 #: Every format an export set can hold, in writing order.
@@ -62,7 +70,8 @@ def check_output_dir(output_dir, overwrite: bool = False) -> Path:
 
 
 def export_all(model, output_dir, *, formats=FORMATS, calibration=None, kpt_ind=None, optimize=True,
-               overwrite=False, progress=True, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> dict:
+               overwrite=False, progress=True, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+               detector="blazeface", max_faces: int = DEFAULT_MAX_FACES, template=None) -> dict:
     """Write an export set, the requested formats, as the folder ``output_dir``: ``saved_model/`` and
     ``prnet_<q>.tflite``.
 
@@ -72,10 +81,15 @@ def export_all(model, output_dir, *, formats=FORMATS, calibration=None, kpt_ind=
     folder holds either the previous complete set or the new one, never a mix (``overwrite``
     replaces every file of the old set, also formats not exported again). Returns
     ``{format: path}``. ``calibration`` is a :func:`representative_crops` source or a list of crops
-    (needed for ``int8``); ``max_image_pixels``: see :mod:`prnet.serving.saved_model`.
+    (needed for ``int8``); ``max_image_pixels``, ``detector`` (the face detector of the SavedModel's
+    ``predict_images_detect``: ``"blazeface"`` or None), ``max_faces`` and ``template`` (the UV template;
+    adds the ``pose`` output): see :func:`prnet.serving.saved_model.export_saved_model`.
     """
     formats = check_formats(formats)
     max_image_pixels = check_max_image_pixels(max_image_pixels)
+    max_faces = check_max_faces(max_faces)
+    if "saved_model" in formats:
+        detector = make_detector_graph(detector)  # DetectorUnavailableError before anything is written
     output_dir = check_output_dir(output_dir, overwrite)
     crops = None
     if "int8" in formats:
@@ -84,10 +98,10 @@ def export_all(model, output_dir, *, formats=FORMATS, calibration=None, kpt_ind=
         if not crops:
             raise ExportError("int8 needs calibration data: pass --calibration=tfds:prnet_synthetic or a "
                               "folder of face images")
-    if kpt_ind is None and "saved_model" in formats:
+    if kpt_ind is None and template is None and "saved_model" in formats:
         from prnet.core.uv import load_uv_template
 
-        kpt_ind = load_uv_template().kpt_ind
+        template = load_uv_template()
     net = build_inference_model(model) if optimize else _as_net(model, optimize=False)
     remove_stale_temporaries(output_dir.parent, suffix=f"-{output_dir.name}")  # of killed exports
     try:
@@ -95,7 +109,8 @@ def export_all(model, output_dir, *, formats=FORMATS, calibration=None, kpt_ind=
             for fmt in tqdm(formats, desc="export", disable=not progress):
                 if fmt == "saved_model":
                     export_saved_model(net, tmp / entry_name(fmt), kpt_ind=kpt_ind,
-                                       max_image_pixels=max_image_pixels)
+                                       max_image_pixels=max_image_pixels, detector=detector, max_faces=max_faces,
+                                       template=template)
                 else:
                     convert_tflite(net, tmp / entry_name(fmt), quantization=fmt, representative=crops)
             check_output_dir(output_dir, overwrite)  # nobody wrote there meanwhile

@@ -17,6 +17,17 @@ z toward the camera on the x/y scale):
   ``min(W, H) - 1``, so a square image maps edge pixel to edge pixel, as the original does with
   pre-cropped 256x256 inputs).
 * ``predict_images_nobox``: ``images`` only; every image as with a zero box.
+* ``predict_images_detect`` (unless exported with ``detector=None``): ``images`` tf.string ``[N]``
+  only. Per image, in the graph: decode (same checks and EXIF rule), the default face detector
+  (BlazeFace "back": :mod:`prnet.serving.detect_graph`, constants from :mod:`prnet.model.blazeface`),
+  its weighted NMS, the calibrated box -> the 1.6 x crop rule (``prnet.core.crop.box_from_bbox``),
+  the network. Returns, padded to ``M = max_faces`` rows per image (largest face first, rows past
+  ``num_faces`` are zeros): ``boxes`` ``[N, M, 4]`` the calibrated face boxes (estimates of the 68
+  landmarks' bounding box, image px), ``scores`` ``[N, M]`` (detector score 0-1), ``keypoints``
+  ``[N, M, 6, 2]`` (BlazeFace's eyes, nose, mouth, ears; image px), ``landmarks`` ``[N, M, 68, 3]``
+  (image px, z / s), ``tform`` ``[N, M, 3, 3]`` (image -> crop) and ``num_faces`` int32 ``[N]``.
+  This equals :class:`prnet.inference.predictor.Predictor` with the default detector and
+  ``refine=False`` (no landmark re-cropping in the graph).
 
 Images are taken **as displayed**: the EXIF Orientation tag of a JPEG (APP1 ``Exif``) or PNG
 (``eXIf``) is applied before cropping (the table :data:`prnet.core.images.ORIENTATION_STEPS`, the
@@ -55,6 +66,7 @@ from prnet.core.images import EXIF_HEADER, EXIF_ORIENTATION_TAG, ORIENTATION_STE
 from prnet.errors import ExportError
 from prnet.model.fast import IMAGES_SPEC, build_inference_model
 from prnet.model.resfcn256 import to_posmap
+from prnet.serving.detect_graph import BlazeFaceGraph, pose_angles
 
 _IMAGE_MAGIC = ((b"\xff\xd8\xff", 3), (b"\x89PNG\r\n\x1a\n", 8), (b"GIF8", 4), (b"BM", 2))
 
@@ -66,6 +78,8 @@ MIN_IMAGE_SIDE = 16
 MIN_BOX_SIDE = 8.0
 #: Largest box width / height, in multiples of the image width / height.
 MAX_BOX_FACTOR = 4.0
+#: Default number of faces per image ``predict_images_detect`` returns at most (``export.py --max_faces``).
+DEFAULT_MAX_FACES = 8
 #: Header blocks (JPEG segments, PNG chunks, GIF blocks and sub-blocks) read at most per image.
 _MAX_BLOCKS = 1 << 20
 
@@ -261,6 +275,74 @@ def orient_image(image, orientation):
     return tf.switch_case(tf.cast(index, tf.int32), branches)
 
 
+def checked_header(data, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, signature="predict_images"):
+    """Check one request element (tf.string) from its header, before decoding it.
+
+    Returns ``(data, stored_h, stored_w, orientation, h, w)``: ``data`` made dependent on the checks,
+    the stored size (int64, as the decoder produces it), the EXIF orientation and the size of the
+    image as displayed (int64). Fails with ``InvalidArgumentError`` (message prefixed with
+    ``signature``) for non-image bytes, an image under :data:`MIN_IMAGE_SIDE` or over
+    ``max_image_pixels`` pixels.
+    """
+    data = _checked(data, _is_image(data), f"{signature}: an element of `images` is not an encoded JPEG, "
+                    "PNG, GIF or BMP image (send the raw file bytes; in REST JSON as {\"b64\": base64})")
+    stored_h, stored_w, orientation = image_header(data)
+    turned = orientation >= 5
+    hi = tf.where(turned, stored_w, stored_h)
+    wi = tf.where(turned, stored_h, stored_w)
+    limit = tf.cast(max_image_pixels, tf.int64)
+    pixels = tf.cast(hi, tf.float64) * tf.cast(wi, tf.float64)  # no int64 overflow on 4e9 x 4e9 headers
+    data = _checked(data, pixels <= tf.cast(limit, tf.float64),
+                    f"{signature}: an image is larger than this model's limit on pixels per image "
+                    "(set at export: export.py --max_image_pixels); downscale it before sending. "
+                    "Width, height, limit:", wi, hi, limit)
+    data = _checked(data, tf.minimum(hi, wi) >= MIN_IMAGE_SIDE,
+                    f"{signature}: an image is smaller than {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels (or its "
+                    "header is broken); send the photo the face was found in. Width, height:", wi, hi)
+    return data, stored_h, stored_w, orientation, hi, wi
+
+
+def decode_oriented(data, stored_h, stored_w, orientation, signature="predict_images"):
+    """Decode a :func:`checked_header` element to RGB uint8 ``(H, W, 3)`` as displayed (EXIF applied);
+    ``InvalidArgumentError`` when the pixel data does not match the header."""
+    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    image = tf.ensure_shape(image, [None, None, 3])
+    image = _checked(image, tf.reduce_all(tf.equal(tf.shape(image, out_type=tf.int64)[:2], [stored_h, stored_w])),
+                     f"{signature}: an image's header does not match its pixel data (damaged file); "
+                     "re-encode it")
+    return orient_image(image, orientation)
+
+
+def crop_square(image, cx, cy, size):
+    """The network crop of the square of side ``size`` centred on ``(cx, cy)`` (float64 scalars, image px)
+    of an RGB uint8 ``image`` ``(H, W, 3)``, in TensorFlow ops.
+
+    Returns ``(crop float32 (256, 256, 3) in [0, 1], tform float32 (3, 3) image -> crop px)``, the
+    same as ``prnet.core.crop.warp_crop(image, crop_transform((cx, cy), size))`` (bilinear, black
+    outside the image). Only the window the crop samples is converted to float.
+    """
+    shape = tf.shape(image)
+    h, w = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+    s = (CROP_SIZE - 1) / size
+    ox, oy = cx - size / 2.0, cy - size / 2.0
+    # Only the window the crop samples (with the bilinear neighbours) is converted to float.
+    x_lo = tf.clip_by_value(tf.floor(ox) - 1.0, 0.0, w - 1.0)
+    x_hi = tf.clip_by_value(tf.floor(ox + size) + 3.0, x_lo + 1.0, w)
+    y_lo = tf.clip_by_value(tf.floor(oy) - 1.0, 0.0, h - 1.0)
+    y_hi = tf.clip_by_value(tf.floor(oy + size) + 3.0, y_lo + 1.0, h)
+    window = image[tf.cast(y_lo, tf.int32):tf.cast(y_hi, tf.int32), tf.cast(x_lo, tf.int32):tf.cast(x_hi, tf.int32)]
+    zero = tf.zeros([], tf.float64)
+    # ImageProjectiveTransform maps output (crop) pixel (x, y) to input (x / s + ox, y / s + oy).
+    inverse = tf.stack([1.0 / s, zero, ox - x_lo, zero, 1.0 / s, oy - y_lo, zero, zero])
+    crop = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(window, tf.float32)[None], transforms=tf.cast(inverse, tf.float32)[None],
+        output_shape=tf.constant([CROP_SIZE, CROP_SIZE]), fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT")[0] / 255.0
+    one = tf.ones([], tf.float64)
+    tform = tf.reshape(tf.stack([s, zero, -s * ox, zero, s, -s * oy, zero, zero, one]), [3, 3])
+    return crop, tf.cast(tform, tf.float32)
+
+
 def crop_encoded(data, box, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """Check, decode, turn upright (EXIF) and crop one image (tf.string) for the network, in TensorFlow ops.
 
@@ -270,21 +352,7 @@ def crop_encoded(data, box, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     (bilinear, black outside the image). Requests outside the limits of the module docstring fail
     with ``InvalidArgumentError`` before the image is decoded.
     """
-    data = _checked(data, _is_image(data), "predict_images: an element of `images` is not an encoded JPEG, "
-                    "PNG, GIF or BMP image (send the raw file bytes; in REST JSON as {\"b64\": base64})")
-    stored_h, stored_w, orientation = image_header(data)
-    turned = orientation >= 5
-    hi = tf.where(turned, stored_w, stored_h)
-    wi = tf.where(turned, stored_h, stored_w)
-    limit = tf.cast(max_image_pixels, tf.int64)
-    pixels = tf.cast(hi, tf.float64) * tf.cast(wi, tf.float64)  # no int64 overflow on 4e9 x 4e9 headers
-    data = _checked(data, pixels <= tf.cast(limit, tf.float64),
-                    "predict_images: an image is larger than this model's limit on pixels per image "
-                    "(set at export: export.py --max_image_pixels); downscale it before sending. "
-                    "Width, height, limit:", wi, hi, limit)
-    data = _checked(data, tf.minimum(hi, wi) >= MIN_IMAGE_SIDE,
-                    f"predict_images: an image is smaller than {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels (or its "
-                    "header is broken); send the photo the face was found in. Width, height:", wi, hi)
+    data, stored_h, stored_w, orientation, hi, wi = checked_header(data, max_image_pixels)
     h = tf.cast(hi, tf.float64)
     w = tf.cast(wi, tf.float64)
     b = tf.cast(box, tf.float64)
@@ -309,40 +377,19 @@ def crop_encoded(data, box, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     for ok, message in rules:
         b = _checked(b, tf.logical_or(tf.logical_not(has_box), ok),
                      f"predict_images: {message}. Box, image width, height:", box, wi, hi)
-    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
-    image = tf.ensure_shape(image, [None, None, 3])
-    image = _checked(image, tf.reduce_all(tf.equal(tf.shape(image, out_type=tf.int64)[:2], [stored_h, stored_w])),
-                     "predict_images: an image's header does not match its pixel data (damaged file); "
-                     "re-encode it")
-    image = orient_image(image, orientation)
+    image = decode_oriented(data, stored_h, stored_w, orientation)
     old = (bw + bh) / 2.0
     size = tf.maximum(tf.where(has_box, tf.floor(old * LANDMARK_SCALE), tf.minimum(w, h) - 1.0), 1.0)
     cx = tf.where(has_box, (b[0] + b[2]) / 2.0, (w - 1.0) / 2.0)
     cy = tf.where(has_box, (b[1] + b[3]) / 2.0, (h - 1.0) / 2.0)
-    s = (CROP_SIZE - 1) / size
-    ox, oy = cx - size / 2.0, cy - size / 2.0
-    # Only the window the crop samples (with the bilinear neighbours) is converted to float.
-    x_lo = tf.clip_by_value(tf.floor(ox) - 1.0, 0.0, w - 1.0)
-    x_hi = tf.clip_by_value(tf.floor(ox + size) + 3.0, x_lo + 1.0, w)
-    y_lo = tf.clip_by_value(tf.floor(oy) - 1.0, 0.0, h - 1.0)
-    y_hi = tf.clip_by_value(tf.floor(oy + size) + 3.0, y_lo + 1.0, h)
-    window = image[tf.cast(y_lo, tf.int32):tf.cast(y_hi, tf.int32), tf.cast(x_lo, tf.int32):tf.cast(x_hi, tf.int32)]
-    zero = tf.zeros([], tf.float64)
-    # ImageProjectiveTransform maps output (crop) pixel (x, y) to input (x / s + ox, y / s + oy).
-    inverse = tf.stack([1.0 / s, zero, ox - x_lo, zero, 1.0 / s, oy - y_lo, zero, zero])
-    crop = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(window, tf.float32)[None], transforms=tf.cast(inverse, tf.float32)[None],
-        output_shape=tf.constant([CROP_SIZE, CROP_SIZE]), fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="CONSTANT")[0] / 255.0
-    one = tf.ones([], tf.float64)
-    tform = tf.reshape(tf.stack([s, zero, -s * ox, zero, s, -s * oy, zero, zero, one]), [3, 3])
-    return crop, tf.cast(tform, tf.float32)
+    return crop_square(image, cx, cy, size)
 
 
 class ServingModule(tf.Module):
     """What the SavedModel holds: the fast network, the landmark UV pixels and the signatures."""
 
-    def __init__(self, net, kpt_ind, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+    def __init__(self, net, kpt_ind, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, detector=None,
+                 max_faces: int = DEFAULT_MAX_FACES, pose_points=None):
         super().__init__(name="prnet")
         self.net = net
         #: The cap on pixels per image of predict_images (read it back: ``loaded.max_image_pixels``).
@@ -350,6 +397,19 @@ class ServingModule(tf.Module):
                                             name="max_image_pixels")
         # (68, 2) UV pixels as (row, col) for gather_nd.
         self.kpt_rowcol = tf.constant(np.asarray(kpt_ind, np.int32)[:, ::-1].copy(), name="kpt_rowcol")
+        if detector is not None:
+            #: The face detector graph of predict_images_detect (:class:`prnet.serving.detect_graph.BlazeFaceGraph`).
+            self.detector = detector
+            self._max_faces = int(max_faces)
+            #: Faces per image predict_images_detect returns at most (read it back: ``loaded.max_faces``).
+            self.max_faces = tf.Variable(self._max_faces, dtype=tf.int64, trainable=False, name="max_faces")
+            self._pose = pose_points is not None
+            if self._pose:  # (face_ind (P,) flat UV pixels, canonical_vertices (P, 3)) of the UV template
+                self.face_ind = tf.constant(np.asarray(pose_points[0], np.int32), name="face_ind")
+                self.canonical_vertices = tf.constant(np.asarray(pose_points[1], np.float32),
+                                                      name="canonical_vertices")
+            self.predict_images_detect = tf.function(
+                self._predict_detect, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
 
     @tf.function(input_signature=[IMAGES_SPEC])
     def serving_default(self, images):
@@ -367,12 +427,68 @@ class ServingModule(tf.Module):
             fn_output_signature=(tf.TensorSpec([CROP_SIZE, CROP_SIZE, 3], tf.float32),
                                  tf.TensorSpec([3, 3], tf.float32)))
         posmap = self.net(crops)
+        return {"posmap": posmap, "landmarks": self._landmarks(posmap, tforms), "tform": tforms}
+
+    def _landmarks(self, posmap, tforms):
+        """Position maps [N, 256, 256, 3] crop px + tforms [N, 3, 3] -> landmarks [N, 68, 3] image px (z / s)."""
+        n = tf.shape(posmap)[0]
         kpt = tf.gather_nd(posmap, tf.tile(self.kpt_rowcol[None], [n, 1, 1]), batch_dims=1)  # (N, 68, 3)
         s = tforms[:, 0, 0][:, None]
-        landmarks = tf.stack([(kpt[..., 0] - tforms[:, 0, 2][:, None]) / s,
-                              (kpt[..., 1] - tforms[:, 1, 2][:, None]) / s,
-                              kpt[..., 2] / s], axis=-1)
-        return {"posmap": posmap, "landmarks": landmarks, "tform": tforms}
+        return tf.stack([(kpt[..., 0] - tforms[:, 0, 2][:, None]) / s,
+                         (kpt[..., 1] - tforms[:, 1, 2][:, None]) / s,
+                         kpt[..., 2] / s], axis=-1)
+
+    def _detect_one(self, data):
+        """One encoded image -> its faces, padded to ``max_faces`` (see ``predict_images_detect``)."""
+        name = "predict_images_detect"
+        data, stored_h, stored_w, orientation, _, _ = checked_header(data, self.max_image_pixels, name)
+        image = decode_oriented(data, stored_h, stored_w, orientation, name)
+        boxes, scores, keypoints = self.detector(image)
+        m = self._max_faces
+        boxes, scores, keypoints = boxes[:m], scores[:m], keypoints[:m]
+        k = tf.shape(boxes)[0]
+
+        def crop(box):  # prnet.core.crop.box_from_bbox: the box centre, side int(1.6 x mean side)
+            size = tf.maximum(tf.floor((box[2] - box[0] + box[3] - box[1]) / 2.0 * LANDMARK_SCALE), 1.0)
+            return crop_square(image, (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0, size)
+
+        crops, tforms = tf.map_fn(crop, boxes, fn_output_signature=(
+            tf.TensorSpec([CROP_SIZE, CROP_SIZE, 3], tf.float32), tf.TensorSpec([3, 3], tf.float32)))
+        def faces():
+            posmap = self.net(crops)
+            if not self._pose:
+                return self._landmarks(posmap, tforms), tf.zeros([k, 3], tf.float32)
+            vertices = tf.gather(tf.reshape(posmap, [k, CROP_SIZE * CROP_SIZE, 3]), self.face_ind, axis=1)
+            pose = tf.map_fn(lambda v: pose_angles(v, self.canonical_vertices), vertices,
+                             fn_output_signature=tf.TensorSpec([3], tf.float64))
+            return self._landmarks(posmap, tforms), tf.cast(pose, tf.float32)
+
+        landmarks, pose = tf.cond(k > 0, faces, lambda: (tf.zeros([0, 68, 3], tf.float32), tf.zeros([0, 3])))
+        pad = m - k
+
+        def padded(x, dtype=tf.float32):
+            x = tf.cast(x, dtype)
+            return tf.pad(x, tf.concat([[[0, pad]], tf.zeros([tf.rank(x) - 1, 2], tf.int32)], 0))
+
+        out = {"boxes": padded(boxes), "scores": padded(scores), "keypoints": padded(keypoints),
+               "landmarks": padded(landmarks), "tform": padded(tforms), "num_faces": k}
+        if self._pose:
+            out["pose"] = padded(pose)
+        return out
+
+    def _predict_detect(self, images):
+        """Encoded images [N] -> every face the detector finds (at most max_faces per image, largest first):
+        boxes [N,M,4], scores [N,M], keypoints [N,M,6,2], landmarks [N,M,68,3] (image px), tform [N,M,3,3],
+        num_faces [N]; rows past num_faces are zeros."""
+        n = tf.shape(images)[0]
+        images = _checked(images, n > 0, "predict_images_detect: empty batch; send at least one image")
+        m = self._max_faces
+        spec = {"boxes": tf.TensorSpec([m, 4], tf.float32), "scores": tf.TensorSpec([m], tf.float32),
+                "keypoints": tf.TensorSpec([m, 6, 2], tf.float32), "landmarks": tf.TensorSpec([m, 68, 3], tf.float32),
+                "tform": tf.TensorSpec([m, 3, 3], tf.float32), "num_faces": tf.TensorSpec([], tf.int32)}
+        if self._pose:
+            spec["pose"] = tf.TensorSpec([m, 3], tf.float32)
+        return tf.map_fn(self._detect_one, images, fn_output_signature=spec)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images"),
                                   tf.TensorSpec([None, 4], tf.float32, name="boxes")])
@@ -422,8 +538,32 @@ def check_max_image_pixels(max_image_pixels) -> int:
     return value
 
 
+def check_max_faces(max_faces) -> int:
+    """``max_faces`` as an int, or :class:`prnet.errors.ExportError` unless it is a whole number 1-64."""
+    try:
+        value = int(max_faces)
+    except (TypeError, ValueError):
+        value = 0
+    if value != max_faces or not 1 <= value <= 64:
+        raise ExportError(f"max_faces must be a whole number of faces from 1 to 64, got {max_faces!r}")
+    return value
+
+
+def make_detector_graph(detector):
+    """``"blazeface"`` -> a new :class:`prnet.serving.detect_graph.BlazeFaceGraph` ("back" model); None or
+    ``"none"`` -> None; a detector graph is returned as is. :class:`ExportError` for other names."""
+    if detector is None or (isinstance(detector, str) and detector == "none"):
+        return None
+    if isinstance(detector, str):
+        if detector != "blazeface":
+            raise ExportError(f"unknown detector {detector!r} for predict_images_detect; choose blazeface or none")
+        return BlazeFaceGraph("back")
+    return detector
+
+
 def export_saved_model(model_or_net, export_dir, *, kpt_ind=None, optimize: bool = True,
-                       overwrite: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Path:
+                       overwrite: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                       detector="blazeface", max_faces: int = DEFAULT_MAX_FACES, template=None) -> Path:
     """Write the SavedModel (signatures in the module docstring) to ``export_dir``, atomically.
 
     Args:
@@ -434,18 +574,33 @@ def export_saved_model(model_or_net, export_dir, *, kpt_ind=None, optimize: bool
       overwrite: replace an existing ``export_dir`` (else :class:`prnet.errors.OutputExistsError`).
       max_image_pixels: the largest image (width x height) ``predict_images`` accepts; larger ones
         are rejected from their header, before decoding (see the module docstring).
+      detector: ``"blazeface"`` (default: adds ``predict_images_detect`` with BlazeFace "back" from the
+        installed model files), a :class:`prnet.serving.detect_graph.BlazeFaceGraph`, or None (no
+        detection signature). Raises :class:`prnet.errors.DetectorUnavailableError` when the model
+        files are missing.
+      max_faces: faces per image ``predict_images_detect`` returns at most (1-64).
+      template: the :class:`prnet.core.uv.UVTemplate` (its ``kpt_ind``, ``face_ind`` and
+        ``canonical_vertices``): with it, or when neither it nor ``kpt_ind`` is given (the default
+        template is loaded), ``predict_images_detect`` also returns each face's ``pose``.
     """
     max_image_pixels = check_max_image_pixels(max_image_pixels)
-    if kpt_ind is None:
+    max_faces = check_max_faces(max_faces)
+    if template is None and kpt_ind is None:
         from prnet.core.uv import load_uv_template
 
-        kpt_ind = load_uv_template().kpt_ind
-    module = ServingModule(_as_net(model_or_net, optimize), kpt_ind, max_image_pixels)
+        template = load_uv_template()
+    kpt_ind = template.kpt_ind if kpt_ind is None else kpt_ind
+    pose_points = None if template is None else (template.face_ind, template.canonical_vertices)
+    detector = make_detector_graph(detector)
+    module = ServingModule(_as_net(model_or_net, optimize), kpt_ind, max_image_pixels, detector, max_faces,
+                           pose_points)
     signatures = {
         "serving_default": module.serving_default.get_concrete_function(),
         "predict_images": module.predict_images.get_concrete_function(),
         "predict_images_nobox": module.predict_images_nobox.get_concrete_function(),
     }
+    if detector is not None:
+        signatures["predict_images_detect"] = module.predict_images_detect.get_concrete_function()
 
     with atomic_path(export_dir, overwrite=overwrite, directory=True) as tmp:
         tf.saved_model.save(module, str(tmp), signatures=signatures)

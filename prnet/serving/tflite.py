@@ -12,6 +12,7 @@ import tensorflow as tf
 from prnet.core.crop import CROP_SIZE
 from prnet.core.files import atomic_write
 from prnet.errors import ExportError
+from prnet.model.runtime import tflite_interpreter
 from prnet.serving.saved_model import _as_net
 
 #: TFLite variants written by :func:`convert_tflite`.
@@ -54,7 +55,7 @@ def convert_tflite(model_or_net, output_path, *, quantization: str = "float32", 
 
 def _check_runs(data: bytes, crop):
     """Run the converted model once with the default (XNNPACK) delegate; raise ExportError if it cannot."""
-    interpreter = tf.lite.Interpreter(model_content=data, num_threads=1)
+    interpreter, _ = tflite_interpreter(model_content=data, num_threads=1)
     try:
         interpreter.allocate_tensors()
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], crop[None])
@@ -67,12 +68,13 @@ def _check_runs(data: bytes, crop):
             "crops") from err
 
 
-def tflite_predict(path, crops, num_threads: int = 2) -> np.ndarray:
+def tflite_predict(path, crops, num_threads: int = 2, runtime: str = "auto") -> np.ndarray:
     """Run a ``.tflite`` position-map model on float32 crops ``[N, 256, 256, 3]``; returns crop px.
 
     Handles float and quantized input/output tensors through their quantization parameters.
+    ``runtime``: the interpreter (:func:`prnet.model.runtime.tflite_interpreter`).
     """
-    interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
+    interpreter, _ = tflite_interpreter(path, num_threads=num_threads, runtime=runtime)
     crops = np.asarray(crops, np.float32)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     interpreter.resize_tensor_input(inp["index"], list(crops.shape))

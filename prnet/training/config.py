@@ -2,6 +2,8 @@
 learning-rate schedule of the paper (Adam at 1e-4, halved every 5 epochs)."""
 
 import dataclasses
+import json
+import os
 
 import keras
 import tensorflow as tf
@@ -11,7 +13,7 @@ from prnet.errors import TrainingConfigError
 from prnet.model.resfcn256 import WEIGHT_DECAY
 from prnet.training import losses
 
-STRATEGIES = ("default", "mirrored", "one_device")
+STRATEGIES = ("default", "mirrored", "one_device", "multi_worker")
 
 
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
@@ -92,7 +94,11 @@ def configure_cpu_devices(count: int):
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """``default`` (no distribution), ``mirrored`` (all GPUs, else all logical CPUs), ``one_device``."""
+    """``default`` (no distribution), ``mirrored`` (all GPUs, else all logical CPUs), ``one_device``,
+    ``multi_worker`` (``MultiWorkerMirroredStrategy`` over the cluster of ``TF_CONFIG``: all GPUs of
+    every worker, or its CPU; must be made before any other TensorFlow op of the process)."""
+    if name == "multi_worker":
+        return _multi_worker_strategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "default":
         return tf.distribute.get_strategy()
@@ -104,6 +110,38 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
     raise TrainingConfigError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
+
+
+def _multi_worker_strategy() -> tf.distribute.Strategy:
+    raw = os.environ.get("TF_CONFIG", "")
+    try:
+        tf_config = json.loads(raw) if raw.strip() else None
+    except json.JSONDecodeError as e:
+        raise TrainingConfigError(f"TF_CONFIG is not valid JSON ({e}): {raw[:200]!r}") from e
+    workers = ((tf_config or {}).get("cluster") or {}).get("worker")
+    task = (tf_config or {}).get("task") or {}
+    if not workers or "type" not in task or "index" not in task:
+        raise TrainingConfigError(
+            "--strategy=multi_worker needs TF_CONFIG with the cluster and this process's task, e.g. "
+            'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+            '"index": 0}}\' on the first machine and "index": 1 on the second (README, train.py)')
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except (RuntimeError, ValueError) as e:
+        raise TrainingConfigError(f"cannot start MultiWorkerMirroredStrategy ({e}); it must be created before "
+                                  "any other TensorFlow op of the process, with a valid TF_CONFIG") from e
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's outputs: always outside ``multi_worker``; there, the
+    ``chief`` task, or worker 0 when the cluster has no chief (TensorFlow's convention)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    resolver = strategy.cluster_resolver
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type in (None, "chief"):
+        return True
+    return task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
 def learning_rate_schedule(base_lr: float, steps_per_epoch: int, decay_epochs: float = 5.0,

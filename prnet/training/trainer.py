@@ -30,12 +30,24 @@ exist but none can be resumed from. ``config.restart`` starts over instead, afte
 ``checkpoints`` folder aside (``checkpoints.old-<time>``). A ``KeyboardInterrupt`` (Ctrl-C) during
 :meth:`Trainer.fit` saves a checkpoint of the steps done (every step is one atomic graph
 execution, so the state is consistent), logs what was finished and is re-raised.
+
+Multi-worker (``strategy="multi_worker"``, ``MultiWorkerMirroredStrategy`` over ``TF_CONFIG``): every
+worker runs the same program. Only the chief (:func:`prnet.training.config.is_chief`) writes into
+``model_dir`` (checkpoints, index repairs, TensorBoard, validation, ``final.weights.h5``); the others
+save their checkpoints and summaries to temporary folders that are deleted (the saves take part in
+the workers' collective ops, as TensorFlow requires). All workers resume from the chief's
+``<model_dir>/checkpoints``: ``model_dir`` must be the same shared folder on every machine (NFS,
+GCS...). Each worker decodes and augments only its slice of every global batch
+(:func:`prnet.data.pipeline.train_pipeline` ``num_shards``), so a step sees the same examples as
+one process with the same global batch.
 """
 
 import logging
 import math
 import os
 import re
+import shutil
+import tempfile
 import time
 
 import keras
@@ -47,7 +59,7 @@ from prnet.data.pipeline import count_examples, eval_pipeline, load_split, train
 from prnet.errors import DatasetError, OutputFolderError, TrainingConfigError, WeightsFormatError
 from prnet.model.resfcn256 import build_resfcn256, from_posmap, save_weights_atomic, to_posmap
 from prnet.training import losses
-from prnet.training.config import TrainConfig, learning_rate_schedule, make_strategy
+from prnet.training.config import TrainConfig, is_chief, learning_rate_schedule, make_strategy
 from prnet.training.summaries import _draw_landmarks, write_images, write_scalar
 from prnet.weights.formats import load_weights_into
 
@@ -145,6 +157,8 @@ class Trainer:
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or make_strategy(config.strategy)
+        self.is_chief = is_chief(self.strategy)
+        self._temp_dirs = []  # a non-chief worker's throw-away output folders
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
             raise TrainingConfigError(f"global batch size {config.batch_size} is not divisible by the "
@@ -184,11 +198,25 @@ class Trainer:
         self.checkpoint_dir = os.path.abspath(checkpoint_dir(config.model_dir))
         self._manager = None  # made on first use, after restore_or_initialize has read the folder
         self._restored = False
+        self._saved_step = None  # step of the checkpoint resumed from or last saved (same on every worker)
         self._train_step = tf.function(self._distributed_step)
         self._grad_fn = tf.function(self._loss_and_grads, jit_compile=True) if config.xla else self._loss_and_grads
         self._predict_fn = tf.function(lambda x: self.model(x, training=False))
 
     # -- state
+
+    def _output_dir(self, *parts) -> str:
+        """``<model_dir>/<parts>`` on the chief; a new temporary folder on other workers."""
+        if self.is_chief:
+            return os.path.join(self.config.model_dir, *parts)
+        path = tempfile.mkdtemp(prefix="prnet-worker-" + "-".join(parts) + "-")
+        self._temp_dirs.append(path)
+        return path
+
+    def _remove_temp_dirs(self):
+        for path in self._temp_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        self._temp_dirs = []
 
     def _get_template(self):
         if self._template is None:
@@ -213,12 +241,13 @@ class Trainer:
     def manager(self) -> tf.train.CheckpointManager:
         """The ``tf.train.CheckpointManager`` of ``<model_dir>/checkpoints`` (rotates ``keep_checkpoints``)."""
         if self._manager is None:
-            _, problem = _read_index(self.checkpoint_dir)
+            _, problem = _read_index(self.checkpoint_dir) if self.is_chief else (None, None)
             if problem:
                 raise WeightsFormatError(f"{os.path.join(self.checkpoint_dir, 'checkpoint')} is unreadable "
                                          f"({problem}); call restore_or_initialize() first, which recovers from it")
             self._manager = tf.train.CheckpointManager(
-                self.checkpoint, self.checkpoint_dir, max_to_keep=self.config.keep_checkpoints,
+                self.checkpoint, self.checkpoint_dir if self.is_chief else self._output_dir("checkpoints"),
+                max_to_keep=self.config.keep_checkpoints if self.is_chief else 1,
                 checkpoint_name=CHECKPOINT_NAME, step_counter=self.optimizer.iterations)
         return self._manager
 
@@ -239,7 +268,9 @@ class Trainer:
         self._restored = True
         self._manager = None
         ckpt_dir, notes = self.checkpoint_dir, []
-        if self.config.restart:
+        if self.config.restart and not self.is_chief:
+            pass  # the chief moves the old checkpoints aside; this worker starts fresh like it
+        elif self.config.restart:
             moved = _move_aside(ckpt_dir)
             if moved:
                 notes.append(f"--restart: the old checkpoints were moved to {moved}")
@@ -256,6 +287,7 @@ class Trainer:
                         f"{text[0] if text else ''}); resume with the settings it was trained with "
                         "(--model_size, --mixed_precision, ...), use another --model_dir, or pass --restart to "
                         "start over (the old checkpoints are moved aside, not deleted)") from e
+                self._saved_step = self.step
                 how = f"resumed from {chosen}"
                 if skipped:
                     how += " (skipped: " + "; ".join(f"{os.path.basename(p)} {why}" for p, why in skipped) + ")"
@@ -294,7 +326,7 @@ class Trainer:
                 f"cannot resume from {ckpt_dir}: no intact checkpoint ({'; '.join(details)}). Nothing was "
                 "deleted. Restore the files, use another --model_dir, or pass --restart to start over (the old "
                 "checkpoints are moved aside, not deleted)")
-        if index_problem or listed != prefix:
+        if (index_problem or listed != prefix) and self.is_chief:
             # Name the resumed checkpoint in the index, without timestamps: the manager then never rotates
             # it (or anything older) away; it rotates only the checkpoints this run writes.
             atomic_write(index_path, f'model_checkpoint_path: "{os.path.basename(prefix)}"\n'
@@ -308,7 +340,11 @@ class Trainer:
         """Save ``ckpt-<step>`` (rotating old ones); :class:`OutputFolderError` when it cannot be written."""
         try:
             with interrupts_deferred():  # a Ctrl-C during the save is delivered once it is complete
-                return self.manager.save(checkpoint_number=self.step)
+                path = self.manager.save(checkpoint_number=self.step)
+            self._saved_step = self.step
+            if not self.is_chief:  # saved only to take part in the collective ops; the chief's copy counts
+                shutil.rmtree(self.manager.directory, ignore_errors=True)
+            return path
         except (tf.errors.OpError, OSError) as e:
             text = str(e).strip().splitlines()
             raise OutputFolderError(
@@ -343,11 +379,23 @@ class Trainer:
                 "posmap_loss": self.strategy.reduce(reduce, data_loss, axis=None)}
 
     def make_iterator(self, source: tf.data.Dataset):
-        """Distributed iterator over the training stream, positioned after the consumed examples."""
-        ds = train_pipeline(source, self.global_batch_size, augment_config=self.config.augment,
-                            seed=self.config.seed, shuffle_buffer=self.config.shuffle_buffer,
-                            skip_examples=int(self.examples_seen.numpy()))
-        return iter(self.strategy.experimental_distribute_dataset(ds))
+        """Distributed iterator over the training stream, positioned after the consumed examples
+        (multi-worker: one pipeline per worker, holding its slice of each global batch)."""
+        def pipeline(num_shards=1, shard_index=0, output_batch=None):
+            return train_pipeline(source, self.global_batch_size, augment_config=self.config.augment,
+                                  seed=self.config.seed, shuffle_buffer=self.config.shuffle_buffer,
+                                  skip_examples=int(self.examples_seen.numpy()), num_shards=num_shards,
+                                  shard_index=shard_index, output_batch=output_batch)
+
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            def per_worker(context: tf.distribute.InputContext):
+                # One batch per local replica per step, taken in turn from this worker's slice.
+                return pipeline(context.num_input_pipelines, context.input_pipeline_id,
+                                context.get_per_replica_batch_size(self.global_batch_size))
+
+            options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+            return iter(self.strategy.distribute_datasets_from_function(per_worker, options))
+        return iter(self.strategy.experimental_distribute_dataset(pipeline()))
 
     def train_steps(self, iterator, count: int) -> list:
         """Run ``count`` steps; returns their losses ``[{"loss", "posmap_loss"}]`` as floats."""
@@ -419,6 +467,8 @@ class Trainer:
         except KeyboardInterrupt:
             self._interrupted(log)
             raise
+        finally:
+            self._remove_temp_dirs()
 
     def _interrupted(self, log):
         """Save what was finished after a Ctrl-C (one graph execution per step: the state is consistent)."""
@@ -437,8 +487,10 @@ class Trainer:
 
     def _fit(self, train_source, val_source, total_steps, log, tqdm):
         cfg = self.config
-        train_writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "train"))
-        val_writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "validation"))
+        train_writer = tf.summary.create_file_writer(self._output_dir("train"))
+        val_writer = tf.summary.create_file_writer(self._output_dir("validation"))
+        if not self.is_chief:
+            val_source = None  # the chief validates (the weights are the same on every worker)
         val_ds = eval_pipeline(val_source, cfg.batch_size, cfg.val_examples) if val_source is not None else None
         summary_batch = next(iter(val_ds)) if val_ds is not None and cfg.image_summaries else None
         step = self.step
@@ -496,12 +548,15 @@ class Trainer:
         finally:
             bar.close()
             train_writer.flush()
-        if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(f"-{step}"):
+        if self._saved_step != step:  # decided alike on every worker: the saves are collective
             self.save_checkpoint()
         validate(step)
-        final = save_weights_atomic(self.model, os.path.join(cfg.model_dir, "final.weights.h5"))
-        log(f"done: {step} steps ({step / self.steps_per_epoch:.2f} epochs); weights: {final}")
-        return {"losses": history, "val": last_val, "final_weights": str(final), "steps": step}
+        final = None
+        if self.is_chief:
+            final = save_weights_atomic(self.model, os.path.join(cfg.model_dir, "final.weights.h5"))
+        log(f"done: {step} steps ({step / self.steps_per_epoch:.2f} epochs); weights: "
+            f"{final or 'written by the chief worker'}")
+        return {"losses": history, "val": last_val, "final_weights": final and str(final), "steps": step}
 
 
 def steps_per_epoch_for(config: TrainConfig, train_source: tf.data.Dataset) -> int:
@@ -521,12 +576,14 @@ def train(config: TrainConfig, train_source: tf.data.Dataset = None, val_source:
     :class:`Trainer`, resume or initialise, :meth:`Trainer.fit`. Returns ``fit``'s summary."""
     check_model_dir(config.model_dir)
     try:
+        # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op of the process.
+        strategy = make_strategy(config.strategy)
         if train_source is None:
             train_source = load_split(config.dataset, config.train_split, config.data_dir, config.assets_dir,
                                       shuffle_files=True, seed=config.seed)
             if config.val_split:
                 val_source = load_split(config.dataset, config.val_split, config.data_dir, config.assets_dir)
-        trainer = Trainer(config, steps_per_epoch_for(config, train_source))
+        trainer = Trainer(config, steps_per_epoch_for(config, train_source), strategy=strategy)
         log(f"{trainer.restore_or_initialize()}; strategy {type(trainer.strategy).__name__} with "
             f"{trainer.strategy.num_replicas_in_sync} replica(s), global batch {config.batch_size}, "
             f"{trainer.steps_per_epoch} steps/epoch, step {trainer.step}")

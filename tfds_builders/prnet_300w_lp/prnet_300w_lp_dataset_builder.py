@@ -5,7 +5,8 @@ Each example is made as the original data generation (see :mod:`prnet.data.posma
 projected landmarks' box, and the mesh's crop-pixel x, y, z are rasterised into the UV layout.
 
 Features (CROP pixels: 0-based, x right, y down, z toward the camera, min z over the mesh = 0):
-``image`` (256, 256, 3) uint8 JPEG, ``posmap`` (256, 256, 3) float32, ``landmarks_68`` (68, 3)
+``image`` (256, 256, 3) uint8 JPEG, ``posmap`` (256, 256, 3) float32 (stored compactly, max error
+1/128 px: :class:`prnet.data.posmap_feature.CompactPosmap`), ``landmarks_68`` (68, 3)
 float32 (the fit's 68 landmark vertices), ``pose`` (3,) float32 yaw, pitch, roll in degrees,
 ``tform`` (3, 3) float32 image->crop pixels, ``source`` (path relative to ``300W_LP/``).
 
@@ -30,7 +31,9 @@ from absl import logging
 from prnet.core.images import read_image
 from prnet.data.annotations import IMAGE_EXTENSIONS, load_fit, pose_degrees
 from prnet.data.posmap import load_model_files, make_example
+from prnet.data.posmap_feature import COMPACT_POSMAP_NOTE, CompactPosmap
 from prnet.errors import DatasetError, ImageReadError
+from tfds_builders.beam_support import DetectsBeam, dofn_base
 
 SUBSETS = ("AFW", "HELEN", "IBUG", "LFPW")
 FOLDERS = SUBSETS + tuple(f"{s}_Flip" for s in SUBSETS)
@@ -120,11 +123,14 @@ class SkipsBadSamples:
         self.skipped.append((str(path), message))
 
 
-class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
+class Builder(SkipsBadSamples, DetectsBeam, tfds.core.GeneratorBasedBuilder):
     """300W-LP (with _Flip folders) as PRNet training pairs: crop, UV position map, landmarks, pose."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": COMPACT_POSMAP_NOTE,
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(name="default", description="Crop box = 1.5 x landmark box, no jitter."),
@@ -138,16 +144,16 @@ class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
         self.strict = strict_from_env(strict)
         self.validation_percent = float(validation_percent)
         self.skipped = []
+        self._model = None
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(256, 256, 3), encoding_format="jpeg"),
-                # Raw bytes (~0.79 MB/example): ~3 ms to serialise; ZLIB saves ~11% on real maps at
-                # ~60 ms/example, the default float-list encoding is far slower still.
-                "posmap": tfds.features.Tensor(shape=(256, 256, 3), dtype=np.float32,
-                                               encoding=tfds.features.Encoding.BYTES),
+                # ~90 KB instead of 786 KB raw float32 on real samples (benchmarks/bench_data.py).
+                "posmap": CompactPosmap(
+                doc="UV position map, float32 crop pixels (compact on disk, max error 1/128 px)."),
                 "landmarks_68": tfds.features.Tensor(shape=(68, 3), dtype=np.float32),
                 "pose": tfds.features.Tensor(shape=(3,), dtype=np.float32),
                 "tform": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
@@ -166,7 +172,9 @@ class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
         missing = [f for f in FOLDERS if f not in found]
         if missing:
             logging.warning("prnet_300w_lp: %s lacks %s; building from %s only", root, missing, found)
-        model = load_model_files(manual)
+        # Plain build: the model, loaded once (and a missing or malformed BFM fails before any sample
+        # is read). Beam: every worker loads it in its DoFn.setup.
+        self._model = None if self.use_beam else load_model_files(manual)
         self.skipped = []
         splits = {"train": [], "validation": []}
         for folder in found:
@@ -179,48 +187,88 @@ class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
             if not pairs:
                 logging.warning("prnet_300w_lp: split %r is empty (validation_percent=%s); not written",
                                 name, self.validation_percent)
-        return {name: self._generate_examples(pairs, root, model) for name, pairs in splits.items() if pairs}
+        return {name: self._generate_examples(pairs, root, manual) for name, pairs in splits.items() if pairs}
 
-    def _load(self, pairs):
-        """Read fits and images, skipping (or in strict mode failing on) bad samples."""
-        for image_path, mat_path in pairs:
-            try:
-                fit = load_fit(mat_path)
-                image = read_image(image_path)
-            except DatasetError as e:
-                self._skip(mat_path, e)
-                continue
-            except ImageReadError as e:
-                self._skip(image_path, e)
-                continue
-            yield image_path, mat_path, fit, image
-
-    def _generate_examples(self, pairs, root: Path, model):
-        bfm, rasterizer = model
+    def _generate_examples(self, pairs, root: Path, manual: Path):
+        """Plain: a generator in this process. With Beam options: a ``beam.PTransform`` over batches of
+        ``BATCH`` samples (the same batches, so the same bytes), each worker loading the BFM and the UV
+        rasteriser once (``DoFn.setup``). Under Beam, skipped samples are logged by the workers (not
+        collected in ``Builder.skipped``)."""
         jitter = self.builder_config.name == "jitter"
-        for start in range(0, len(pairs), BATCH):
-            loaded = list(self._load(pairs[start:start + BATCH]))
-            if not loaded:
-                continue
-            # One matrix product for the whole batch: the 120 MB of bases are read once.
-            meshes = bfm.vertices_batch(np.stack([f.shape_para for _, _, f, _ in loaded]),
-                                        np.stack([f.exp_para for _, _, f, _ in loaded]))
-            for (image_path, mat_path, fit, image), mesh in zip(loaded, meshes):
-                rel = image_path.relative_to(root).with_suffix("").as_posix()
-                rng = np.random.default_rng(int(hashlib.sha1(rel.encode()).hexdigest()[:12], 16)) if jitter else None
-                try:
-                    ex = make_example(image, fit, bfm, rasterizer, jitter=jitter, rng=rng, model_vertices=mesh)
-                except DatasetError as e:
-                    self._skip(mat_path, e)
-                    continue
-                yield rel, {
-                    "image": ex.image,
-                    "posmap": ex.posmap,
-                    "landmarks_68": ex.landmarks_68,
-                    "pose": np.asarray(pose_degrees(fit), np.float32),
-                    "tform": ex.tform.astype(np.float32),
-                    "source": rel,
-                }
+        batches = [[(str(i), str(m)) for i, m in pairs[start:start + BATCH]] for start in range(0, len(pairs), BATCH)]
+        if self.use_beam:
+            beam = tfds.core.lazy_imports.apache_beam
+            return beam.Create(batches) | beam.ParDo(_ExamplesDoFn(str(manual), str(root), jitter, self.strict))
+        return self._plain_examples(batches, root, manual, jitter)
+
+    def _plain_examples(self, batches, root, manual, jitter):
+        model = self._model or load_model_files(manual)
+        for batch in batches:
+            yield from batch_examples(batch, root, model, jitter, self._skip)
         if self.skipped:
             logging.warning("prnet_300w_lp: %d sample(s) skipped so far:\n  %s", len(self.skipped),
                             "\n  ".join(r for _, r in self.skipped))
+
+
+def batch_examples(batch, root, model, jitter: bool, skip):
+    """``(key, example)`` of each good sample of ``batch`` (``[(image path, mat path)]``); a bad sample
+    goes to ``skip(path, reason)`` (which raises in strict mode). ``model``: ``(BFM, UVRasterizer)``."""
+    bfm, rasterizer = model
+    root = Path(root)
+    loaded = []
+    for image_path, mat_path in batch:
+        image_path, mat_path = Path(image_path), Path(mat_path)
+        try:
+            fit = load_fit(mat_path)
+            image = read_image(image_path)
+        except DatasetError as e:
+            skip(mat_path, e)
+            continue
+        except ImageReadError as e:
+            skip(image_path, e)
+            continue
+        loaded.append((image_path, mat_path, fit, image))
+    if not loaded:
+        return
+    # One matrix product for the whole batch: the 120 MB of bases are read once.
+    meshes = bfm.vertices_batch(np.stack([f.shape_para for _, _, f, _ in loaded]),
+                                np.stack([f.exp_para for _, _, f, _ in loaded]))
+    for (image_path, mat_path, fit, image), mesh in zip(loaded, meshes):
+        rel = image_path.relative_to(root).with_suffix("").as_posix()
+        rng = np.random.default_rng(int(hashlib.sha1(rel.encode()).hexdigest()[:12], 16)) if jitter else None
+        try:
+            ex = make_example(image, fit, bfm, rasterizer, jitter=jitter, rng=rng, model_vertices=mesh)
+        except DatasetError as e:
+            skip(mat_path, e)
+            continue
+        yield rel, {
+            "image": ex.image,
+            "posmap": ex.posmap,
+            "landmarks_68": ex.landmarks_68,
+            "pose": np.asarray(pose_degrees(fit), np.float32),
+            "tform": ex.tform.astype(np.float32),
+            "source": rel,
+        }
+
+
+
+class _ExamplesDoFn(dofn_base()):
+    """Beam worker: loads ``BFM.mat`` and the UV rasteriser once (``setup``), then turns batches of
+    ``(image path, mat path)`` into ``(key, example)`` exactly as the plain build does."""
+
+    def __init__(self, manual: str, root: str, jitter: bool, strict: bool):
+        super().__init__()
+        self.manual, self.root, self.jitter, self.strict = manual, root, jitter, strict
+        self.model = None
+
+    def setup(self):
+        self.model = load_model_files(self.manual)
+
+    def _skip(self, path, reason):
+        message = _with_path(path, reason)
+        if self.strict:
+            raise DatasetError(f"{message} (strict mode; unset PRNET_STRICT / pass strict=False to skip bad samples)")
+        logging.warning("prnet_300w_lp: skipping: %s", message)
+
+    def process(self, batch):
+        yield from batch_examples(batch, self.root, self.model, self.jitter, self._skip)

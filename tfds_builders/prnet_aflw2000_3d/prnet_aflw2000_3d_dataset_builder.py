@@ -15,7 +15,8 @@ Features of every config (0-based pixels, x right, y down, z toward the camera):
 * ``pose`` (3,) float32 yaw, pitch, roll in degrees; ``crop_box`` (4,) float32 ``x0, y0, x1, y1``
   image pixels; ``tform`` (3, 3) float32; ``source`` (file name without extension).
 
-Config ``posmap`` also has ``posmap`` (256, 256, 3) float32 crop pixels, rendered from the fit
+Config ``posmap`` also has ``posmap`` (256, 256, 3) float32 crop pixels (stored compactly,
+max error 1/128 px: :class:`prnet.data.posmap_feature.CompactPosmap`), rendered from the fit
 with the BFM (``BFM.mat`` + ``BFM_UV.mat`` in the manual dir, see ``prnet_300w_lp``).
 
 Bad samples are skipped and reported with their path (``strict=True`` / ``PRNET_STRICT=1``: fail).
@@ -31,6 +32,7 @@ from prnet.core.crop import box_from_landmarks, crop_transform, warp_crop
 from prnet.core.images import read_image
 from prnet.data.annotations import load_fit, pose_degrees
 from prnet.data.posmap import load_model_files, make_example, vertices_to_crop
+from prnet.data.posmap_feature import COMPACT_POSMAP_NOTE, CompactPosmap
 from prnet.errors import DatasetError, ImageReadError
 from tfds_builders.prnet_300w_lp.prnet_300w_lp_dataset_builder import SkipsBadSamples, scan_folder, strict_from_env
 
@@ -51,8 +53,11 @@ Then: tfds build tfds_builders/prnet_aflw2000_3d --manual_dir=PATH [--config=pos
 class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
     """AFLW2000-3D for evaluation: full image, GT landmarks and pose, protocol crop (+ posmap)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": COMPACT_POSMAP_NOTE,
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(name="default", description="Images, landmarks, pose, protocol crop (no BFM needed)."),
@@ -81,8 +86,8 @@ class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
             "source": tfds.features.Text(),
         }
         if self._with_posmap:
-            features["posmap"] = tfds.features.Tensor(shape=(256, 256, 3), dtype=np.float32,
-                                                      encoding=tfds.features.Encoding.BYTES)
+            features["posmap"] = CompactPosmap(
+                doc="UV position map, float32 crop pixels (compact on disk, max error 1/128 px).")
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(features),
             homepage="http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/main.htm",

@@ -21,7 +21,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from prnet.core.uv import NUM_LANDMARKS, UV_SIZE, load_uv_template
-from prnet.data.synthetic import SyntheticConfig, iter_examples
+from prnet.data.posmap_feature import COMPACT_POSMAP_NOTE, CompactPosmap
+from prnet.data.synthetic import SyntheticConfig, iter_examples, render_example
+from tfds_builders.beam_support import DetectsBeam, dofn_base
 
 _SPLIT_IDS = {"train": 1, "validation": 2}
 
@@ -45,11 +47,14 @@ class SyntheticBuilderConfig(tfds.core.BuilderConfig):
     render: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(DetectsBeam, tfds.core.GeneratorBasedBuilder):
     """Synthetic PRNet training pairs rendered from the UV template's mean face."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": COMPACT_POSMAP_NOTE,
+    }
     BUILDER_CONFIGS = [
         SyntheticBuilderConfig(name="small", description="512 train + 64 validation examples (default).",
                                num_train=512, num_validation=64),
@@ -73,9 +78,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=crop, dtype=np.uint8,
                                              doc="256x256 RGB face crop."),
-                "posmap": tfds.features.Tensor(shape=crop, dtype=np.float32,
-                                               encoding=tfds.features.Encoding.ZLIB,
-                                               doc="UV position map, crop pixels (x, y, z); 0 off the face."),
+                "posmap": CompactPosmap(shape=crop, doc="UV position map, float32 crop pixels (x, y, z); 0 off "
+                                                         "the face (compact on disk, max error 1/128 px)."),
                 "landmarks_68": tfds.features.Tensor(shape=(NUM_LANDMARKS, 3), dtype=np.float32,
                                                      doc="68 landmarks (x, y, z) in crop pixels."),
                 "pose": tfds.features.Tensor(shape=(3,), dtype=np.float32,
@@ -95,8 +99,35 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         }
 
     def _generate_examples(self, split, count):
+        """Plain: rendered here (``num_workers`` processes). With Beam options (e.g. for ``large``): a
+        ``beam.PTransform``, each Beam worker loading the UV template once (``DoFn.setup``); the
+        examples are the same either way (pure functions of their seeds)."""
         cfg = self.builder_config
         seeds = [example_seed(cfg.base_seed, split, i) for i in range(count)]
-        results = iter_examples(seeds, self._assets_dir, cfg.render, num_workers=self._num_workers)
-        for index, (seed, ex) in enumerate(results):
-            yield f"{split}_{index:07d}", {**ex, "seed": seed}
+        keys = [f"{split}_{index:07d}" for index in range(count)]
+        if self.use_beam:
+            beam = tfds.core.lazy_imports.apache_beam
+            return beam.Create(list(zip(keys, seeds))) | beam.ParDo(_RenderDoFn(self._assets_dir, cfg.render))
+        return self._plain_examples(keys, seeds)
+
+    def _plain_examples(self, keys, seeds):
+        results = iter_examples(seeds, self._assets_dir, self.builder_config.render, num_workers=self._num_workers)
+        for key, (seed, ex) in zip(keys, results):
+            yield key, {**ex, "seed": seed}
+
+
+
+class _RenderDoFn(dofn_base()):
+    """Beam worker: loads the UV template once (``setup``), renders ``(key, seed)`` -> ``(key, example)``."""
+
+    def __init__(self, assets_dir, render: SyntheticConfig):
+        super().__init__()
+        self.assets_dir, self.render = assets_dir, render
+        self.template = None
+
+    def setup(self):
+        self.template = load_uv_template(self.assets_dir)
+
+    def process(self, key_seed):
+        key, seed = key_seed
+        yield key, {**render_example(seed, self.template, self.render), "seed": seed}

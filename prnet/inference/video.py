@@ -1,0 +1,413 @@
+"""Video: frame sources, a landmark tracker over frames, and the annotated-video / per-frame results writer.
+
+Coordinates as everywhere in :mod:`prnet.inference`: frames are RGB uint8 ``(H, W, 3)``; x = column
+(right), y = row (down), pixel centres at integer coordinates; z toward the camera in image pixels
+(origin arbitrary). Boxes are ``(x0, y0, x1, y1)`` image pixels; a *crop box* is the crop square
+``(cx - size/2, cy - size/2, cx + size/2, cy + size/2)`` the network saw.
+
+Tracking (:class:`FaceTracker`): each face seen in the previous frame is cropped by the x1.6
+landmark rule (:func:`prnet.core.crop.box_from_landmarks`, the same rule as annotated photos, via
+``Predictor.prepare(frame, landmarks=...)``) from the 68 landmarks predicted there, and run once
+through the network. The face detector (``Predictor.detect``, whatever detector the predictor has)
+runs only
+
+* on the first frame and whenever no face is tracked,
+* when a tracked face is lost on this frame (checked by :meth:`FaceTracker.lost_reason`: the new
+  landmark crop is implausible next to the crop it was predicted from (``Predictor.refine_crops``'s
+  rule: centre moved by more than half the crop side, side changed more than 2x, degenerate
+  landmarks), the landmark box is smaller than ``min_face_px``, or less than half of it is inside
+  the frame), and
+* every ``detect_every`` frames since the last detection (0: only the above), to pick up faces that
+  entered the picture.
+
+Detected faces go through the predictor's usual detector crop and landmark re-cropping. A detection
+whose crop overlaps a face tracked on this frame (crop-box IoU >= ``match_iou``) is that face, and
+is dropped; one that overlaps the last crop of a face of the previous frame missing from this one (lost,
+or not followable) takes that face's id; any other is a new face with the next free id. Ids are never
+reused. A detected face whose landmarks give no sound crop is reported for its frame but not followed
+(the detector looks for it again on the next frame).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from prnet.core import crop as cropping
+from prnet.core.images import as_rgb, read_image
+from prnet.errors import ImageReadError, NoFaceFoundError
+from prnet.inference.boxes import box_iou
+
+#: File suffixes taken as videos (read with ``cv2.VideoCapture``; any other file can be forced as a
+#: video by the caller, e.g. ``prnet-demo --video``).
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
+                            ".3gp", ".ts", ".mts", ".ogv"})
+#: Frames per second written for a folder of frames (which has no frame rate of its own).
+DEFAULT_FPS = 25.0
+#: A tracked face whose 68-landmark box has a mean side below this (image px) is lost.
+MIN_FACE_PX = 16.0
+#: Default crop-box IoU at or above which a detection is the same face as a tracked one.
+MATCH_IOU = 0.3
+
+
+def is_video_path(path) -> bool:
+    """True for a file whose suffix is one of :data:`VIDEO_SUFFIXES` (case-insensitive)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+# -- frame sources --------------------------------------------------------------------------------------
+class VideoFileSource:
+    """The frames of a video file (any container and codec the installed OpenCV reads), RGB uint8.
+
+    Opening reads the first frame, so a file that is not a readable video raises
+    :class:`ImageReadError` at once. ``fps`` is the file's frame rate (``DEFAULT_FPS`` when it
+    does not say); ``frame_count`` the container's count (an estimate for some formats; 0 = unknown).
+    """
+
+    def __init__(self, path):
+        self.path = Path(path).expanduser()
+        self.name = str(path)
+        if not self.path.is_file():
+            raise ImageReadError(f"{self.path} is not a file (a video file, or a folder of frames with --video)")
+        cap = cv2.VideoCapture(str(self.path))
+        ok, first = cap.read() if cap.isOpened() else (False, None)
+        if not ok or first is None:
+            cap.release()
+            raise ImageReadError(
+                f"cannot read the video {self.path}: OpenCV decodes no frame from it (not a video, damaged, "
+                "or a codec this OpenCV build lacks); convert it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) or "
+                "pass a folder of its frames with --video")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if np.isfinite(fps) and 0 < fps < 1000 else DEFAULT_FPS
+        self.frame_count = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
+        self.size = (first.shape[1], first.shape[0])  # (width, height)
+        cap.release()
+
+    def __iter__(self):
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    return
+                yield as_rgb(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame, self.name)
+        finally:
+            cap.release()
+
+
+class FrameFolderSource:
+    """Image files as the frames of a video, in the given order (pass them sorted), RGB uint8.
+
+    Every frame must have the first frame's size (:class:`ImageReadError` otherwise, naming the file);
+    an unreadable frame file also raises. ``fps``: the rate written to the annotated video.
+    """
+
+    def __init__(self, files, fps: float = DEFAULT_FPS, name: str = "frames"):
+        self.files = [Path(f) for f in files]
+        if not self.files:
+            raise ImageReadError(f"{name}: no frame images")
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.fps, self.name, self.frame_count = float(fps), str(name), len(self.files)
+        first = read_image(self.files[0])
+        self.size = (first.shape[1], first.shape[0])
+
+    def __iter__(self):
+        for f in self.files:
+            frame = read_image(f)
+            if (frame.shape[1], frame.shape[0]) != self.size:
+                raise ImageReadError(f"{f}: frame size {frame.shape[1]}x{frame.shape[0]} differs from the first "
+                                     f"frame's {self.size[0]}x{self.size[1]}; all frames of a video must have one size")
+            yield frame
+
+
+# -- tracking -------------------------------------------------------------------------------------------
+def crop_box(face) -> np.ndarray:
+    """The crop square of a ``FaceResult``: ``(cx - size/2, cy - size/2, cx + size/2, cy + size/2)`` image px."""
+    c, h = np.asarray(face.center, np.float64), float(face.size) / 2.0
+    return np.array([c[0] - h, c[1] - h, c[0] + h, c[1] + h])
+
+
+@dataclass
+class TrackedFace:
+    """One face in one frame: ``face_id`` (stable across frames), its ``FaceResult`` and whether its
+    crop came from the detector on this frame (``detected``) or from the previous frame's landmarks."""
+
+    frame: int
+    face_id: int
+    face: object
+    detected: bool
+
+
+@dataclass
+class _Track:
+    """A face reported on the previous frame."""
+
+    face_id: int
+    landmarks: np.ndarray  #: (68, 3) image px
+    crop: np.ndarray  #: (4,) its crop box
+    follow: bool  #: crop it from ``landmarks`` on the next frame (False: its landmarks give no sound crop)
+
+
+class FaceTracker:
+    """Follow faces through frames with a :class:`prnet.inference.predictor.Predictor` (see the module doc).
+
+    Args:
+      predictor: the predictor (its backend, detector and refine passes are used as they are).
+      detect_every: run the detector when this many frames have passed since it last ran
+        (0: only on the first frame and when a face is lost or none is tracked).
+      max_faces: follow at most this many faces (largest detections first); None: all.
+      min_face_px: a tracked face whose landmark box mean side is below this (image px) is lost.
+      match_iou: crop-box IoU at or above which a detection is an already known face.
+
+    ``detector_frames`` lists the frame indices the detector ran on.
+    """
+
+    def __init__(self, predictor, *, detect_every: int = 10, max_faces=None, min_face_px: float = MIN_FACE_PX,
+                 match_iou: float = MATCH_IOU):
+        if int(detect_every) < 0:
+            raise ValueError(f"detect_every must be >= 0 (0: only when a face is lost), got {detect_every}")
+        self.predictor = predictor
+        self.detect_every = int(detect_every)
+        self.max_faces = max_faces
+        self.min_face_px = float(min_face_px)
+        self.match_iou = float(match_iou)
+        self.detector_frames = []
+        self._previous = []
+        self._next_id = 0
+        self._index = -1
+        self._last_detection = None
+
+    def lost_reason(self, face, frame_shape):
+        """Why a face tracked into this frame is lost (a short text), or None when it is still followed."""
+        if self.predictor.refine_crops([face])[0] is None:
+            return "implausible landmarks (the face moved too far or changed size too much for its crop)"
+        x0, y0, x1, y1 = cropping.landmarks_bbox(face.landmarks)
+        if (x1 - x0 + y1 - y0) / 2 < self.min_face_px:
+            return f"too small (landmark box under {self.min_face_px:g} px)"
+        h, w = frame_shape[:2]
+        inside = max(0.0, min(x1, w - 1) - max(x0, 0)) * max(0.0, min(y1, h - 1) - max(y0, 0))
+        if inside < 0.5 * (x1 - x0) * (y1 - y0):
+            return "out of the frame"
+        return None
+
+    def update(self, frame) -> list:
+        """Process the next frame (RGB) -> ``list[TrackedFace]`` in face-id order."""
+        frame = as_rgb(frame)
+        self._index += 1
+        index = self._index
+        kept, lost = [], 0  # [(track, face)] followed into this frame; how many were lost
+        follow = [t for t in self._previous if t.follow]
+        if follow:
+            prepared = self.predictor.prepare(frame, landmarks=np.stack([t.landmarks for t in follow]), refine=False)
+            for track, face in zip(follow, self.predictor.complete(prepared)):
+                if self.lost_reason(face, frame.shape) is None:
+                    kept.append((track, face))
+                else:
+                    lost += 1
+        due = self.detect_every > 0 and self._last_detection is not None and \
+            index - self._last_detection >= self.detect_every
+        out = [TrackedFace(index, track.face_id, face, False) for track, face in kept]
+        if not kept or lost or due:
+            present = {t.face_id for t in out}
+            out += self._detect(frame, index, [face for _, face in kept],
+                                [t for t in self._previous if t.face_id not in present])
+        out.sort(key=lambda t: t.face_id)
+        # followed into the next frame: faces whose landmarks give a sound crop (a detected face whose
+        # landmarks do not is still reported for this frame; the detector looks for it again next frame)
+        self._previous = [_Track(t.face_id, np.asarray(t.face.landmarks, np.float64), crop_box(t.face),
+                                 not t.detected or self.lost_reason(t.face, frame.shape) is None) for t in out]
+        return out
+
+    def _detect(self, frame, index, kept, missing) -> list:
+        """Detector pass on ``frame`` -> new faces and faces of the previous frame found again
+        (``list[TrackedFace]``). ``kept``: the FaceResults followed into this frame (detections
+        overlapping them are dropped); ``missing``: the previous frame's other faces (``_Track``),
+        whose ids go to the detections overlapping their last crop."""
+        p = self.predictor
+        self.detector_frames.append(index)
+        self._last_detection = index
+        try:
+            crops_info = p.face_crops(frame)
+        except NoFaceFoundError:
+            return []
+        boxes = np.array([[c[0] - s / 2, c[1] - s / 2, c[0] + s / 2, c[1] + s / 2] for _, c, s, _ in crops_info])
+        tracked = np.array([crop_box(face) for face in kept]).reshape(-1, 4)
+        fresh = [i for i in range(len(boxes)) if not len(tracked) or box_iou(boxes[i], tracked).max() < self.match_iou]
+        room = None if self.max_faces is None else max(self.max_faces - len(kept), 0)
+        fresh = fresh[:room]
+        if not fresh:
+            return []
+        infos = [crops_info[i] for i in fresh]
+        faces = p.face_results(frame, infos, p.predict_posmaps(p.warp_crops(frame, infos)))
+        (faces,) = p.refine_many([frame], [faces])
+        # faces missing since the previous frame take back their id when a detection overlaps their
+        # last crop (best overlap first)
+        ids, missing = [None] * len(faces), list(missing)
+        if missing:
+            iou = box_iou(np.array([crop_box(f) for f in faces]), np.array([t.crop for t in missing]))
+            for k, j in sorted(np.ndindex(iou.shape), key=lambda kj: -iou[kj]):
+                if iou[k, j] >= self.match_iou and ids[k] is None and missing[j] is not None:
+                    ids[k], missing[j] = missing[j].face_id, None
+        out = []
+        for face, face_id in zip(faces, ids):
+            if face_id is None:
+                face_id, self._next_id = self._next_id, self._next_id + 1
+            out.append(TrackedFace(index, face_id, face, True))
+        return out
+
+
+# -- writing --------------------------------------------------------------------------------------------
+#: Fields of the per-frame results ``.npz`` (one row per face per frame).
+RESULT_FIELDS = ("frame", "face_id", "detected", "crop_box", "landmarks", "pose", "rotation")
+
+
+def annotate_frame(frame, tracked, *, mesh: bool = True, warning: str = "") -> np.ndarray:
+    """The frame with every face's mesh (shaded, :func:`prnet.mesh.draw.draw_mesh_overlay`), its 68
+    landmarks and its id drawn on; ``warning`` (e.g. the random-weights text) in the top-left corner."""
+    from prnet.mesh.draw import draw_landmarks, draw_mesh_overlay
+
+    out = frame
+    for t in tracked:
+        if mesh:
+            out = draw_mesh_overlay(out, t.face.vertices, t.face.triangles)
+        out = draw_landmarks(out, t.face.landmarks)
+    out = np.ascontiguousarray(out).copy() if out is frame else out
+    scale = max(0.4, frame.shape[1] / 1000)
+    for t in tracked:
+        x0, y0 = crop_box(t.face)[:2]
+        cv2.putText(out, f"id {t.face_id}", (int(max(x0, 0)) + 2, int(max(y0, 0)) + int(20 * scale)),
+                    cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), max(1, int(2 * scale)), cv2.LINE_AA)
+    if warning:
+        cv2.putText(out, warning, (10, int(30 * scale) + 10), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 0, 0),
+                    max(1, int(2 * scale)), cv2.LINE_AA)
+    return out
+
+
+class ResultTable:
+    """Per-face, per-frame rows collected during a run, written as ``.npz`` and ``.csv``."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, tracked) -> None:
+        for t in tracked:
+            rot, angles = t.face.pose
+            self.rows.append((t.frame, t.face_id, t.detected, crop_box(t.face), np.asarray(t.face.landmarks),
+                              np.asarray(angles, np.float64), np.asarray(rot, np.float64)))
+
+    def arrays(self) -> dict:
+        n = len(self.rows)
+        cols = list(zip(*self.rows)) if n else [()] * len(RESULT_FIELDS)
+        shapes = {"crop_box": (4,), "landmarks": (68, 3), "pose": (3,), "rotation": (3, 3)}
+        out = {}
+        for name, col in zip(RESULT_FIELDS, cols):
+            if name in ("frame", "face_id"):
+                out[name] = np.asarray(col, np.int32).reshape(n)
+            elif name == "detected":
+                out[name] = np.asarray(col, bool).reshape(n)
+            else:
+                out[name] = np.asarray(col, np.float64).reshape((n,) + shapes[name])
+        return out
+
+    def write_npz(self, path, **extra) -> Path:
+        np.savez_compressed(path, **self.arrays(), **extra)
+        return Path(path)
+
+    def write_csv(self, path) -> Path:
+        a = self.arrays()
+        head = ["frame", "face_id", "detected", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "yaw", "pitch", "roll"]
+        head += [f"{c}{k}" for k in range(68) for c in "xyz"]
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(",".join(head) + "\n")
+            for i in range(len(a["frame"])):
+                nums = np.concatenate([a["crop_box"][i], a["pose"][i], a["landmarks"][i].reshape(-1)])
+                f.write(f"{a['frame'][i]},{a['face_id'][i]},{int(a['detected'][i])}," +
+                        ",".join(f"{v:.3f}" for v in nums) + "\n")
+        return Path(path)
+
+
+@dataclass
+class VideoRun:
+    """What :func:`process_video` did: the files written, frames read, face rows, detector frames."""
+
+    paths: list
+    frames: int
+    faces: int
+    detector_frames: list
+    face_ids: int
+
+
+def output_paths(folder, name: str, random_weights: bool = False) -> dict:
+    """The files :func:`process_video` writes for input ``name`` in ``folder``: ``video``
+    (``<name>_video.mp4``), ``npz`` (``<name>_tracks.npz``), ``csv`` (``<name>_tracks.csv``);
+    ``_RANDOM_WEIGHTS`` is added to the names for an untrained network."""
+    tag = "_RANDOM_WEIGHTS" if random_weights else ""
+    folder = Path(folder)
+    return {"video": folder / f"{name}{tag}_video.mp4", "npz": folder / f"{name}{tag}_tracks.npz",
+            "csv": folder / f"{name}{tag}_tracks.csv"}
+
+
+def process_video(predictor, source, out_dir, name: str, *, detect_every: int = 10, max_faces=None,
+                  mesh: bool = True, progress=None, tracker=None) -> VideoRun:
+    """Track the faces of every frame of ``source`` and write, all together or not at all (staged
+    with :func:`prnet.core.files.staged_files`: an error or Ctrl-C leaves nothing), into ``out_dir``:
+
+    * ``<name>_video.mp4``: the frames with each face's mesh, landmarks and id (MPEG-4 part 2,
+      ``mp4v``, at the source's frame rate);
+    * ``<name>_tracks.npz``: one row per face per frame: ``frame`` (0-based index), ``face_id``,
+      ``detected`` (crop from the detector on this frame), ``crop_box`` (N, 4) the crop square,
+      ``landmarks`` (N, 68, 3), ``pose`` (N, 3) yaw, pitch, roll in degrees, ``rotation`` (N, 3, 3);
+      plus ``num_frames``, ``fps``, ``frame_size`` (width, height), ``detector_frames``,
+      ``random_weights``, ``weights``. Image pixels (x right, y down, z toward the camera);
+    * ``<name>_tracks.csv``: the same rows (frame, face_id, detected, crop box, yaw/pitch/roll,
+      x0 y0 z0 ... x67 y67 z67).
+
+    ``progress``: a callable ``progress(n_faces)`` called after each frame (e.g. a tqdm ``update``
+    wrapper). Raises :class:`ImageReadError` for an unreadable frame, :class:`NoFaceFoundError`
+    when no frame has a face (nothing written), ``PRNetError`` from the network,
+    :class:`prnet.errors.OutputFolderError` when ``out_dir`` cannot be written.
+    """
+    from prnet.core.files import folder_error, staged_files
+    from prnet.model.runtime import RANDOM_WEIGHTS_WARNING_ASCII
+
+    tracker = tracker or FaceTracker(predictor, detect_every=detect_every, max_faces=max_faces)
+    random_weights = bool(getattr(predictor, "random_weights", False))
+    names = output_paths(out_dir, name, random_weights)
+    table, frames, writer = ResultTable(), 0, None
+    try:
+        with staged_files(out_dir) as staging:
+            video_tmp = staging / names["video"].name
+            writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(source.fps),
+                                     tuple(int(v) for v in source.size))
+            if not writer.isOpened():
+                raise OSError(f"OpenCV cannot write an mp4v video to {video_tmp.name}")
+            warning = RANDOM_WEIGHTS_WARNING_ASCII if random_weights else ""
+            for frame in source:
+                tracked = tracker.update(frame)
+                table.add(tracked)
+                shown = annotate_frame(frame, tracked, mesh=mesh, warning=warning)
+                writer.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                frames += 1
+                if progress is not None:
+                    progress(len(tracked))
+            writer.release()
+            writer = None
+            if frames == 0:
+                raise ImageReadError(f"{source.name}: no frames")
+            if not table.rows:
+                raise NoFaceFoundError(f"{source.name}: no face found in any of its {frames} frames")
+            table.write_npz(staging / names["npz"].name, num_frames=np.int32(frames), fps=np.float64(source.fps),
+                            frame_size=np.asarray(source.size, np.int32),
+                            detector_frames=np.asarray(tracker.detector_frames, np.int32),
+                            random_weights=np.bool_(random_weights), weights=str(getattr(predictor, "source", "")))
+            table.write_csv(staging / names["csv"].name)
+    except OSError as e:
+        raise folder_error(e, out_dir, f" (the video results of {source.name})") from e
+    finally:
+        if writer is not None:
+            writer.release()
+    ids = {row[1] for row in table.rows}
+    return VideoRun([names["video"], names["npz"], names["csv"]], frames, len(table.rows),
+                    list(tracker.detector_frames), len(ids))
