@@ -9,6 +9,7 @@ position maps; :class:`OracleBackend` returns such a map (in crop pixels) throug
 import numpy as np
 
 from prnet.core import crop as cropping
+from prnet.core.transforms import umeyama
 from prnet.data.synthetic import SyntheticConfig, render_example
 from prnet.inference.predictor import Predictor
 
@@ -118,3 +119,20 @@ def save_constant_model(posmap, folder):
     module = Constant()
     tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
     return folder
+
+
+def truth_posmap(template, landmarks) -> np.ndarray:
+    """An image-pixel position map whose 68 landmark pixels are ``landmarks`` (x, y) exactly: the mean
+    face moved onto them by a 2D similarity (z scaled alike), then the landmark pixels set."""
+    canon = template.canonical_vertices.astype(np.float64)
+    col, row = template.kpt_ind[:, 0], template.kpt_ind[:, 1]
+    pos = np.zeros((256 * 256, 3))
+    pos[template.face_ind] = canon
+    pos = pos.reshape(256, 256, 3)
+    flat = lambda p: np.concatenate([p[..., :2], np.zeros(p.shape[:-1] + (1,))], axis=-1)  # noqa: E731
+    s, rot, t = umeyama(flat(pos[row, col]), flat(np.asarray(landmarks, np.float64)), scale=True)
+    out = pos.copy()
+    out[..., :2] = (s * flat(pos) @ rot.T + t)[..., :2]
+    out[..., 2] = s * pos[..., 2]
+    out[row, col, :2] = landmarks
+    return out

@@ -12,9 +12,9 @@ import glob
 
 import numpy as np
 import pytest
+from oracle import truth_posmap
 
 from prnet.core import crop as cropping
-from prnet.core.transforms import umeyama
 from prnet.inference.predictor import Predictor
 
 SHIFTS = [(-0.15, 0, 1), (0.15, 0, 1), (0, -0.15, 1), (0, 0.15, 1), (0, 0, 0.85), (0, 0, 1.15),
@@ -46,23 +46,6 @@ def coordinate_image(shape) -> np.ndarray:
     ys, xs = np.mgrid[0:h, 0:w]
     return np.stack([np.round(255 * xs / (w - 1)), np.round(255 * ys / (h - 1)), np.full((h, w), 255)],
                     axis=-1).astype(np.uint8)
-
-
-def truth_posmap(template, landmarks) -> np.ndarray:
-    """An image-pixel position map whose 68 landmark pixels are ``landmarks`` (x, y) exactly: the mean
-    face moved onto them by a 2D similarity (z scaled alike), then the landmark pixels set."""
-    canon = template.canonical_vertices.astype(np.float64)
-    col, row = template.kpt_ind[:, 0], template.kpt_ind[:, 1]
-    pos = np.zeros((256 * 256, 3))
-    pos[template.face_ind] = canon
-    pos = pos.reshape(256, 256, 3)
-    flat = lambda p: np.concatenate([p[..., :2], np.zeros(p.shape[:-1] + (1,))], axis=-1)  # noqa: E731
-    s, rot, t = umeyama(flat(pos[row, col]), flat(np.asarray(landmarks, np.float64)), scale=True)
-    out = pos.copy()
-    out[..., :2] = (s * flat(pos) @ rot.T + t)[..., :2]
-    out[..., 2] = s * pos[..., 2]
-    out[row, col, :2] = landmarks
-    return out
 
 
 class CropOracle:

@@ -13,9 +13,9 @@ each visible face's true landmark box, shifted and scaled by 10 %, and records t
 import cv2
 import numpy as np
 import pytest
+from oracle import truth_posmap
 
 from prnet.core import crop as cropping
-from prnet.core.transforms import umeyama
 from prnet.errors import ImageReadError
 from prnet.inference import video
 from prnet.inference.predictor import Predictor
@@ -23,23 +23,6 @@ from prnet.inference.predictor import Predictor
 from helpers import run_cli
 
 SHAPE = (300, 400)  # frame (H, W)
-
-
-def photo_truth(template, landmarks) -> np.ndarray:
-    """Image-px position map of the photo: the mean face moved onto ``landmarks`` by a 2D
-    similarity (z scaled alike), the 68 landmark pixels set to the annotation exactly."""
-    canon = template.canonical_vertices.astype(np.float64)
-    col, row = template.kpt_ind[:, 0], template.kpt_ind[:, 1]
-    pos = np.zeros((256 * 256, 3))
-    pos[template.face_ind] = canon
-    pos = pos.reshape(256, 256, 3)
-    flat = lambda p: np.concatenate([p[..., :2], np.zeros(p.shape[:-1] + (1,))], axis=-1)  # noqa: E731
-    s, rot, t = umeyama(flat(pos[row, col]), flat(landmarks), scale=True)
-    out = pos.copy()
-    out[..., :2] = (s * flat(pos) @ rot.T + t)[..., :2]
-    out[..., 2] = s * pos[..., 2]
-    out[row, col, :2] = landmarks
-    return out
 
 
 def motion(centre, target, scale, angle_deg) -> np.ndarray:
@@ -133,7 +116,7 @@ def takeo(samples_dir, uv_template):
     from prnet.data.annotations import load_pts
 
     lm = load_pts(samples_dir / "faces" / "takeo.pts")
-    return lm, photo_truth(uv_template, lm)
+    return lm, truth_posmap(uv_template, lm)
 
 
 def clip(takeo, template, n, paths):
