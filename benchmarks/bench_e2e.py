@@ -103,7 +103,7 @@ def build_network(kind: str):
 
 def collect_images(inputs, folder: Path) -> int:
     """Symlink every image of ``inputs`` (folders searched recursively) into ``folder``; returns the count."""
-    from prnet.cli.demo import IMAGE_SUFFIXES
+    from prnet.core.images import IMAGE_SUFFIXES
 
     n = 0
     for root in inputs:

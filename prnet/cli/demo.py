@@ -81,11 +81,11 @@ from pathlib import Path
 from absl import flags
 
 from prnet.cli import run_console_app
+from prnet.core.images import IMAGE_SUFFIXES  # noqa: F401  (re-exported)
 
 OUTPUT_KINDS = ("obj", "landmarks", "pose", "depth", "overlay", "texture", "texture_mask", "front", "pose_box",
                 "npz", "mat", "ply", "depth_npy", "crop")
 DEFAULT_OUTPUTS = ("obj", "landmarks", "pose", "depth", "overlay")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
 RANDOM_TAG = "_RANDOM_WEIGHTS"
 
 flags.DEFINE_string("input", None, "Image file or folder of images. Default: the astronaut photo bundled "

@@ -19,6 +19,10 @@ import numpy as np
 
 from prnet.errors import ImageReadError
 
+#: File suffixes (lower case) taken as photos when a folder is given (demo, calibration, frame
+#: folders): the formats :func:`read_image` decodes.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"})
+
 #: EXIF tag number of Orientation (IFD0).
 EXIF_ORIENTATION_TAG = 0x0112
 #: The identifier that starts the EXIF payload of a JPEG APP1 segment (and sometimes a WebP chunk).

@@ -6,11 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from prnet.core.crop import box_from_landmarks, crop_transform, warp_crop
-from prnet.core.images import read_image
+from prnet.core.images import IMAGE_SUFFIXES, read_image
 from prnet.data.annotations import sidecar_landmarks
 from prnet.errors import ExportError, ImageReadError
-
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
 
 
 def representative_crops(source, limit: int = 100, seed: int = 0):
@@ -38,7 +36,7 @@ def representative_crops(source, limit: int = 100, seed: int = 0):
         return [ex["image"].astype(np.float32) / 255.0 for ex in tfds.as_numpy(ds.take(limit))]
 
     folder = Path(source).expanduser()
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ExportError(f"no images (*.jpg, *.png, ...) found under {folder} for calibration")
     crops = []
