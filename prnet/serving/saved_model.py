@@ -418,7 +418,10 @@ class ServingModule(tf.Module):
 
     def _predict(self, images, boxes):
         n = tf.shape(images)[0]
-        n = _checked(n, n > 0, "predict_images: empty batch; send at least one image")
+        # gate the images themselves: map_fn's trip count and its (empty) output come from them, so the
+        # network cannot run on an empty batch before the check fails
+        images = _checked(images, n > 0, "predict_images: empty batch; send at least one image")
+        n = tf.shape(images)[0]
         boxes = _checked(boxes, tf.equal(tf.size(boxes), 4 * n),
                          "predict_images: `boxes` must have shape [N, 4] (x0, y0, x1, y1), one row per image")
         boxes = tf.reshape(boxes, [n, 4])
