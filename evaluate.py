@@ -31,9 +31,8 @@ import sys
 
 from absl import app, flags
 
-import tfds_builders  # noqa: F401  (registers the project's TFDS builders for --tfds_name)
+from prnet.cli import import_tensorflow_quietly  # first: sets TensorFlow's log level before it loads
 from prnet.errors import ImageReadError, PRNetError
-from prnet.evaluation.protocol import EvalConfig, evaluate
 
 FLAGS = flags.FLAGS
 
@@ -42,6 +41,16 @@ flags.DEFINE_string("weights", None,
                     "file, a SavedModel folder, a .tflite file, a training checkpoint folder or a TF2 / official "
                     "TF1 checkpoint prefix. Default: the official PRNet weights (downloaded and converted into "
                     "the cache on first use), run like prnet-demo's through their cached SavedModel export.")
+flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"],
+                  "Network precision. float32: as trained. bfloat16: bf16 weights and activations (the output "
+                  "layer in float32); Keras weights, checkpoints and the official weights run their bf16 graph "
+                  "in-process, a SavedModel must be a bf16 export (export.py --formats=saved_model_bf16). An "
+                  "exported file's own precision must match. Recorded in results.json (model.precision).")
+flags.DEFINE_enum("backend", "auto", ["auto", "saved_model", "keras", "openvino"],
+                  "How to run the network, as prnet-demo --backend: auto (each format in its own runtime; the "
+                  "official weights through their cached SavedModel), saved_model / keras (require that runtime), "
+                  "openvino (any weights in OpenVINO at --precision, set explicitly; pip install -e \".[openvino]\"). "
+                  "Recorded in results.json (model.backend).")
 flags.DEFINE_bool("smoke_test_random_weights", False,
                   "Use an UNTRAINED, randomly initialised network (pipeline smoke tests only; every output "
                   "is marked as meaningless). Cannot be combined with --weights.")
@@ -98,8 +107,12 @@ def main(argv):
         raise app.UsageError("--smoke_test_random_weights cannot be combined with --weights", exitcode=2)
     if (FLAGS.bfm is None) != (FLAGS.bfm_uv is None):
         raise app.UsageError("--bfm and --bfm_uv go together", exitcode=2)
+    import_tensorflow_quietly("tfds_builders")  # no start-up banners; registers the builders for --tfds_name
+    from prnet.evaluation.protocol import EvalConfig, evaluate
+
     config = EvalConfig(
-        weights=FLAGS.weights, random_weights=FLAGS.smoke_test_random_weights,
+        weights=FLAGS.weights, random_weights=FLAGS.smoke_test_random_weights, precision=FLAGS.precision,
+        backend=FLAGS.backend,
         dataset_dir=FLAGS.dataset_dir, tfds_name=FLAGS.tfds_name, data_dir=FLAGS.data_dir, split=FLAGS.split,
         crop=FLAGS.crop, detector=FLAGS.detector, detector_model=FLAGS.detector_model, refine=FLAGS.refine,
         gt_dir=FLAGS.gt_dir, reannotated=FLAGS.reannotated, bfm=FLAGS.bfm, bfm_uv=FLAGS.bfm_uv,

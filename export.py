@@ -9,7 +9,8 @@ Examples:
 Writes ``<output_dir>/saved_model/`` (signatures ``serving_default``, ``predict_images``,
 ``predict_images_nobox`` and, unless ``--detector=none``, ``predict_images_detect``: image bytes in,
 every face found by BlazeFace out; see :mod:`prnet.serving.saved_model`) and
-``<output_dir>/prnet_<q>.tflite``.
+``<output_dir>/prnet_<q>.tflite``; with ``--formats=...,saved_model_bf16`` also
+``<output_dir>/saved_model_bf16/``: the same signatures with the network in bfloat16 (float32 in and out).
 
 Everything is checked before anything is written (formats, the output folder, weights, calibration
 data). The set is written into a hidden folder beside ``--output_dir`` and then replaces that folder
@@ -24,22 +25,11 @@ changed); 130 interrupted (nothing changed). Errors are one line on stderr.
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
-import tfds_builders  # noqa: F401  (registers the project's TFDS builders for --calibration=tfds:...)
-from prnet.core.uv import load_uv_template
+from prnet.cli import import_tensorflow_quietly  # first: sets TensorFlow's log level before it loads
 from prnet.errors import PRNetError
-from prnet.serving.calibration import representative_crops
-from prnet.serving.export import check_formats, check_output_dir, export_all, measure_exports
-from prnet.serving.saved_model import (
-    DEFAULT_MAX_FACES,
-    DEFAULT_MAX_IMAGE_PIXELS,
-    check_max_faces,
-    check_max_image_pixels,
-    make_detector_graph,
-)
-from prnet.weights.formats import load_keras_model
-from prnet.weights.official import ensure_official_weights
+from prnet.serving.limits import DEFAULT_MAX_FACES, DEFAULT_MAX_IMAGE_PIXELS, check_max_faces, check_max_image_pixels
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("weights", None, "Weights to export: a Keras .weights.h5 (or .keras) file, a training "
@@ -49,7 +39,9 @@ flags.DEFINE_string("weights", None, "Weights to export: a Keras .weights.h5 (or
 flags.DEFINE_integer("size", 0, "Base width of the network (16 for the official model); 0 infers it from the weights.")
 flags.DEFINE_string("output_dir", None, "Folder to write saved_model/ and prnet_<quantization>.tflite into.")
 flags.DEFINE_list("formats", ["saved_model", "float32", "float16", "int8"],
-                  "Comma-separated outputs: saved_model, float32, float16, int8 (TFLite).")
+                  "Comma-separated outputs: saved_model; saved_model_bf16 (the same SavedModel, signatures and "
+                  "float32 inputs/outputs, with the network in bfloat16 and its output layer in float32: for CPUs "
+                  "with bf16 units and GPUs; not written by default); float32, float16, int8 (TFLite).")
 flags.DEFINE_string("calibration", "tfds:prnet_synthetic",
                     "Representative crops for int8 calibration: tfds:NAME (a built TFDS dataset with 256x256 "
                     "'image' crops) or a folder of face photos (cropped by a sibling .pts/.mat's landmarks, "
@@ -61,7 +53,8 @@ flags.DEFINE_string("check_images", None, "Optional folder of face photos (same 
 flags.DEFINE_string("assets_dir", None, "UV template folder (uv-data) for the landmark indices; default: "
                     "$PRNET_ASSETS_DIR or the cache.")
 flags.DEFINE_bool("optimize", True, "Export the BN-folded fast graph (numerically equal to the trained model); "
-                  "--nooptimize exports the Keras training graph as is.")
+                  "--nooptimize exports the Keras training graph as is (saved_model_bf16 is always the BN-folded "
+                  "graph).")
 flags.DEFINE_bool("overwrite", False, "Replace the export set in --output_dir (as a whole: files of the old set "
                   "that are not exported again are removed too).")
 flags.DEFINE_integer("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "SavedModel predict_images: the largest image "
@@ -77,6 +70,16 @@ flags.DEFINE_integer("max_faces", DEFAULT_MAX_FACES, "SavedModel predict_images_
 
 def main(argv):
     del argv
+    if not FLAGS["verbosity"].present:  # TensorFlow's INFO lines while writing a SavedModel say nothing to act on
+        logging.set_verbosity(logging.WARNING)
+    import_tensorflow_quietly("tfds_builders")  # no start-up banners; registers the builders for tfds:...
+    from prnet.core.uv import load_uv_template
+    from prnet.serving.calibration import representative_crops
+    from prnet.serving.export import check_formats, check_output_dir, export_all, measure_exports
+    from prnet.serving.saved_model import make_detector_graph
+    from prnet.weights.formats import load_keras_model
+    from prnet.weights.official import ensure_official_weights
+
     writing, written = False, None
     try:
         # Checks first: nothing is written when one fails.
@@ -95,13 +98,13 @@ def main(argv):
                              detector=detector, max_faces=max_faces)
         writing = False
         for fmt, path in written.items():
-            print(f"{fmt:12s} {path}")
+            print(f"{fmt:16s} {path}")
         if FLAGS.check_images:
             crops = representative_crops(FLAGS.check_images, limit=32)
             print(f"\nposition-map error vs the Keras model on {len(crops)} crops from {FLAGS.check_images}:")
-            print(f"{'format':12s} {'size MB':>8s} {'max px':>9s} {'mean px':>9s}")
+            print(f"{'format':16s} {'size MB':>8s} {'max px':>9s} {'mean px':>9s}")
             for row in measure_exports(model, written, crops):
-                print(f"{row['format']:12s} {row['size_mb']:8.1f} {row['max_abs_px']:9.4f} {row['mean_abs_px']:9.4f}")
+                print(f"{row['format']:16s} {row['size_mb']:8.1f} {row['max_abs_px']:9.4f} {row['mean_abs_px']:9.4f}")
     except PRNetError as err:
         print(f"export.py: error: {err}", file=sys.stderr)
         return 1 if writing else 2

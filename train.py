@@ -32,6 +32,8 @@ import sys
 
 from absl import app, flags
 
+from prnet.cli import import_tensorflow_quietly  # first: sets TensorFlow's log level before it loads
+
 flags.DEFINE_string("dataset", "prnet_synthetic", "TFDS dataset name[/config], e.g. prnet_synthetic/tiny, "
                     "prnet_300w_lp. The project's builders (tfds_builders.*) are registered automatically.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: ~/tensorflow_datasets).")
@@ -115,7 +117,7 @@ def main(argv):
 
 
 def _train():
-    import tfds_builders  # noqa: F401  (registers the project's TFDS builders)
+    import_tensorflow_quietly("tfds_builders")  # no start-up banners; registers the project's TFDS builders
     from prnet.data.augment import NO_AUGMENTATION, AugmentConfig
     from prnet.errors import PRNetError
     from prnet.training import config as train_config

@@ -3,11 +3,17 @@
 Backends: the original graph in a TF1 ``Session`` (``tf1_session``: the Keras graph frozen, as the
 authors' code runs), the Keras training graph (``tf.function``), the BN-folded fast graph of
 :mod:`prnet.model.fast` (``tf.function``; ``optimized``: the default rewrite with sub-pixel
-convolutions, ``optimized_transpose``: BN folded, transposed convolutions kept; ``keras_bf16``, only
+convolutions, ``optimized_transpose``: BN folded, transposed convolutions kept; ``optimized_bf16``: the
+same graph in bfloat16 with a float32 output layer, weights frozen as constants, as
+:class:`prnet.model.runtime.FastGraphBackend` runs it; ``keras_bf16``, only
 when named in ``--backends``: the Keras graph under ``mixed_bfloat16``), the exported SavedModel
-(``serving_default``) and TFLite float32 / float16 / int8 (XNNPACK, ``--threads`` threads; LiteRT's
-interpreter when installed, see :func:`prnet.model.runtime.tflite_interpreter`). Network only: float32 crops
-``[B, 256, 256, 3]`` at batch sizes ``--batch_sizes``. End to end: ``Predictor.reconstruct`` on a
+(``serving_default``; ``saved_model_bf16``: export.py's bf16 SavedModel) and TFLite float32 / float16 /
+int8 (XNNPACK, ``--threads`` threads; LiteRT's interpreter when installed, see
+:func:`prnet.model.runtime.tflite_interpreter`). Network only: float32 crops ``[B, 256, 256, 3]`` at batch
+sizes ``--batch_sizes``. OpenVINO (when installed: ``pip install -e ".[openvino]"``; else skipped with a
+line saying so): ``openvino_float32`` / ``openvino_bfloat16`` run the exported SavedModel at that
+inference precision (set explicitly), ``openvino_int8`` the int8 ``.tflite`` (its own quantisation);
+``--threads`` threads. End to end: ``Predictor.reconstruct`` on a
 sample photo (face detection + crop + network + vertices/landmarks in image pixels), one face.
 
 Without ``--weights`` the network has random weights (with randomised BatchNorm statistics): speed
@@ -35,8 +41,9 @@ from machine import machine_description  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLES = REPO.parent / "shared" / "samples"
-BACKENDS = ("tf1_session", "keras", "optimized", "optimized_transpose", "saved_model", "tflite_float32",
-            "tflite_float16", "tflite_int8")
+BACKENDS = ("tf1_session", "keras", "optimized", "optimized_transpose", "optimized_bf16", "saved_model",
+            "saved_model_bf16", "tflite_float32", "tflite_float16", "tflite_int8", "openvino_float32",
+            "openvino_bfloat16", "openvino_int8")
 #: Also available, not run by default: the Keras graph under the mixed_bfloat16 policy (speed only:
 #: its accuracy on trained weights is issue #13's section 2).
 OPTIONAL_BACKENDS = ("keras_bf16",)
@@ -47,10 +54,11 @@ flags.DEFINE_list("backends", list(BACKENDS), f"Backends to time, from: {', '.jo
 flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes for the network-only timings.")
 flags.DEFINE_integer("repeats", 10, "Timed runs per measurement (after 2 warm-up runs), round-robin over backends; "
                      "median and best are reported.")
-flags.DEFINE_integer("threads", 2, "TFLite interpreter threads (XNNPACK).")
+flags.DEFINE_integer("threads", 2, "TFLite interpreter threads (XNNPACK) and OpenVINO threads.")
 flags.DEFINE_string("samples", str(DEFAULT_SAMPLES), "Folder of sample photos (calibration crops, end-to-end image).")
 flags.DEFINE_bool("end_to_end", True, "Also time Predictor.reconstruct (detect + crop + net + mesh).")
-flags.DEFINE_bool("variants", False, "Also time the prnet.model.fast rewrite variants (TF and TFLite float32).")
+flags.DEFINE_bool("variants", False, "Also time the prnet.model.fast rewrite variants (TF float32 and bfloat16, "
+                  "TFLite float32).")
 
 
 def _tflite_runner(path, batch, threads):
@@ -69,6 +77,39 @@ def _tflite_runner(path, batch, threads):
         return interpreter.get_tensor(out)
 
     return run
+
+
+def _openvino_backend(name, tmp, net, crops, threads):
+    """The OpenVINO backend of ``openvino_<float32|bfloat16|int8>``, reading this run's exported SavedModel
+    (``tmp/saved_model``) or int8 ``.tflite`` (``tmp/int8.tflite``), exported here when no other row
+    wrote them; None (with a printed line) when OpenVINO is not installed or cannot run that precision."""
+    from prnet.errors import BackendUnavailableError
+    from prnet.model.openvino_runtime import OpenVINOBackend, import_openvino
+    from prnet.serving import saved_model as serving
+    from prnet.serving import tflite
+
+    try:
+        import_openvino()  # before exporting anything for it
+    except BackendUnavailableError as e:  # OpenVINONotInstalledError
+        print(f"{name}: skipped: {e}")
+        return None
+    q = name[len("openvino_"):]
+    if q == "int8":
+        path = tmp / "int8.tflite"
+        if not path.is_file():
+            tflite.convert_tflite(net, tmp / "ov_int8.tflite", quantization="int8", representative=list(crops))
+            path = tmp / "ov_int8.tflite"
+    else:
+        path = tmp / "saved_model"
+        if not (path / "saved_model.pb").is_file():
+            path = serving.export_saved_model(net, tmp / "ov_saved_model", kpt_ind=np.zeros((68, 2), np.int64))
+    try:
+        backend = OpenVINOBackend(path, precision="float32" if q == "int8" else q, num_threads=threads)
+    except BackendUnavailableError as e:  # e.g. bfloat16 on a CPU without bf16 units
+        print(f"{name}: skipped: {e}")
+        return None
+    print(f"{name}: {backend.source}")
+    return backend
 
 
 def _keras_bf16(model):
@@ -170,10 +211,19 @@ def main(argv):
             runners[name] = lambda b, t=transposed: t
         elif name == "optimized":
             runners[name] = lambda b: net
-        elif name == "saved_model":
-            path = serving.export_saved_model(net, tmp / "saved_model", kpt_ind=np.zeros((68, 2), np.int64))
+        elif name == "optimized_bf16":  # what load_backend(..., precision="bfloat16") runs: weights frozen
+            from prnet.model.runtime import FastGraphBackend
+
+            runners[name] = lambda b, fn=FastGraphBackend(model, "bfloat16").fn: fn
+        elif name in ("saved_model", "saved_model_bf16"):
+            exported = net if name == "saved_model" else build_inference_model(model, precision="bfloat16")
+            path = serving.export_saved_model(exported, tmp / name, kpt_ind=np.zeros((68, 2), np.int64))
             fn = tf.saved_model.load(str(path)).signatures["serving_default"]
             runners[name] = lambda b, fn=fn: (lambda x: fn(images=x)["posmap"])
+        elif name.startswith("openvino_") and name[len("openvino_"):] in ("float32", "bfloat16", "int8"):
+            backend = _openvino_backend(name, tmp, net, crops, FLAGS.threads)
+            if backend is not None:
+                runners[name] = lambda b, backend=backend: backend
         elif name.startswith("tflite_"):
             q = name[len("tflite_"):]
             path = tflite.convert_tflite(net, tmp / f"{q}.tflite", quantization=q, representative=list(crops))
@@ -189,13 +239,15 @@ def main(argv):
             runners[f"tf[{s1}/{s2}/{res}]"] = lambda b, v=variant: v
             path = tflite.convert_tflite(variant, tmp / f"v_{s1}_{s2}_{res}.tflite")
             runners[f"tflite[{s1}/{s2}/{res}]"] = lambda b, path=path: _tflite_runner(path, b, FLAGS.threads)
+            bf16 = build_inference_model(model, stride1=s1, stride2=s2, residual=res, precision="bfloat16")
+            runners[f"tf_bf16[{s1}/{s2}/{res}]"] = lambda b, v=bf16: v
 
     rows = []
     for batch in batches:
         x = np.ascontiguousarray(np.resize(crops, (batch, 256, 256, 3)))
         jobs = {}
         for name, make in runners.items():
-            run, xt = make(batch), (x if "tflite" in name else tf.constant(x))
+            run, xt = make(batch), (x if "tflite" in name or name.startswith("openvino") else tf.constant(x))
             jobs[name] = lambda run=run, xt=xt: np.asarray(run(xt))
         for name, result in _interleaved(jobs, FLAGS.repeats).items():
             rows.append((name, "network", batch, result))
@@ -211,8 +263,11 @@ def main(argv):
         template = samples.parent / "prnet-assets" / "uv-data"
         backends = {"keras": lambda: KerasBackend(model),
                     "saved_model": lambda: SavedModelBackend(tmp / "saved_model"),
+                    "saved_model_bf16": lambda: SavedModelBackend(tmp / "saved_model_bf16"),
                     "tflite_float32": lambda: TFLiteBackend(tmp / "float32.tflite", num_threads=FLAGS.threads),
                     "tflite_int8": lambda: TFLiteBackend(tmp / "int8.tflite", num_threads=FLAGS.threads)}
+        backends.update({name: (lambda name=name: runners[name](1))  # the OpenVINO backends built above
+                         for name in runners if name.startswith("openvino_")})
         jobs = {}
         for name, make in backends.items():
             if name in runners:

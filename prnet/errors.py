@@ -84,3 +84,11 @@ class OutputFolderError(PRNetError, OSError):
 
 class UVInputError(PRNetError, ValueError):
     """A UV-space input (region mask or texture image) has the wrong size or layout."""
+
+
+class BackendUnavailableError(PRNetError, RuntimeError):
+    """An inference backend cannot run what was asked here (e.g. bfloat16 on a CPU without bf16 units)."""
+
+
+class OpenVINONotInstalledError(BackendUnavailableError, ImportError):
+    """The optional OpenVINO runtime is not installed (``pip install -e ".[openvino]"``)."""

@@ -86,3 +86,12 @@ def lp_manual_dir(samples_dir, bfm_files, tmp_path_factory) -> Path:
     for name in ("BFM.mat", "BFM_UV.mat"):
         os.symlink(bfm_files / name, manual / name)
     return manual
+
+
+@pytest.fixture(scope="session")
+def overfit_run(assets_dir, tmp_path_factory):
+    """train.py's overfit run of a small network (``tests/trained.py``), once per session (~1-2 min on
+    2 cores): the trained weights for reduced-precision tests, and the run that test_training checks."""
+    from trained import overfit_run as run
+
+    return run(tmp_path_factory.mktemp("overfit"), assets_dir)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trained import OVERFIT_STEPS
 
 from helpers import run_cli
 
@@ -172,46 +173,24 @@ def _nme_2d(pred_posmaps, true_landmarks, kpt_ind):
     return np.linalg.norm(pred - true, axis=-1).mean(axis=-1) / size
 
 
-# The overfit run: 8 fixed prnet_synthetic examples, the whole set as one batch (so BatchNorm's
-# training-mode statistics are those of the 8 examples, which its moving averages converge to with
-# momentum 0.9), no augmentation, no weight decay, Adam at a constant 2e-3 (>= 3e-3 kills the
-# 3-channel ReLU layers at the end of the decoder: the output collapses to a constant map). The
-# first ~90 steps only reach the mean map. Measured at 500 steps (inference mode, vs the mean map):
-# loss 0.26x / NME 0.41x with oneDNN (TensorFlow's default, pinned below), 0.19x / 0.47x with
-# TF_ENABLE_ONEDNN_OPTS=0; the bounds below hold for both.
-OVERFIT_STEPS = 500
-OVERFIT_FLAGS = ["--dataset=prnet_synthetic/tiny", "--train_split=train[:8]", "--val_split=train[:8]",
-                 "--model_size=4", "--batch_size=8", "--learning_rate=2e-3", "--lr_decay_epochs=1000000",
-                 "--weight_decay=0", "--bn_momentum=0.9", "--noaugment", "--weight_mask=paper",
-                 "--shuffle_buffer=8", "--log_every=10", "--val_every=100", "--checkpoint_every=0",
-                 "--image_summaries=2", "--noprogress", f"--epochs={OVERFIT_STEPS}"]
-
-
 @pytest.mark.slow
-def test_train_py_overfits_8_synthetic_examples(tmp_path, assets_dir, uv_template):
-    """``train.py`` on 8 ``prnet_synthetic`` examples (built into a temp data_dir first: train.py never builds):
-    the training loss falls by a clear margin and far below that of the best constant prediction
-    (the mean map of the 8), and the final weights in inference mode place the 68 landmarks of the
-    same 8 examples clearly better than the mean map does. Baselines are computed here, in numpy."""
+def test_train_py_overfits_8_synthetic_examples(overfit_run, uv_template):
+    """``train.py`` on 8 ``prnet_synthetic`` examples (the session's overfit run, ``tests/trained.py``: built
+    into a temp data_dir first, train.py never builds): the training loss falls by a clear margin and far
+    below that of the best constant prediction (the mean map of the 8), and the final weights in inference
+    mode place the 68 landmarks of the same 8 examples clearly better than the mean map does. Baselines
+    are computed here, in numpy."""
     import tensorflow as tf
 
-    import tfds_builders
-    from prnet.data.pipeline import eval_pipeline, load_split
     from prnet.model.resfcn256 import build_resfcn256
 
-    model_dir = tmp_path / "run"
-    tfds_builders.BUILDERS["prnet_synthetic"](config="tiny", data_dir=str(tmp_path / "tfds"),
-                                              assets_dir=str(assets_dir)).download_and_prepare()
-    # TF_ENABLE_ONEDNN_OPTS unset: TensorFlow's default (oneDNN on), whatever other tests set.
-    proc = run_cli(REPO_ROOT / "train.py", f"--model_dir={model_dir}", f"--data_dir={tmp_path / 'tfds'}",
-                   f"--assets_dir={assets_dir}", *OVERFIT_FLAGS, env={"TF_ENABLE_ONEDNN_OPTS": None}, timeout=600)
+    model_dir, proc = overfit_run.model_dir, overfit_run.proc
     assert proc.returncode == 0, f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     assert "final training loss" in proc.stdout
 
     # The 8 examples, exactly as the trainer reads them (no augmentation), and the baselines.
-    data = next(iter(eval_pipeline(load_split(
-        "prnet_synthetic/tiny", "train[:8]", str(tmp_path / "tfds"), assets_dir), 8)))
-    images, posmaps, landmarks = (data[k].numpy() for k in ("image", "posmap", "landmarks_68"))
+    data = overfit_run.examples()
+    images, posmaps, landmarks = (data[k] for k in ("image", "posmap", "landmarks_68"))
     assert images.shape == (8, 256, 256, 3) and len({float(p.sum()) for p in posmaps}) == 8
     weights = uv_template.weight_mask.astype(np.float64)
     mean_map = np.broadcast_to(posmaps.mean(axis=0, keepdims=True), posmaps.shape)

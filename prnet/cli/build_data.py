@@ -21,7 +21,7 @@ from prnet.cli import run_console_app
 DATASETS = ("prnet_synthetic", "prnet_300w_lp", "prnet_aflw2000_3d")
 
 flags.DEFINE_enum("dataset", None, DATASETS, "Dataset to build.")
-flags.DEFINE_string("config", None, "Builder config (prnet_synthetic: tiny|small|large, default small; "
+flags.DEFINE_string("config", None, "Builder config (prnet_synthetic: tiny|small|medium|large, default small; "
                     "prnet_300w_lp: default|jitter; prnet_aflw2000_3d: default|posmap).")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: ~/tensorflow_datasets).")
 flags.DEFINE_string("manual_dir", None, "Folder with the manually downloaded files (300W_LP/, AFLW2000/, "

@@ -57,7 +57,8 @@ TF1 one). By default the official weights from the cache ($PRNET_CACHE_DIR or ~/
 first use they are downloaded (checked by SHA-256) and converted to resfcn256.weights.h5, then
 exported once as a fast SavedModel (BN folded) to resfcn256_saved_model/, which every later run
 loads (it is re-exported only if the weights file changes). `prnet-convert --download` fetches and
-converts ahead of time; --backend=keras runs the Keras model instead of the export. The weights and
+converts ahead of time; --backend=keras runs the Keras model instead of the export, --backend=openvino
+runs any weights in OpenVINO (pip install -e ".[openvino]"; --precision is OpenVINO's). The weights and
 backend in use are printed at start ("using weights: ... (backend: SavedModel)").
 
 Exit status: 0 all images done; 1 at least one image failed (unreadable, no face, a broken
@@ -96,11 +97,18 @@ flags.DEFINE_string("weights", None, "Network weights: Keras .weights.h5 (or .ke
                     "checkpoint prefix. Default: the official weights from the cache ($PRNET_CACHE_DIR or "
                     "~/.cache/prnet), downloaded and converted on first use, then run through a SavedModel "
                     "exported once into the cache (see --backend).")
-flags.DEFINE_enum("backend", "auto", ["auto", "saved_model", "keras"],
+flags.DEFINE_enum("backend", "auto", ["auto", "saved_model", "keras", "openvino"],
                   "How to run the network. auto: the official weights through their cached SavedModel "
                   "export (exported once on first use), any --weights in its own format; saved_model: "
                   "require a SavedModel (official export or a --weights SavedModel folder); keras: require a "
-                  "Keras model (official Keras weights, or --weights .weights.h5 / .keras / checkpoint).")
+                  "Keras model (official Keras weights, or --weights .weights.h5 / .keras / checkpoint); openvino: "
+                  "run any --weights (SavedModel, .tflite, Keras weights; the official weights converted in memory) "
+                  "in OpenVINO at --precision, set explicitly (optional: pip install -e \".[openvino]\").")
+flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"],
+                  "Network precision. float32: as trained. bfloat16: bf16 weights and activations (the output "
+                  "layer in float32), faster on CPUs with bf16 units (AVX512_BF16, AMX) and GPUs; Keras weights, "
+                  "checkpoints and the official weights run their bf16 graph in-process, a SavedModel must be a "
+                  "bf16 export (export.py --formats=saved_model_bf16). An exported file's own precision must match.")
 flags.DEFINE_bool("download", True, "Allow downloading the official weights / UV template when missing from the "
                   "cache (--nodownload: fail with instructions instead).")
 flags.DEFINE_bool("smoke_test_random_weights", False, "Use an UNTRAINED network to test the pipeline; every "
@@ -557,7 +565,7 @@ def main(argv):
     from prnet.model.runtime import RANDOM_WEIGHTS_WARNING
 
     try:
-        predictor = Predictor.from_weights(FLAGS.weights, backend=FLAGS.backend,
+        predictor = Predictor.from_weights(FLAGS.weights, backend=FLAGS.backend, precision=FLAGS.precision,
                                            smoke_test_random_weights=FLAGS.smoke_test_random_weights,
                                            download=FLAGS.download, detector=FLAGS.detector,
                                            template=FLAGS.uv_dir, batch_size=FLAGS.batch_size, refine=FLAGS.refine)

@@ -217,6 +217,8 @@ class EvalConfig:
     output_dir: str
     weights: str | None = None
     random_weights: bool = False
+    precision: str = "float32"
+    backend: str = "auto"
     dataset_dir: str | None = None
     tfds_name: str | None = None
     data_dir: str | None = None
@@ -277,6 +279,7 @@ def evaluate(config: EvalConfig, predictor: Predictor | None = None, model_info:
             kwargs = {"model_path": config.detector_model} if config.detector == "dlib_cnn" else {}
             detector = make_detector(config.detector, **kwargs)
         predictor = Predictor.from_weights(config.weights, smoke_test_random_weights=config.random_weights,
+                                           precision=config.precision, backend=config.backend,
                                            detector=detector, template=config.assets_dir,
                                            batch_size=config.batch_size, refine=config.refine)
         model_info = describe_weights(config.weights, random_weights=config.random_weights)
@@ -308,6 +311,8 @@ def evaluate(config: EvalConfig, predictor: Predictor | None = None, model_info:
         model_info["random_weights"] = True
     model_info.setdefault("source", predictor.source)
     model_info.setdefault("backend", predictor.backend_name)
+    if getattr(predictor.backend, "precision", None):  # TFLite files: their own quantisation, not recorded here
+        model_info.setdefault("precision", predictor.backend.precision)
     records = run_inference(predictor, samples, crop=config.crop, batch_size=config.batch_size, dense_fn=dense_fn,
                             progress=config.progress, total=total, refine=config.refine)
     records.sort(key=lambda r: r["id"])

@@ -23,7 +23,16 @@ from prnet.core.uv import landmarks_from_posmap, load_uv_template, vertices_from
 from prnet.errors import NoFaceFoundError
 from prnet.inference.detect import make_detector
 from prnet.inference.results import FaceResult
-from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend, check_crops, random_weights_backend
+from prnet.model.openvino_runtime import OpenVINOBackend
+from prnet.model.runtime import (
+    FastGraphBackend,
+    KerasBackend,
+    SavedModelBackend,
+    TFLiteBackend,
+    check_crops,
+    check_precision,
+    random_weights_backend,
+)
 from prnet.weights.formats import check_backend, load_backend
 from prnet.weights.official import ensure_uv_template, official_backend
 
@@ -109,7 +118,8 @@ class Predictor:
 
     @classmethod
     def from_weights(cls, path=None, *, backend: str = "auto", smoke_test_random_weights: bool = False,
-                     download: bool = True, num_threads=None, **kwargs) -> "Predictor":
+                     download: bool = True, num_threads=None, precision: str = "float32",
+                     **kwargs) -> "Predictor":
         """Build a predictor from any weights, as ``prnet-demo`` and ``evaluate.py`` do.
 
         * ``path=None``: the official weights (:func:`prnet.weights.official.official_backend`): converted
@@ -122,18 +132,28 @@ class Predictor:
 
         ``backend``: ``"auto"`` (the above), ``"keras"`` (require a Keras model: the official weights
         or a Keras/checkpoint file are not exported) or ``"saved_model"`` (require a SavedModel: the
-        official export or a SavedModel folder). ``num_threads``: TFLite interpreter threads.
+        official export or a SavedModel folder) or ``"openvino"`` (any of them, run by OpenVINO at
+        ``precision``: optional package, ``pip install -e ".[openvino]"``; see
+        :class:`prnet.model.openvino_runtime.OpenVINOBackend`). ``num_threads``: TFLite interpreter
+        (or OpenVINO) threads.
+        ``precision``: ``"float32"`` (default) or ``"bfloat16"`` (:data:`prnet.model.fast.PRECISIONS`):
+        Keras weights, checkpoints and the official weights run their BN-folded bf16 graph in-process;
+        an exported file runs at its own precision, which must be the one asked for (a bf16
+        SavedModel comes from ``export.py --formats=saved_model_bf16``; see
+        :func:`prnet.weights.formats.load_backend`).
         ``smoke_test_random_weights=True`` ignores ``path`` and uses an untrained network (for checking
         the pipeline only; every result is flagged ``random_weights``). Other keyword arguments go
         to :class:`Predictor`.
         """
         check_backend(backend)
+        check_precision(precision)
         if smoke_test_random_weights:
-            runner = random_weights_backend()
+            runner = random_weights_backend(precision=precision)
         elif path is None:
-            runner = official_backend(backend, download=download, kpt_ind=_template_kpt_ind(kwargs.get("template")))
+            runner = official_backend(backend, download=download, kpt_ind=_template_kpt_ind(kwargs.get("template")),
+                                      precision=precision, num_threads=num_threads)
         else:
-            runner = load_backend(path, backend, num_threads=num_threads)
+            runner = load_backend(path, backend, num_threads=num_threads, precision=precision)
         return cls(runner, download=download, **kwargs)
 
     # -- components
@@ -143,9 +163,12 @@ class Predictor:
 
     @property
     def backend_name(self) -> str:
-        """``"Keras"``, ``"SavedModel"``, ``"TFLite"`` or the backend's class name."""
-        names = {KerasBackend: "Keras", SavedModelBackend: "SavedModel", TFLiteBackend: "TFLite"}
-        return names.get(type(self.backend), type(self.backend).__name__)
+        """``"Keras"``, ``"SavedModel"``, ``"TFLite"`` or ``"BN-folded graph"``, plus ``" bfloat16"`` when
+        the backend runs in bf16; else the backend's class name."""
+        names = {KerasBackend: "Keras", SavedModelBackend: "SavedModel", TFLiteBackend: "TFLite",
+                 FastGraphBackend: "BN-folded graph", OpenVINOBackend: "OpenVINO"}
+        name = names.get(type(self.backend), type(self.backend).__name__)
+        return f"{name} bfloat16" if getattr(self.backend, "precision", None) == "bfloat16" else name
 
     @property
     def source(self) -> str:

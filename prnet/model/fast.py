@@ -26,6 +26,15 @@ round-off (checked to <= 1e-4 relative by ``tests/test_optimize.py``):
 The defaults (``stride1="conv"``, ``stride2="subpixel"``) are the variants that were fastest for
 TFLite/XNNPACK when measured; in TensorFlow with oneDNN all variants ran within noise of each
 other. ``benchmarks/benchmark.py --variants`` re-measures them on the machine at hand.
+
+Precision (``precision=``, one of :data:`PRECISIONS`): ``"float32"`` (the above), or
+``"bfloat16"``: the same folded graph with bfloat16 kernels, biases and activations (the float32
+input is cast once), for CPUs with bf16 units (AVX512_BF16 / AMX through oneDNN) and GPUs. Only
+the last layer, the 3-channel transposed conv + sigmoid, runs in float32 on the float32 cast of
+its input, and POSMAP_SCALE is applied in float32: the output is float32 crop pixels, and
+rounding the sigmoid to bf16 (8 significant bits: up to 2^-9 * 281.6 = 0.55 px) is avoided.
+Accuracy against float32 is that of 8-bit mantissas through ~50 layers; judge it on trained
+weights (the README's accuracy table), never on random ones.
 """
 
 from __future__ import annotations
@@ -39,6 +48,13 @@ from prnet.model.resfcn256 import DECODER_LAYERS, ENCODER_BLOCKS, POSMAP_SCALE, 
 STRIDE1_MODES = ("conv", "transpose")
 STRIDE2_MODES = ("subpixel", "subpixel3x3", "transpose")
 RESIDUAL_MODES = ("affine", "concat")
+#: Inference precisions (``build_inference_model(precision=)``, ``load_backend(precision=)``, the
+#: ``--precision`` flags): ``float32``, or ``bfloat16`` weights and activations with a float32 output layer.
+PRECISIONS = ("float32", "bfloat16")
+#: The stride-1 / stride-2 transposed-conv forms :func:`build_inference_model` uses per precision by
+#: default. bfloat16 keeps float32's: under oneDNN (AMD EPYC, AVX512_BF16) stride-1 transposed convs
+#: were slower in bf16 (21.7 vs 20.2 ms/image at batch 1) and stride-2 ones within noise (README, export.py).
+DEFAULT_MODES = {"float32": ("conv", "subpixel"), "bfloat16": ("conv", "subpixel")}
 
 # POSMAP_SCALE (281.6) applied as 281.5 + 0.1: both parts survive TFLite's float16 conversion of
 # constants, while 281.6 itself would round to 281.5 (a -3.5e-4 relative bias on every coordinate).
@@ -99,27 +115,33 @@ class InferenceNet(tf.Module):
     module saves as a SavedModel and converts to TFLite as is.
     """
 
-    def __init__(self, layers_spec, stride1, stride2, residual, name="resfcn256_inference"):
+    def __init__(self, layers_spec, stride1, stride2, residual, precision="float32", name="resfcn256_inference"):
         super().__init__(name=name)
         self.stride1, self.stride2, self.residual = stride1, stride2, residual
+        #: ``"float32"`` or ``"bfloat16"`` (all layers but the last; see the module docstring).
+        self.precision = precision
+        self._compute_dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
         self._spec = []
         self.weights_list = []
+        last = len(layers_spec) - 1
         for i, (kind, params) in enumerate(layers_spec):
-            self._spec.append((kind, self._to_vars(params, f"layer{i}")))
+            dtype = tf.float32 if i == last else self._compute_dtype
+            self._spec.append((kind, self._to_vars(params, f"layer{i}", dtype)))
 
-    def _to_vars(self, params, prefix):
+    def _to_vars(self, params, prefix, dtype):
         out = {}
         for key, value in params.items():
             if isinstance(value, dict):
-                out[key] = self._to_vars(value, f"{prefix}_{key}")
+                out[key] = self._to_vars(value, f"{prefix}_{key}", dtype)
             elif isinstance(value, np.ndarray):
-                out[key] = self._var(value, f"{prefix}_{key}")
+                out[key] = self._var(value, f"{prefix}_{key}", dtype)
             else:
                 out[key] = value
         return out
 
-    def _var(self, value, name):
-        var = tf.Variable(value.astype(np.float32), trainable=False, name=name)
+    def _var(self, value, name, dtype):
+        # float64 -> float32 -> bfloat16: the cast rounds to nearest (even).
+        var = tf.Variable(tf.cast(value.astype(np.float32), dtype), trainable=False, name=name)
         self.weights_list.append(var)
         return var
 
@@ -175,9 +197,11 @@ class InferenceNet(tf.Module):
     @tf.function(input_signature=[IMAGES_SPEC])
     def __call__(self, images):
         """Float32 crops ``[N, 256, 256, 3]`` in ``[0, 1]`` -> position map ``[N, 256, 256, 3]`` in crop pixels."""
-        x = images
+        x = tf.cast(images, self._compute_dtype)
         last = len(self._spec) - 1
         for i, (kind, p) in enumerate(self._spec):
+            if i == last:  # the output layer (sigmoid and scale) in float32 whatever the precision
+                x = tf.cast(x, tf.float32)
             if kind == "conv":
                 x = self._conv(x, p, True)
             elif kind == "block":
@@ -233,8 +257,8 @@ def _deconv_params(model, name, stride, stride1, stride2):
     return {"kind": "subpixel", "w": _subpixel_2x2(k), "b": np.tile(b, 4), "cout": cout}
 
 
-def build_inference_model(model, *, stride1: str = "conv", stride2: str = "subpixel",
-                          residual: str = "affine") -> InferenceNet:
+def build_inference_model(model, *, stride1: str | None = None, stride2: str | None = None,
+                          residual: str = "affine", precision: str = "float32") -> InferenceNet:
     """Fold a Keras ResFCN256 (``prnet.model.resfcn256.build_resfcn256``, any ``size``) into an :class:`InferenceNet`.
 
     Args:
@@ -242,13 +266,20 @@ def build_inference_model(model, *, stride1: str = "conv", stride2: str = "subpi
         once; later changes to ``model`` do not affect the result).
       stride1: how stride-1 transposed convs run: ``"conv"`` (flipped kernel) or ``"transpose"``.
       stride2: stride-2 transposed convs: ``"subpixel"`` (2x2 conv + depth_to_space),
-        ``"subpixel3x3"`` or ``"transpose"``.
+        ``"subpixel3x3"`` or ``"transpose"``. None (both): :data:`DEFAULT_MODES` of ``precision``.
       residual: identity-shortcut BatchNorm as ``"affine"`` multiply-add or ``"concat"`` 1x1 conv.
+      precision: ``"float32"``, or ``"bfloat16"`` (bf16 weights and activations, the 3-channel
+        output layer, its sigmoid and the scale in float32; see the module docstring).
 
     Returns:
       An :class:`InferenceNet`; calling it on ``[N, 256, 256, 3]`` float32 crops in ``[0, 1]``
-      returns the position map in crop pixels (equal to ``model(x) * POSMAP_SCALE``).
+      returns the float32 position map in crop pixels (equal to ``model(x) * POSMAP_SCALE``; with
+      bfloat16, up to bf16 rounding).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    stride1 = DEFAULT_MODES[precision][0] if stride1 is None else stride1
+    stride2 = DEFAULT_MODES[precision][1] if stride2 is None else stride2
     for value, allowed, what in ((stride1, STRIDE1_MODES, "stride1"), (stride2, STRIDE2_MODES, "stride2"),
                                  (residual, RESIDUAL_MODES, "residual")):
         if value not in allowed:
@@ -262,4 +293,4 @@ def build_inference_model(model, *, stride1: str = "conv", stride2: str = "subpi
                                                   stride1, stride2)))
     except ValueError as err:  # get_layer raises ValueError for a missing name
         raise ValueError(f"build_inference_model expects a prnet.model.resfcn256.build_resfcn256 model: {err}") from err
-    return InferenceNet(spec, stride1, stride2, residual)
+    return InferenceNet(spec, stride1, stride2, residual, precision)

@@ -23,13 +23,20 @@ from prnet.serving.saved_model import (
 )
 from prnet.serving.tflite import QUANTIZATIONS, convert_tflite, tflite_predict
 
+#: The SavedModel formats and the precision of their network (:func:`prnet.model.fast.build_inference_model`):
+#: ``saved_model_bf16`` is the BN-folded graph in bfloat16 (float32 output layer), same signatures and
+#: float32 inputs / outputs as ``saved_model``.
+SAVED_MODEL_FORMATS = {"saved_model": "float32", "saved_model_bf16": "bfloat16"}
 #: Every format an export set can hold, in writing order.
-FORMATS = ("saved_model",) + QUANTIZATIONS
+FORMATS = ("saved_model", "saved_model_bf16") + QUANTIZATIONS
+#: What :func:`export_all` (and export.py) write unless told otherwise: ``saved_model_bf16`` is opt-in.
+DEFAULT_FORMATS = ("saved_model",) + QUANTIZATIONS
 
 
 def entry_name(fmt: str) -> str:
-    """The name of a format's output inside the export folder."""
-    return "saved_model" if fmt == "saved_model" else f"prnet_{fmt}.tflite"
+    """The name of a format's output inside the export folder (``saved_model/``, ``saved_model_bf16/``,
+    ``prnet_<q>.tflite``)."""
+    return fmt if fmt in SAVED_MODEL_FORMATS else f"prnet_{fmt}.tflite"
 
 
 def check_formats(formats) -> tuple:
@@ -69,26 +76,29 @@ def check_output_dir(output_dir, overwrite: bool = False) -> Path:
     return out
 
 
-def export_all(model, output_dir, *, formats=FORMATS, calibration=None, kpt_ind=None, optimize=True,
+def export_all(model, output_dir, *, formats=DEFAULT_FORMATS, calibration=None, kpt_ind=None, optimize=True,
                overwrite=False, progress=True, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                detector="blazeface", max_faces: int = DEFAULT_MAX_FACES, template=None) -> dict:
-    """Write an export set, the requested formats, as the folder ``output_dir``: ``saved_model/`` and
-    ``prnet_<q>.tflite``.
+    """Write an export set, the requested formats, as the folder ``output_dir``: ``saved_model/``,
+    ``saved_model_bf16/`` and ``prnet_<q>.tflite`` (default: :data:`DEFAULT_FORMATS`).
 
-    Everything is checked first (formats, ``max_image_pixels``, the destination by
-    :func:`check_output_dir`, calibration data, the landmark template), then the whole set is
-    written into a hidden temporary folder beside ``output_dir`` and replaces it in one step: the
-    folder holds either the previous complete set or the new one, never a mix (``overwrite``
-    replaces every file of the old set, also formats not exported again). Returns
-    ``{format: path}``. ``calibration`` is a :func:`representative_crops` source or a list of crops
+    ``saved_model_bf16`` is always the BN-folded graph in bfloat16 (``optimize`` applies to the
+    float32 formats), with every signature of ``saved_model``.
+
+    Everything is checked first (formats, ``max_image_pixels``, the destination by :func:`check_output_dir`,
+    calibration data, the landmark template), then the whole set is written into a hidden temporary folder
+    beside ``output_dir`` and replaces it in one step: the folder holds either the previous complete set or the
+    new one, never a mix (``overwrite`` replaces every file of the old set, also formats not exported again).
+    Returns ``{format: path}``. ``calibration`` is a :func:`representative_crops` source or a list of crops
     (needed for ``int8``); ``max_image_pixels``, ``detector`` (the face detector of the SavedModel's
-    ``predict_images_detect``: ``"blazeface"`` or None), ``max_faces`` and ``template`` (the UV template;
-    adds the ``pose`` output): see :func:`prnet.serving.saved_model.export_saved_model`.
+    ``predict_images_detect``: ``"blazeface"`` or None), ``max_faces`` and ``template`` (the UV template; adds
+    the ``pose`` output): see :func:`prnet.serving.saved_model.export_saved_model`.
     """
     formats = check_formats(formats)
     max_image_pixels = check_max_image_pixels(max_image_pixels)
     max_faces = check_max_faces(max_faces)
-    if "saved_model" in formats:
+    saved_models = [f for f in formats if f in SAVED_MODEL_FORMATS]
+    if saved_models:
         detector = make_detector_graph(detector)  # DetectorUnavailableError before anything is written
     output_dir = check_output_dir(output_dir, overwrite)
     crops = None
@@ -98,17 +108,19 @@ def export_all(model, output_dir, *, formats=FORMATS, calibration=None, kpt_ind=
         if not crops:
             raise ExportError("int8 needs calibration data: pass --calibration=tfds:prnet_synthetic or a "
                               "folder of face images")
-    if kpt_ind is None and template is None and "saved_model" in formats:
+    if kpt_ind is None and template is None and saved_models:
         from prnet.core.uv import load_uv_template
 
         template = load_uv_template()
     net = build_inference_model(model) if optimize else _as_net(model, optimize=False)
+    nets = {"saved_model": net, "saved_model_bf16": build_inference_model(model, precision="bfloat16")
+            if "saved_model_bf16" in formats else None}
     remove_stale_temporaries(output_dir.parent, suffix=f"-{output_dir.name}")  # of killed exports
     try:
         with atomic_path(output_dir, overwrite=True, directory=True) as tmp:
             for fmt in tqdm(formats, desc="export", disable=not progress):
-                if fmt == "saved_model":
-                    export_saved_model(net, tmp / entry_name(fmt), kpt_ind=kpt_ind,
+                if fmt in SAVED_MODEL_FORMATS:
+                    export_saved_model(nets[fmt], tmp / entry_name(fmt), kpt_ind=kpt_ind,
                                        max_image_pixels=max_image_pixels, detector=detector, max_faces=max_faces,
                                        template=template)
                 else:
@@ -138,7 +150,7 @@ def measure_exports(model, written: dict, crops) -> list:
     reference = to_posmap(reference)
     rows = []
     for fmt, path in written.items():
-        if fmt == "saved_model":
+        if fmt in SAVED_MODEL_FORMATS:
             fn = tf.saved_model.load(str(path)).signatures["serving_default"]
             pred = np.concatenate([fn(images=tf.constant(crops[i:i + 4]))["posmap"].numpy()
                                    for i in range(0, len(crops), 4)])

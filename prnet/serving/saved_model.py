@@ -67,19 +67,20 @@ from prnet.errors import ExportError
 from prnet.model.fast import IMAGES_SPEC, build_inference_model
 from prnet.model.resfcn256 import to_posmap
 from prnet.serving.detect_graph import BlazeFaceGraph, pose_angles
+from prnet.serving.limits import (
+    DEFAULT_MAX_FACES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    MIN_IMAGE_SIDE,
+    check_max_faces,
+    check_max_image_pixels,
+)
 
 _IMAGE_MAGIC = ((b"\xff\xd8\xff", 3), (b"\x89PNG\r\n\x1a\n", 8), (b"GIF8", 4), (b"BM", 2))
 
-#: Default cap on the pixels (width x height) of one image a request may send.
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
-#: Smallest image side (pixels) a request may send.
-MIN_IMAGE_SIDE = 16
 #: Smallest box width / height (pixels).
 MIN_BOX_SIDE = 8.0
 #: Largest box width / height, in multiples of the image width / height.
 MAX_BOX_FACTOR = 4.0
-#: Default number of faces per image ``predict_images_detect`` returns at most (``export.py --max_faces``).
-DEFAULT_MAX_FACES = 8
 #: Header blocks (JPEG segments, PNG chunks, GIF blocks and sub-blocks) read at most per image.
 _MAX_BLOCKS = 1 << 20
 
@@ -527,29 +528,6 @@ def _as_net(model_or_net, optimize=True):
             return to_posmap(model(images, training=False))
 
     return _KerasNet()
-
-
-def check_max_image_pixels(max_image_pixels) -> int:
-    """``max_image_pixels`` as an int, or :class:`prnet.errors.ExportError` if it is not a sensible cap."""
-    try:
-        value = int(max_image_pixels)
-    except (TypeError, ValueError):
-        value = 0
-    if value != max_image_pixels or value < MIN_IMAGE_SIDE ** 2 or value > 2 ** 40:
-        raise ExportError(f"max_image_pixels must be a whole number of pixels from {MIN_IMAGE_SIDE ** 2} to "
-                          f"2**40 (e.g. {DEFAULT_MAX_IMAGE_PIXELS} = 40 MP), got {max_image_pixels!r}")
-    return value
-
-
-def check_max_faces(max_faces) -> int:
-    """``max_faces`` as an int, or :class:`prnet.errors.ExportError` unless it is a whole number 1-64."""
-    try:
-        value = int(max_faces)
-    except (TypeError, ValueError):
-        value = 0
-    if value != max_faces or not 1 <= value <= 64:
-        raise ExportError(f"max_faces must be a whole number of faces from 1 to 64, got {max_faces!r}")
-    return value
 
 
 def make_detector_graph(detector):

@@ -29,8 +29,16 @@ import keras
 import tensorflow as tf
 
 from prnet.errors import WeightsFolderError, WeightsFormatError, WeightsNotFoundError
+from prnet.model.openvino_runtime import OpenVINOBackend
 from prnet.model.resfcn256 import build_resfcn256
-from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
+from prnet.model.runtime import (
+    FastGraphBackend,
+    KerasBackend,
+    SavedModelBackend,
+    TFLiteBackend,
+    check_precision,
+    saved_model_precision,
+)
 from prnet.weights.convert import (
     READ_ERRORS,
     check_checkpoint_files,
@@ -44,8 +52,9 @@ from prnet.weights.convert import (
 logger = logging.getLogger(__name__)
 
 #: Values of ``backend`` for :func:`load_backend` (and ``prnet-demo --backend``): ``auto`` runs each
-#: format in its own runtime; ``keras`` / ``saved_model`` require that runtime.
-BACKENDS = ("auto", "keras", "saved_model")
+#: format in its own runtime; ``keras`` / ``saved_model`` require that runtime; ``openvino`` runs any
+#: format in OpenVINO (optional package: ``pip install -e ".[openvino]"``).
+BACKENDS = ("auto", "keras", "saved_model", "openvino")
 
 
 class WeightsKind(enum.Enum):
@@ -329,22 +338,60 @@ def load_weights_into(model, path) -> WeightsFormat:
     return fmt
 
 
-def load_backend(path, backend: str = "auto", *, num_threads=None):
+def check_file_precision(fmt: WeightsFormat, file_precision: str, precision: str) -> None:
+    """:class:`WeightsFormatError` unless an exported file's own precision is the one asked for."""
+    if file_precision == precision:
+        return
+    if precision == "bfloat16":
+        how = ("export a bfloat16 SavedModel with `export.py --formats=saved_model_bf16` and pass its "
+               "saved_model_bf16 folder, or pass the Keras weights (.weights.h5 / checkpoint) it was exported "
+               "from (their bf16 graph is built in-process)")
+        if fmt.kind is WeightsKind.TFLITE:
+            raise WeightsFormatError(f"{fmt.description} cannot run in bfloat16: TFLite files have no bfloat16 "
+                                     f"variant; {how}")
+    else:
+        how = f"pass --precision={file_precision} (Python: precision={file_precision!r}) to run it as exported"
+    raise WeightsFormatError(f"{fmt.description} is a {file_precision} export, but precision {precision} was "
+                             f"asked for: {how}")
+
+
+def load_backend(path, backend: str = "auto", *, num_threads=None, precision: str = "float32"):
     """The inference backend (:mod:`prnet.model.runtime`) for the weights at ``path``.
 
     ``backend``: ``"auto"`` runs each kind in its own runtime (SavedModel, TFLite, else Keras);
     ``"keras"`` / ``"saved_model"`` require that runtime and raise WeightsFormatError otherwise.
     ``num_threads``: TFLite interpreter threads.
+    ``precision`` (:data:`prnet.model.fast.PRECISIONS`): for Keras weights and checkpoints,
+    ``"float32"`` runs the Keras model and ``"bfloat16"`` their BN-folded bf16 graph in-process
+    (:class:`prnet.model.runtime.FastGraphBackend`). An exported file runs at its own precision
+    (a SavedModel: ``"bfloat16"`` for ``saved_model_bf16``, else ``"float32"``; a ``.tflite``:
+    ``"float32"``, whatever it was quantised to) and asking for another one raises
+    :class:`WeightsFormatError` saying what to pass instead: the precision in use is always the
+    one asked for, so results recorded with it (``evaluate.py``) are never mislabelled.
+    ``backend="openvino"``: :class:`prnet.model.openvino_runtime.OpenVINOBackend` reads a SavedModel,
+    a ``.tflite`` (an int8 file keeps its int8 ops) or Keras weights (their BN-folded graph) and
+    runs it at ``precision`` (OpenVINO's inference precision, set explicitly; ``num_threads``: its
+    threads). Raises :class:`prnet.errors.OpenVINONotInstalledError` without the package.
     """
     check_backend(backend)
+    check_precision(precision)
     fmt = detect_format(path)
+    if backend == "openvino":  # OpenVINO's own inference precision, whatever the file's (see the docstring)
+        if fmt.runtime == "Keras":
+            return OpenVINOBackend(_load_keras(fmt, None), precision=precision, num_threads=num_threads,
+                                   name=f"{fmt.description} (BN-folded graph converted in memory)")
+        return OpenVINOBackend(fmt.path, precision=precision, num_threads=num_threads)
     if backend == "keras" and fmt.runtime != "Keras" or backend == "saved_model" and fmt.runtime != "SavedModel":
         raise WeightsFormatError(
             f"backend {backend!r} cannot run {path} ({fmt.runtime}): "
             + ("pass Keras weights (.weights.h5), a .keras file or a checkpoint" if backend == "keras" else
                "pass a SavedModel folder (export one with export.py), or omit the path for the official weights"))
     if fmt.kind is WeightsKind.SAVED_MODEL:
+        check_file_precision(fmt, saved_model_precision(fmt.path), precision)  # before the (slow) loading
         return SavedModelBackend(fmt.path)
     if fmt.kind is WeightsKind.TFLITE:
+        check_file_precision(fmt, "float32", precision)
         return TFLiteBackend(fmt.path, num_threads=num_threads)
+    if precision != "float32":
+        return FastGraphBackend(_load_keras(fmt, None), precision, source=fmt.description)
     return KerasBackend(_load_keras(fmt, None), source=fmt.description)

@@ -44,7 +44,8 @@ from prnet.errors import (
     WeightsFormatError,
     WeightsNotFoundError,
 )
-from prnet.model.runtime import KerasBackend, SavedModelBackend
+from prnet.model.openvino_runtime import OpenVINOBackend
+from prnet.model.runtime import FastGraphBackend, KerasBackend, SavedModelBackend, check_precision
 from prnet.serving.saved_model import export_saved_model
 from prnet.weights.convert import convert_checkpoint
 from prnet.weights.download import RemoteFile, download_file
@@ -420,25 +421,42 @@ def ensure_official_saved_model(download: bool = True, *, kpt_ind=None, force: b
                               download=download, force=force, progress=progress)
 
 
-def official_backend(backend: str = "auto", *, download: bool = True, kpt_ind=None):
+def official_backend(backend: str = "auto", *, download: bool = True, kpt_ind=None, precision: str = "float32",
+                     num_threads=None):
     """The inference backend (:mod:`prnet.model.runtime`) of the official weights ``<cache>/resfcn256.weights.h5``
     (downloaded and converted on first use unless ``download`` is false).
 
     ``backend="auto"`` / ``"saved_model"``: the fast SavedModel exported from them once into
     ``<cache>/resfcn256_saved_model`` (:func:`ensure_official_saved_model`; ``kpt_ind`` as there; a
     damaged cached export is rebuilt once). If the cache cannot be written, ``"auto"`` falls back to
-    the Keras model with a RuntimeWarning. ``backend="keras"``: the Keras model, no export. Raises
+    the Keras model with a RuntimeWarning. ``backend="keras"``: the Keras model, no export.
+    ``precision="bfloat16"`` (``"auto"`` or ``"keras"``): the BN-folded bf16 graph built in-process
+    from the converted Keras weights (:class:`prnet.model.runtime.FastGraphBackend`; a few seconds,
+    nothing more is cached); the cached SavedModel is float32, so ``"saved_model"`` refuses it.
+    ``backend="openvino"``: the converted Keras weights' BN-folded graph, converted in memory and run by
+    OpenVINO at ``precision`` with ``num_threads`` (:class:`prnet.model.openvino_runtime.OpenVINOBackend`). Raises
     :class:`WeightsNotFoundError` with the manual steps when the weights are missing and cannot be
     downloaded.
     """
     check_backend(backend)
+    check_precision(precision)
+    if precision != "float32" and backend == "saved_model":
+        raise WeightsFormatError(f"the cached SavedModel of the official weights is float32, so backend "
+                                 f"'saved_model' cannot run them in {precision}: use backend 'auto' (their "
+                                 f"{precision} graph, built in-process), or export a bfloat16 SavedModel with "
+                                 "`export.py --formats=saved_model_bf16` and pass its folder as the weights")
     try:
         weights = ensure_official_weights(download=download)
     except PRNetError:
         raise
     except OSError as e:  # the cache cannot be written: convert the (verified) checkpoint in memory
-        return _converted_in_memory(backend, download, e)
+        return _converted_in_memory(backend, download, e, precision, num_threads)
     source = f"official PRNet weights {weights}"
+    if backend == "openvino":
+        return OpenVINOBackend(load_keras_model(weights), precision=precision, num_threads=num_threads,
+                               name=f"{source} (BN-folded graph converted in memory)")
+    if precision != "float32":
+        return FastGraphBackend(load_keras_model(weights), precision, source=source)
     if backend == "keras":
         return KerasBackend(load_keras_model(weights), source=source)
     try:
@@ -458,7 +476,7 @@ def official_backend(backend: str = "auto", *, download: bool = True, kpt_ind=No
         return KerasBackend(load_keras_model(weights), source=source)
 
 
-def _converted_in_memory(backend: str, download: bool, error: OSError):
+def _converted_in_memory(backend: str, download: bool, error: OSError, precision: str = "float32", num_threads=None):
     """The Keras backend of the official checkpoint converted in memory (the cache is not writable)."""
     if backend == "saved_model":
         raise ExportError(f"the cache {cache_dir()} is not writable ({error}): the official weights cannot be "
@@ -468,7 +486,12 @@ def _converted_in_memory(backend: str, download: bool, error: OSError):
     warnings.warn(f"could not write the converted official weights into the cache ({error}); the checkpoint "
                   "is converted in memory on every run (a few seconds): make the cache writable or set "
                   "PRNET_CACHE_DIR to a writable folder", RuntimeWarning, stacklevel=3)
-    return KerasBackend(load_keras_model(prefix), source=f"official PRNet weights {prefix} (converted in memory)")
+    source = f"official PRNet weights {prefix} (converted in memory)"
+    if backend == "openvino":
+        return OpenVINOBackend(load_keras_model(prefix), precision=precision, num_threads=num_threads, name=source)
+    if precision != "float32":
+        return FastGraphBackend(load_keras_model(prefix), precision, source=source)
+    return KerasBackend(load_keras_model(prefix), source=source)
 
 
 @dataclass(frozen=True)

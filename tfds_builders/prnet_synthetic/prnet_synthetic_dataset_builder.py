@@ -60,6 +60,8 @@ class Builder(DetectsBeam, tfds.core.GeneratorBasedBuilder):
                                num_train=512, num_validation=64),
         SyntheticBuilderConfig(name="tiny", description="16 train + 8 validation examples (tests, smoke runs).",
                                num_train=16, num_validation=8),
+        SyntheticBuilderConfig(name="medium", description="4,000 train + 256 validation examples (the reference "
+                               "model of benchmarks/train_reference.py).", num_train=4000, num_validation=256),
         SyntheticBuilderConfig(name="large", description="20,000 train + 1,000 validation examples.",
                                num_train=20000, num_validation=1000),
     ]
