@@ -75,7 +75,10 @@ class KerasBackend:
 #: float32's over the face pixels of the UV map, in crop pixels (256 x 256 crop), and the largest
 #: relative change of the 68-landmark NME (0.02 = 2 %, the issue's rule for a path that may be a
 #: default). float32 covers every float32 export (SavedModel, TFLite, OpenVINO): round-off only.
-ACCURACY_BOUNDS = {"float32": (0.01, 0.001), "float16": (1.0, 0.02), "bfloat16": (5.0, 0.02), "int8": (25.0, 0.10)}
+#: int8 depends on the network's width: +0.5 / +1.7 % NME (synthetic / real crops) on the full-size
+#: reference model, +12 / +17 % (OpenVINO / TFLite) on the quarter-width test network; its bound
+#: covers both, and int8 is never a default (measure your model with benchmarks/bench_precision.py).
+ACCURACY_BOUNDS = {"float32": (0.01, 0.001), "float16": (1.0, 0.02), "bfloat16": (5.0, 0.02), "int8": (25.0, 0.20)}
 
 
 def check_precision(precision: str) -> str:
