@@ -66,6 +66,9 @@ setup(
             "prnet-convert=prnet.cli.convert:run",
             "prnet-build-data=prnet.cli.build_data:run",
             "prnet-swap=prnet.cli.swap:run",
+            "prnet-train=prnet.cli.train:run",
+            "prnet-evaluate=prnet.cli.evaluate:run",
+            "prnet-export=prnet.cli.export:run",
         ],
     },
 )

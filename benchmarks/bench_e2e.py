@@ -42,7 +42,6 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-WRITERS = ("obj", "landmarks", "pose", "depth", "overlay")
 
 
 class _Clock:
@@ -139,8 +138,8 @@ def stage_pass(predictor, jobs, out_dir: Path, clock: _Clock) -> int:
     "crop" is the rest of :meth:`Predictor.prepare`, "post-processing" the rest of
     :meth:`Predictor.complete` (position maps to image pixels, landmark re-cropping when on) plus
     the vertex colours and pose the writers use."""
-    from prnet.cli.demo import write_face_outputs
     from prnet.errors import NoFaceFoundError
+    from prnet.outputs.faces import DEFAULT_OUTPUTS, write_face_outputs
 
     faces_total = 0
     for name, display, load, _ in jobs:
@@ -160,20 +159,20 @@ def stage_pass(predictor, jobs, out_dir: Path, clock: _Clock) -> int:
             face.colors, face.pose  # noqa: B018  (cached: what the writers use)
         clock.seconds["post-processing"] += time.perf_counter() - t0 - (clock.seconds["network"] - before)
         for k, face in enumerate(faces):
-            for kind in WRITERS:
-                clock.timed(f"write {kind}", write_face_outputs)(out_dir, f"{name}_{k}", face, display, [kind], False)
+            for kind in DEFAULT_OUTPUTS:
+                clock.timed(f"write {kind}", write_face_outputs)(out_dir, f"{name}_{k}", face, display, [kind])
         faces_total += len(faces)
     return faces_total
 
 
 def sequential(predictor, jobs, out_dir: Path) -> None:
     """The demo's steps one image after the other, nothing overlapped (the loop before issue #13)."""
-    from prnet.cli.demo import DEFAULT_OUTPUTS, process_image
     from prnet.errors import NoFaceFoundError
+    from prnet.outputs.faces import DEFAULT_OUTPUTS, process_image
 
     for name, display, load, _ in jobs:
         try:
-            process_image(predictor, load(), name, display, out_dir, DEFAULT_OUTPUTS, False)
+            process_image(predictor, load(), name, display, out_dir, DEFAULT_OUTPUTS)
         except NoFaceFoundError:
             pass
 
@@ -195,10 +194,11 @@ def main():
     sys.path.insert(0, str(REPO / "benchmarks"))
     from machine import machine_description
 
-    from prnet.cli.demo import DEFAULT_OUTPUTS, make_jobs, process_jobs
+    from prnet.cli.demo import make_jobs, process_jobs
     from prnet.core.uv import load_uv_template
     from prnet.inference.detect import make_detector
     from prnet.inference.predictor import Predictor
+    from prnet.outputs.faces import DEFAULT_OUTPUTS
 
     assets = args.assets or os.environ.get("PRNET_ASSETS_DIR") or SHARED / "prnet-assets" / "uv-data"
     template = load_uv_template(assets)

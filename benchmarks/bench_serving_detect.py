@@ -54,7 +54,7 @@ def main(argv):
     from prnet.inference.blazeface import BlazeFaceDetector
     from prnet.inference.predictor import Predictor
     from prnet.model.resfcn256 import build_resfcn256, randomize_batchnorm
-    from prnet.serving.detect_graph import BlazeFaceGraph
+    from prnet.serving.ops.blazeface import BlazeFaceGraph
     from prnet.serving.saved_model import export_saved_model
 
     shared = Path(FLAGS.shared_dir)

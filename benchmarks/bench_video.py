@@ -2,7 +2,7 @@
 
 Clips are made from the real photos of ``../shared/samples/faces``: one face (``prnet_test_0.jpg``)
 or three faces (``takeo.ppm``, ``prnet_test_0.jpg``, ``prnet_test_1.jpg`` side by side), 640x480,
-drifting by up to 3 px per frame. Each clip runs through :func:`prnet.inference.video.process_video` (what
+drifting by up to 3 px per frame. Each clip runs through :func:`prnet.outputs.video.process_video` (what
 ``prnet-demo --input clip.mp4`` runs after loading the weights): tracking (one network pass per face
 per frame, crops from the previous frame's landmarks), the default detector every ``--detect_every``
 frames with landmark re-cropping for new faces, pose, mesh + landmark overlay, mp4 encoding, and the
@@ -123,7 +123,8 @@ def main():
 
     from prnet.core.uv import load_uv_template
     from prnet.inference.predictor import Predictor
-    from prnet.inference.video import FaceTracker, process_video
+    from prnet.inference.video import FaceTracker
+    from prnet.outputs.video import process_video
 
     assets = args.assets or os.environ.get("PRNET_ASSETS_DIR") or SHARED / "prnet-assets" / "uv-data"
     template = load_uv_template(assets)

@@ -179,7 +179,7 @@ def test_demo_finds_every_sample_face_without_annotations(tmp_path, samples_dir,
     out = tmp_path / "out"
     result = run_cli("prnet.cli.demo", "--input", folder, "--output", out, "--smoke_test_random_weights",
                      "--annotations", "never", "--outputs", "landmarks",
-                     env={"PRNET_ASSETS_DIR": str(assets_dir)}, timeout=600)
+                     env={"PRNET_ASSETS_DIR": str(assets_dir)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{len(photos)}/{len(photos)} images done" in result.stderr
     names = {p.name for p in out.iterdir()}

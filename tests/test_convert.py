@@ -297,7 +297,8 @@ def test_truncated_data_file_fails_cleanly(fake_official, tmp_path):
 
 
 def test_cli_help_documents_every_flag():
-    result = run_cli("prnet.cli.convert", "--help")  # absl exits with status 1 after printing help
+    result = run_cli("prnet.cli.convert", "--help")
+    assert result.returncode == 0, result.stderr
     text = result.stdout + result.stderr
     for flag in ("--checkpoint:", "--output:", "--[no]download:", "--[no]verify:", "--[no]force:"):
         assert flag in text
@@ -422,7 +423,7 @@ def test_cli_download_checks_files_already_in_cache_and_verify_reports(fake_offi
     folder = _checkpoint_in_cache(fake_official, cache)
     env = {"PRNET_CACHE_DIR": str(cache), "PRNET_ASSETS_DIR": str(assets_dir)}
     refused = run_cli("prnet.cli.convert", "--download", env=env)
-    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr  # a setup error
     assert "checksum mismatch" in refused.stderr
     assert f"{folder / (PREFIX_NAME + '.data-00000-of-00001')} is not the official file" in refused.stderr
     assert not (cache / "resfcn256.weights.h5").exists()

@@ -16,7 +16,7 @@ FLAG_NAMES = ("input", "output", "weights", "backend", "download", "smoke_test_r
               "batch_size", "max_faces", "outputs", "texture", "annotations", "refine")
 
 
-def _run(args, env_extra=None, timeout=300, entry_point=False):
+def _run(args, env_extra=None, timeout=None, entry_point=False):
     # entry_point: call run() the way the `prnet-demo` console script does (sys.argv[0] is not the module).
     target = ["-c", "from prnet.cli.demo import run; run()"] if entry_point else "prnet.cli.demo"
     return run_cli(target, *args, env=env_extra, timeout=timeout)
@@ -30,7 +30,7 @@ def _needs_detector():
 
 @pytest.mark.parametrize("entry_point", [False, True])
 def test_help_documents_every_flag(entry_point):
-    result = _run(["--help"], timeout=120, entry_point=entry_point)
+    result = _run(["--help"], entry_point=entry_point)
     assert result.returncode in (0, 1), result.stderr  # absl exits 1 after printing --help
     for name in FLAG_NAMES:
         assert f"--{name}" in result.stdout or f"--[no]{name}" in result.stdout, name
@@ -227,7 +227,7 @@ def _fake_predictor(assets_dir):
 
 
 def test_output_names_are_unique_per_input_and_deterministic(tmp_path):
-    from prnet.cli.demo import output_names
+    from prnet.outputs.naming import output_names
 
     files = [tmp_path / n for n in ("Face.JPG", "a.jpg", "face.jpg", "face.png", "face_png.bmp", "x.tar.png")]
     names = output_names(files)
@@ -263,10 +263,11 @@ def test_disk_full_during_the_run_stops_and_names_the_output_folder(tmp_path, as
     import errno
 
     import prnet.cli.demo as demo
+    import prnet.outputs.faces as faces
 
     inp = _folder_of_images(tmp_path / "in", ["a.png", "b.png", "c.png"])
     out = tmp_path / "out"
-    real, calls = demo.write_face_outputs, []
+    real, calls = faces.write_face_outputs, []
 
     def disk_fills_up(folder, stem, *args, **kwargs):  # the second image hits ENOSPC inside the staging folder
         calls.append(stem)
@@ -275,7 +276,7 @@ def test_disk_full_during_the_run_stops_and_names_the_output_folder(tmp_path, as
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / f"{stem}_landmarks.txt"))
         return real(folder, stem, *args, **kwargs)
 
-    monkeypatch.setattr(demo, "write_face_outputs", disk_fills_up)
+    monkeypatch.setattr(faces, "write_face_outputs", disk_fills_up)
     predictor = _fake_predictor(assets_dir)
     code = demo.process_jobs(predictor, demo.make_jobs(str(inp)), out, ["landmarks"])
     err = capsys.readouterr().err
@@ -362,7 +363,7 @@ def test_ctrl_c_prints_a_summary_exits_130_and_leaves_no_partial_outputs(tmp_pat
     import sys
     import time
 
-    from helpers import REPO
+    from helpers import HANG_GUARD_S, REPO
 
     _needs_detector()
     inp = tmp_path / "in"
@@ -376,14 +377,14 @@ def test_ctrl_c_prints_a_summary_exits_130_and_leaves_no_partial_outputs(tmp_pat
                              "--smoke_test_random_weights", "--max_faces", "1"],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(REPO))
     try:
-        deadline = time.time() + 240
+        deadline = time.time() + HANG_GUARD_S
         while time.time() < deadline and proc.poll() is None:
             if out.is_dir() and any(p.name.endswith("_overlay.png") for p in out.iterdir()):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the demo ended before it could be interrupted"
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=HANG_GUARD_S)
     finally:
         if proc.poll() is None:
             proc.kill()

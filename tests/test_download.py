@@ -297,15 +297,17 @@ def test_default_sources_are_pinned():
 # --------------------------------------------------------------------------- cached SavedModel export
 
 def _counting_exports(monkeypatch):
-    """Wrap the export_saved_model that prnet.weights.official calls, to count real exports."""
+    """Wrap the export_saved_model that prnet.inference.backends calls, to count real exports."""
+    from prnet.inference import backends
+
     calls = []
-    real = official.export_saved_model
+    real = backends.export_saved_model
 
     def counted(*args, **kwargs):
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(official, "export_saved_model", counted)
+    monkeypatch.setattr(backends, "export_saved_model", counted)
     return calls
 
 
@@ -328,6 +330,7 @@ def test_official_saved_model_is_exported_once_and_follows_the_weights(tmp_path,
 
     import tensorflow as tf
 
+    from prnet.inference import backends
     from prnet.model.resfcn256 import POSMAP_SCALE
 
     cache = tmp_path / "cache"
@@ -338,7 +341,7 @@ def test_official_saved_model_is_exported_once_and_follows_the_weights(tmp_path,
     weights = official.weights_path()
     model = _save_small_weights(weights, seed=1)
 
-    export = official.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
+    export = backends.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
     assert export == cache / "resfcn256_saved_model" and (export / "saved_model.pb").is_file()
     assert len(calls) == 1
     stamp = json.loads((cache / "resfcn256_saved_model.json").read_text())
@@ -352,25 +355,25 @@ def test_official_saved_model_is_exported_once_and_follows_the_weights(tmp_path,
 
     # Second call: reused, nothing rewritten.
     pb_mtime = (export / "saved_model.pb").stat().st_mtime_ns
-    assert official.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False) == export
+    assert backends.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False) == export
     assert len(calls) == 1 and (export / "saved_model.pb").stat().st_mtime_ns == pb_mtime
     # Same bytes with a new mtime (e.g. copied back from a backup): checked by hash, still reused.
     st = weights.stat()
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    official.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
+    backends.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
     assert len(calls) == 1
     assert json.loads((cache / "resfcn256_saved_model.json").read_text())["weights_mtime_ns"] == \
         st.st_mtime_ns + 10**9
     # Different weights (same size, same file name): re-exported, and the export follows them.
     model2 = _save_small_weights(weights, seed=2)
-    official.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
+    backends.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
     assert len(calls) == 2
     out2 = tf.saved_model.load(str(export)).signatures["serving_default"](images=tf.constant(x))["posmap"]
     np.testing.assert_allclose(out2.numpy(), model2(x, training=False).numpy() * POSMAP_SCALE, atol=1e-3)
     assert np.abs(out2.numpy() - out.numpy()).max() > 0.1
     # A damaged export (variables lost) is rebuilt.
     (export / "variables" / "variables.index").unlink()
-    official.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
+    backends.ensure_official_saved_model(download=False, kpt_ind=kpt, progress=False)
     assert len(calls) == 3 and (export / "variables" / "variables.index").is_file()
 
 
@@ -378,11 +381,12 @@ def test_failed_export_keeps_the_previous_one_and_its_stamp(tmp_path, monkeypatc
     import json
 
     import prnet.serving.saved_model
+    from prnet.inference import backends
 
     weights, export = tmp_path / "w.weights.h5", tmp_path / "sm"
     kpt = np.zeros((68, 2), np.int64)
     _save_small_weights(weights, seed=3)
-    official.ensure_saved_model(weights, export, kpt_ind=kpt, progress=False)
+    backends.ensure_saved_model(weights, export, kpt_ind=kpt, progress=False)
     stamp = (tmp_path / "sm.json").read_text()
     before = sorted(p.name for p in tmp_path.iterdir())
     _save_small_weights(weights, seed=4)
@@ -392,16 +396,18 @@ def test_failed_export_keeps_the_previous_one_and_its_stamp(tmp_path, monkeypatc
 
     monkeypatch.setattr(prnet.serving.saved_model.tf.saved_model, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        official.ensure_saved_model(weights, export, kpt_ind=kpt, progress=False)
+        backends.ensure_saved_model(weights, export, kpt_ind=kpt, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == before and (export / "saved_model.pb").is_file()
     assert (tmp_path / "sm.json").read_text() == stamp  # still names the old weights: re-exported next time
     assert json.loads(stamp)["weights_sha256"] != hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
 def test_official_saved_model_without_weights_offline_says_how_to_get_them(tmp_path, monkeypatch):
+    from prnet.inference import backends
+
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(WeightsNotFoundError, match="prnet-convert --checkpoint"):
-        official.ensure_official_saved_model(download=False)
+        backends.ensure_official_saved_model(download=False)
     assert not (tmp_path / "cache" / "resfcn256_saved_model").exists()
 
 

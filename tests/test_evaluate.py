@@ -153,7 +153,7 @@ def test_cli_json_and_csv_agree(cli_run, data):
 
 
 def test_cli_help_documents_every_flag():
-    proc = run_cli(REPO / "evaluate.py", "--help", timeout=120)
+    proc = run_cli(REPO / "evaluate.py", "--help")
     assert proc.returncode in (0, 1)  # absl's --help exits with status 1
     for flag in ("weights", "smoke_test_random_weights", "dataset_dir", "tfds_name", "data_dir", "split", "crop",
                  "detector", "detector_model", "gt_dir", "reannotated", "bfm", "bfm_uv", "assets_dir",
@@ -164,11 +164,11 @@ def test_cli_help_documents_every_flag():
 def test_cli_errors_are_one_clear_line(data, tmp_path):
     cmd = [REPO / "evaluate.py", "--smoke_test_random_weights", "--output_dir", tmp_path,
            "--assets_dir", data["assets"]]
-    proc = run_cli(*cmd, "--dataset_dir", tmp_path / "nope", timeout=120)
+    proc = run_cli(*cmd, "--dataset_dir", tmp_path / "nope")
     assert proc.returncode == 2 and "dataset folder not found" in proc.stderr
-    proc = run_cli(*cmd, timeout=120)
+    proc = run_cli(*cmd)
     assert proc.returncode != 0 and "exactly one of --dataset_dir" in proc.stderr
-    proc = run_cli(*cmd, "--dataset_dir", data["samples"], "--assets_dir", tmp_path, timeout=120)
+    proc = run_cli(*cmd, "--dataset_dir", data["samples"], "--assets_dir", tmp_path)
     assert proc.returncode == 2 and "UV template" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("results.*"))
 
@@ -477,8 +477,7 @@ def test_shifted_gt_arrays_stop_the_cli_before_evaluating(data, tmp_path):
     folder = _gt_copy(data, tmp_path / "gt", GT_FILES[1:])
     out = tmp_path / "out"
     proc = run_cli(REPO / "evaluate.py", "--smoke_test_random_weights", "--dataset_dir", data["samples"],
-                   "--gt_dir", folder, "--output_dir", out, "--assets_dir", data["assets"], "--progress=false",
-                   timeout=120)
+                   "--gt_dir", folder, "--output_dir", out, "--assets_dir", data["assets"], "--progress=false")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "not in the row order" in proc.stderr
     assert _error_lines(proc) == [proc.stderr.splitlines()[-1]]
@@ -497,7 +496,7 @@ def test_unwritable_output_dir_is_refused_before_evaluating(data, template, tmp_
     assert spy.calls == 0  # refused before any image was processed
 
     proc = run_cli(REPO / "evaluate.py", "--smoke_test_random_weights", "--dataset_dir", data["samples"],
-                   "--output_dir", blocker / "eval", "--assets_dir", data["assets"], "--progress=false", timeout=120)
+                   "--output_dir", blocker / "eval", "--assets_dir", data["assets"], "--progress=false")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     (line,) = _error_lines(proc)
     assert f"cannot write to the output folder {blocker / 'eval'}" in line

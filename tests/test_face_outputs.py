@@ -1,5 +1,6 @@
-"""prnet-demo's per-face outputs beyond the mesh: visibility mask, texture size, frontal mesh, pose
-box and camera matrix, .npz / .mat dumps, binary .ply, depth as a float array (write_face_outputs)."""
+"""The per-face outputs (prnet.outputs.faces): one writer per kind, the files each writes, and the
+content beyond the mesh: visibility mask, texture size, frontal mesh, pose box and camera matrix,
+.npz / .mat dumps, binary .ply, depth as a float array; the file naming and random-weights marking."""
 
 import re
 
@@ -9,8 +10,9 @@ import pytest
 from oracle import oracle_face, similarity_face, synthetic
 from scipy.io import loadmat
 
-from prnet.cli.demo import OUTPUT_KINDS, TextureOptions, write_face_outputs
 from prnet.mesh.ply import read_ply, write_ply
+from prnet.outputs import faces as face_outputs
+from prnet.outputs.faces import OUTPUT_KINDS, WRITERS, TextureOptions, write_face_outputs
 
 EXPECTED_FILES = {
     "obj": ["f.obj"], "landmarks": ["f_landmarks.txt"], "pose": ["f_pose.txt"], "depth": ["f_depth.png"],
@@ -122,7 +124,7 @@ def test_known_pose_gives_camera_matrix_box_and_frontal_mesh(uv_template, tmp_pa
     np.testing.assert_allclose(face.pose[1], (30.0, 10.0, -5.0), atol=1e-3)
     np.testing.assert_allclose(face.frontal_vertices(), uv_template.canonical_vertices, atol=1e-3)
 
-    paths = write_face_outputs(tmp_path, "f", face, "known", ["pose", "front", "pose_box"], False)
+    paths = write_face_outputs(tmp_path, "f", face, "known", ["pose", "front", "pose_box"])
     text = (tmp_path / "f_pose.txt").read_text()
     rows = [list(map(float, line.split())) for line in text.splitlines() if line and not line.startswith("#")]
     np.testing.assert_allclose(rows[0], (30.0, 10.0, -5.0), atol=1e-3)
@@ -165,7 +167,7 @@ def test_random_weights_are_marked_in_ply_and_dumps(turned, tmp_path):
     from prnet.model.runtime import RANDOM_WEIGHTS_WARNING_ASCII
 
     fake = dataclasses.replace(turned, random_weights=True)
-    write_face_outputs(tmp_path, "f", fake, "x", ["ply", "npz"], False)
+    write_face_outputs(tmp_path, "f", fake, "x", ["ply", "npz"])
     assert RANDOM_WEIGHTS_WARNING_ASCII in (tmp_path / "f.ply").read_bytes()[:400].decode("ascii", "replace")
     assert bool(np.load(tmp_path / "f.npz")["random_weights"])
 
@@ -189,9 +191,9 @@ def test_demo_cli_writes_every_output_kind(tmp_path, samples_dir, assets_dir):
     for name in ("einstein.jpg", "einstein.pts"):
         (folder / name).symlink_to(samples_dir / "faces" / name)
     out = tmp_path / "out"
-    proc = run_cli("prnet.cli.demo", "--input", folder / "einstein.jpg", "--output", out, "--uv_dir", assets_dir,
-                   "--smoke_test_random_weights", "--outputs", ",".join(OUTPUT_KINDS), "--texture_size", 128,
-                   "--mask_texture", "--texture")
+    proc = run_cli("prnet.cli.demo", "--input", folder / "einstein.jpg", "--output_dir", out,
+                   "--assets_dir", assets_dir, "--smoke_test_random_weights", "--outputs", ",".join(OUTPUT_KINDS),
+                   "--texture_size", 128, "--mask_texture", "--texture")
     assert proc.returncode == 0, proc.stderr
     stem = "einstein_0_RANDOM_WEIGHTS"
     names = sorted(p.name for p in out.iterdir())
@@ -221,7 +223,7 @@ def test_crop_output_is_the_network_input(uv_template, tmp_path):
     landmarks = np.asarray(pos)[uv_template.kpt_ind[:, 1], uv_template.kpt_ind[:, 0]]
     backend.tform = predictor.face_crops(image, landmarks=landmarks)[0][3]
     face = predictor.reconstruct(image, landmarks=landmarks)[0]
-    (path,) = write_face_outputs(tmp_path, "f", face, "synthetic", ["crop"], False)
+    (path,) = write_face_outputs(tmp_path, "f", face, "synthetic", ["crop"])
     written = _read_png(path)
     assert written.shape == (256, 256, 3) and written.dtype == np.uint8
     seen = backend.seen[0]
@@ -229,3 +231,92 @@ def test_crop_output_is_the_network_input(uv_template, tmp_path):
     # the backend gets float [0, 1] crops; the file is the uint8 warp of the same transform
     assert np.abs(written / 255.0 - seen).max() <= 1.5 / 255
     assert np.abs(written / 255.0 - seen).mean() < 0.2 / 255
+
+
+def _documented_files() -> dict:
+    """``{kind: (files, textured extras)}`` from the table in :mod:`prnet.outputs.faces`'s docstring,
+    ``<stem>`` replaced by ``f`` (a continuation row's files are the textured ``.obj``'s extras)."""
+    table, kind = {}, None
+    for line in face_outputs.__doc__.splitlines():
+        names = [f"f{rest}" for rest in re.findall(r"``<stem>([^`]*)``", line)]
+        if not names:
+            continue
+        if not line.startswith(" "):
+            kind = line.split()[0]
+            table[kind] = (names, [])
+        else:
+            table[kind][1].extend(names)
+    return table
+
+
+def test_the_registry_has_one_writer_per_kind_writing_the_documented_files(turned, tmp_path):
+    """Each writer alone, for one face, writes exactly the files the library's table and the demo's
+    help document for its kind (the textured ``.obj`` also its ``.png`` and ``.mtl``)."""
+    import ast
+    from pathlib import Path
+
+    import prnet.cli
+
+    demo_help = ast.get_docstring(ast.parse((Path(prnet.cli.__file__).parent / "demo.py").read_text("utf-8")))
+    documented = _documented_files()
+    assert list(WRITERS) == list(OUTPUT_KINDS) == list(documented)
+    assert set(face_outputs.DEFAULT_OUTPUTS) <= set(OUTPUT_KINDS)
+    runs = [(kind, TextureOptions(), documented[kind][0]) for kind in OUTPUT_KINDS]
+    runs.append(("obj", TextureOptions(obj=True, size=64), documented["obj"][0] + documented["obj"][1]))
+    for n, (kind, textures, expected) in enumerate(runs):
+        folder = tmp_path / f"{n}_{kind}"
+        folder.mkdir()
+        paths = WRITERS[kind](folder, "f", turned, "synthetic", textures)
+        assert sorted(p.name for p in paths) == sorted(expected), kind
+        assert sorted(p.name for p in folder.iterdir()) == sorted(expected), kind
+        assert sorted(expected) == sorted(EXPECTED_FILES[kind] + (["f.mtl", "f.png"] if textures.obj else []))
+        for name in documented[kind][0]:  # the demo's help names each kind's files: <name>_<k> for the stem
+            assert f"<name>_<k>{name[1:]}" in demo_help, name
+    with pytest.raises(ValueError, match="unknown output kinds"):
+        write_face_outputs(tmp_path, "f", turned, "synthetic", ["obj", "glb"])
+
+
+def test_file_names_and_random_weights_marking(turned, tmp_path):
+    import dataclasses
+
+    from prnet.outputs.naming import RANDOM_TAG, face_stem, header, output_names, tagged_path, warning_text
+    from prnet.outputs.video import output_paths
+
+    assert face_stem("img", 2) == "img_2" and face_stem("img", 0, True) == "img_0" + RANDOM_TAG
+    assert tagged_path(tmp_path / "out.png", True).name == f"out{RANDOM_TAG}.png"
+    assert tagged_path(tmp_path / "out.png", False) == tmp_path / "out.png"
+    assert {p.name for p in output_paths(tmp_path, "clip", True).values()} == {
+        f"clip{RANDOM_TAG}_video.mp4", f"clip{RANDOM_TAG}_tracks.npz", f"clip{RANDOM_TAG}_tracks.csv"}
+    assert output_names([tmp_path / "a.jpg", tmp_path / "a.png", tmp_path / "b.jpg"]) == ["a_jpg", "a_png", "b"]
+    fake = dataclasses.replace(turned, random_weights=True)
+    assert header(turned, "x.jpg", "head pose").splitlines() == ["# PRNet head pose for x.jpg",
+                                                                  f"# weights: {turned.source}"]
+    marked = header(fake, "x.jpg", "head pose").splitlines()
+    assert marked[0].startswith(f"# {warning_text()}") and marked[1:] == ["# PRNet head pose for x.jpg",
+                                                                          f"# weights: {turned.source}"]
+    # every file of an untrained network's face says so: names, text headers, .obj/.ply comments, pixels
+    paths = face_outputs.write_image_outputs([fake], "img", "x.jpg", tmp_path / "out", ["obj", "landmarks", "overlay"])
+    assert sorted(p.name for p in paths) == sorted(f"img_0{RANDOM_TAG}{s}" for s in (".obj", "_landmarks.txt",
+                                                                                   "_overlay.png"))
+    obj_text = (tmp_path / "out" / f"img_0{RANDOM_TAG}.obj").read_text(encoding="ascii")
+    assert obj_text.startswith(f"# {warning_text(ascii_only=True)}\n")
+    plain = WRITERS["overlay"](tmp_path, "plain", turned, "x.jpg", TextureOptions())[0]
+    shown, unmarked = _read_png(tmp_path / "out" / f"img_0{RANDOM_TAG}_overlay.png"), _read_png(plain)
+    differs = np.any(shown != unmarked, axis=2)
+    assert differs.any() and not differs[60:].any()  # the warning only, in the top band
+
+
+def test_write_image_is_atomic_and_lossless_for_png(tmp_path):
+    from prnet.core.images import read_image, write_image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    grey = rgb[..., 1].copy()
+    assert write_image(tmp_path / "rgb.png", rgb) == tmp_path / "rgb.png"
+    np.testing.assert_array_equal(read_image(tmp_path / "rgb.png"), rgb)  # channel order kept
+    write_image(tmp_path / "grey.png", grey)
+    np.testing.assert_array_equal(_read_png(tmp_path / "grey.png"), grey)
+    write_image(tmp_path / "q.jpg", rgb)
+    assert np.abs(read_image(tmp_path / "q.jpg").astype(int) - rgb).mean() < 60
+    with pytest.raises(Exception):  # noqa: B017  (cv2.error: no encoder for the suffix): nothing left behind
+        write_image(tmp_path / "x.unknown", rgb)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grey.png", "q.jpg", "rgb.png"]

@@ -28,11 +28,11 @@ def test_run_cli_targets_and_environment(tmp_path):
                       " os.environ.get('DROPPED'), os.environ.get('ADDED'), os.getcwd())\n")
     out = run_cli(script, "a", 1, env={"ADDED": "x", "DROPPED": None}, cwd=tmp_path).stdout.split()
     assert out == ["['a',", "'1']", "2", "None", "x", str(tmp_path)]
-    mod = run_cli("json.tool", "--help", timeout=60)   # dotted name: python -m
+    mod = run_cli("json.tool", "--help")   # dotted name: python -m
     assert mod.returncode == 0 and "json.tool" in mod.stdout
-    code = run_cli(["-c", "import sys; print(sys.path[1] if sys.path[0] == '' else sys.path[0])"], timeout=60)
+    code = run_cli(["-c", "import sys; print(sys.path[1] if sys.path[0] == '' else sys.path[0])"])
     assert code.stdout.strip() == str(REPO)                 # the working tree first on the path
-    exe = run_cli("python3" if sys.platform != "win32" else "python", "-c", "print(7)", timeout=60)
+    exe = run_cli("python3" if sys.platform != "win32" else "python", "-c", "print(7)")
     assert exe.stdout.strip() == "7"
     with pytest.raises(FileNotFoundError, match="not on PATH"):
         run_cli("no-such-console-command-xyz")

@@ -388,14 +388,14 @@ def _small_trained_like_model(seed):
 def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_path, monkeypatch):
     """Small weights stand in for the converted official ones: the default predictor exports them
     once into the cache, runs the SavedModel, and agrees with the Keras model (<= 1e-3 px)."""
-    import prnet.weights.official
+    import prnet.inference.backends
 
     cache = tmp_path / "cache"
     cache.mkdir()
     monkeypatch.setenv("PRNET_CACHE_DIR", str(cache))
     exports = []
-    real_export = prnet.weights.official.export_saved_model
-    monkeypatch.setattr(prnet.weights.official, "export_saved_model",
+    real_export = prnet.inference.backends.export_saved_model
+    monkeypatch.setattr(prnet.inference.backends, "export_saved_model",
                         lambda *a, **k: exports.append(1) or real_export(*a, **k))
     model = _small_trained_like_model(11)
     weights = cache / "resfcn256.weights.h5"
@@ -429,7 +429,7 @@ def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_pat
 
 
 def test_unwritable_cache_falls_back_to_the_keras_model(tmp_path, monkeypatch):
-    import prnet.weights.official
+    import prnet.inference.backends
 
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path))
     model = _small_trained_like_model(12)
@@ -438,7 +438,7 @@ def test_unwritable_cache_falls_back_to_the_keras_model(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "resfcn256_saved_model"))
 
-    monkeypatch.setattr(prnet.weights.official, "ensure_official_saved_model", read_only)
+    monkeypatch.setattr(prnet.inference.backends, "ensure_official_saved_model", read_only)
     with pytest.warns(RuntimeWarning, match="Permission denied"):
         predictor = Predictor.from_weights(None, detector=None, download=False)
     assert predictor.backend_name == "Keras" and "resfcn256.weights.h5" in predictor.source

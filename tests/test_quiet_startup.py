@@ -30,7 +30,7 @@ TOOLS = ("train", "evaluate", "export")
 
 
 def _run(tool, *args, env=None):
-    return run_cli(["-c", _WRAPPER, REPO / f"{tool}.py", *args], env=env, timeout=300)
+    return run_cli(["-c", _WRAPPER, REPO / f"{tool}.py", *args], env=env)
 
 
 def _banner_lines(stderr: str) -> list:
@@ -40,20 +40,20 @@ def _banner_lines(stderr: str) -> list:
 @pytest.mark.parametrize("tool", TOOLS)
 def test_help_does_not_load_tensorflow(tool):
     result = _run(tool, "--help", env={"TF_CPP_MIN_LOG_LEVEL": None})
-    assert result.returncode in (0, 1), result.stderr  # absl exits 1 after printing --help
+    assert result.returncode == 0, result.stderr  # run_tool: --help exits 0 (absl alone: 1)
     assert "--output_dir" in result.stdout or "--model_dir" in result.stdout, result.stdout  # the help
     assert "TF_NOT_LOADED" in result.stderr, result.stderr
     assert _banner_lines(result.stderr) == []
 
 
 @pytest.mark.parametrize("tool, args, message", [
-    ("train", (), "--model_dir"),                                                     # required
+    ("train", (), "--output_dir"),                                                    # required
     ("evaluate", ("--dataset_dir=faces",), "--output_dir"),                           # required
     ("export", ("--weights=m.weights.h5",), "--output_dir"),                          # required
     ("evaluate", ("--output_dir=out", "--dataset_dir=a", "--tfds_name=b"), "exactly one of"),
 ])
 def test_flag_errors_do_not_load_tensorflow(tool, args, message, tmp_path):
-    result = run_cli(["-c", _WRAPPER, REPO / f"{tool}.py", *args], cwd=tmp_path, timeout=120)
+    result = run_cli(["-c", _WRAPPER, REPO / f"{tool}.py", *args], cwd=tmp_path)
     assert result.returncode in (1, 2), result.stderr
     assert message in result.stderr, result.stderr
     assert "TF_NOT_LOADED" in result.stderr, result.stderr
@@ -101,7 +101,7 @@ def test_quiet_import_of_other_modules_filters_their_lines_too(tmp_path):
     code = ("import sys\nfrom prnet.cli import import_tensorflow_quietly\n"
             "tf = import_tensorflow_quietly('noisy_module')\n"
             "print('noisy_module' in sys.modules, tf.__name__, file=sys.stderr)")
-    result = run_cli(["-c", code], env={"TF_CPP_MIN_LOG_LEVEL": None}, cwd=tmp_path, timeout=120)
+    result = run_cli(["-c", code], env={"TF_CPP_MIN_LOG_LEVEL": None}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     err = result.stderr
     assert "keep fd line\n" in err and "keep logging line" in err and "True tensorflow" in err, err

@@ -5,6 +5,7 @@ SavedModel signature ``predict_images_detect`` (image bytes in, every face out) 
 One SavedModel is exported per module (size-4 network with randomised BatchNorm, so the landmarks
 depend on every crop pixel); the comparison loads it in a fresh process by signature name, as TF
 Serving does. Both sides run without landmark re-cropping (``refine=False``): the graph has none.
+The graph's detector, NMS and pose against their NumPy twins, op by op: tests/test_graph_twins.py.
 """
 
 import base64
@@ -99,46 +100,7 @@ def test_keras_rebuild_equals_the_tflite_interpreter(samples_dir, blazeface_path
             np.testing.assert_allclose(got, want, rtol=0, atol=RAW_REL_TOL * np.abs(want).max())
 
 
-def test_graph_nms_equals_numpy_weighted_nms():
-    """The in-graph weighted NMS and suppression against the NumPy ones on random overlapping boxes."""
-    from prnet.inference.blazeface import weighted_nms as nms_np
-    from prnet.inference.boxes import sort_and_suppress
-    from prnet.serving.detect_graph import largest_first_suppressed, weighted_nms
-
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        centres = rng.uniform(0.2, 0.8, (4, 2))[rng.integers(0, 4, 30)] + rng.normal(0, 0.03, (30, 2))
-        sizes = rng.uniform(0.05, 0.3, (30, 1))
-        boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], 1)
-        scores = rng.uniform(0.5, 1.0, 30)
-        extra = rng.normal(size=(30, 12))
-        b, s, e = nms_np(boxes, scores, 0.3, extra=extra)
-        gb, gs, ge = (t.numpy() for t in weighted_nms(tf.constant(boxes), tf.constant(scores), tf.constant(extra)))
-        assert 1 <= len(b) < 30
-        np.testing.assert_allclose(gb, b, atol=1e-12)
-        np.testing.assert_allclose(gs, s, atol=1e-12)
-        np.testing.assert_allclose(ge, e, atol=1e-12)
-        kept = tf.gather(tf.constant(b), largest_first_suppressed(tf.constant(b))).numpy()
-        np.testing.assert_allclose(kept, sort_and_suppress(b), atol=1e-12)
-
-
-def test_graph_pose_equals_estimate_pose_on_known_rotations(uv_template):
-    """The in-graph pose against prnet.mesh.pose.estimate_pose and the known angles: the mean face
-    turned by known Euler angles, scaled, shifted and jittered."""
-    from prnet.core.transforms import euler_to_rotation, flip_y
-    from prnet.mesh.pose import estimate_pose
-    from prnet.serving.detect_graph import pose_angles
-
-    canonical = uv_template.canonical_vertices.astype(np.float64)
-    rng = np.random.default_rng(1)
-    for yaw, pitch, roll in [(0, 0, 0), (70, -20, 10), (-85, 15, -30), (30, 40, 60)]:
-        rot = flip_y(euler_to_rotation(*np.radians([pitch, yaw, roll])))  # image frame (y down)
-        vertices = 1.7 * canonical @ rot.T + [40, -12, 5] + rng.normal(0, 0.3, canonical.shape)
-        got = pose_angles(tf.constant(vertices), tf.constant(canonical)).numpy()
-        np.testing.assert_allclose(got, estimate_pose(vertices, canonical)[1], atol=1e-6)
-        np.testing.assert_allclose(got, [yaw, pitch, roll], atol=0.05)
-
-
+@pytest.mark.slow
 def test_signature_in_a_fresh_process_matches_the_predictor(saved_model, small_model, samples_dir, uv_template,
                                                             tmp_path):
     """The whole photo set as one request of image bytes (PNG of the pixels the Python reader gives,
@@ -189,6 +151,7 @@ def test_signature_in_a_fresh_process_matches_the_predictor(saved_model, small_m
             assert np.abs(out["boxes"][len(photos) + j, k] - face.box).max() <= 0.03 * (face.box[2] - face.box[0])
 
 
+@pytest.mark.slow
 def test_exif_orientation_is_applied_before_detection(detect_fn, samples_dir):
     import io
 
@@ -208,6 +171,21 @@ def test_exif_orientation_is_applied_before_detection(detect_fn, samples_dir):
     np.testing.assert_allclose(a["landmarks"].numpy()[1], a["landmarks"].numpy()[0], atol=1e-3)
 
 
+@pytest.mark.slow
+def test_detect_crops_follow_the_box_rule(detect_fn, samples_dir):
+    """Each face's crop is the 1.6 x square of its returned box (prnet.core.crop.box_from_bbox), as in
+    predict_images: one rule (prnet.serving.ops.crop.landmark_square) for both signatures."""
+    from prnet.core.crop import box_from_bbox, crop_transform
+
+    data = (samples_dir / "faces" / "breakingbad.jpg").read_bytes()
+    out = detect_fn(images=tf.constant([data]))
+    assert int(out["num_faces"][0]) == 2
+    for box, tform in zip(out["boxes"].numpy()[0, :2], out["tform"].numpy()[0, :2]):
+        np.testing.assert_allclose(tform, crop_transform(*box_from_bbox(box.astype(np.float64))), rtol=1e-5,
+                                   atol=1e-3)
+
+
+@pytest.mark.slow
 def test_no_face_gives_zero_rows(detect_fn):
     rng = np.random.default_rng(0)
     out = detect_fn(images=tf.constant([_png(np.zeros((120, 160, 3), np.uint8)),
@@ -216,6 +194,7 @@ def test_no_face_gives_zero_rows(detect_fn):
     assert out["landmarks"].shape == (2, MAX_FACES, 68, 3) and not out["landmarks"].numpy().any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,message", [
     ("not an image", "predict_images_detect: an element of `images` is not an encoded JPEG, PNG"),
     ("empty", "predict_images_detect: empty batch"),
@@ -230,11 +209,14 @@ def test_bad_requests_fail_with_invalid_argument(detect_fn, case, message):
         detect_fn(images=tf.constant(images, dtype=tf.string))
 
 
-def test_max_faces_recorded_and_export_options_checked(saved_model, tmp_path):
+@pytest.mark.slow
+def test_max_faces_recorded(saved_model):
+    assert int(tf.saved_model.load(str(saved_model)).max_faces.numpy()) == MAX_FACES
+
+
+def test_export_options_checked(tmp_path):
     from prnet.serving.saved_model import export_saved_model
 
-    loaded = tf.saved_model.load(str(saved_model))
-    assert int(loaded.max_faces.numpy()) == MAX_FACES
     for bad in (0, 65, 2.5, "x"):  # checked before the network is touched
         with pytest.raises(ExportError, match="max_faces"):
             export_saved_model(None, tmp_path / "sm", kpt_ind=np.zeros((68, 2), int), max_faces=bad)
@@ -243,6 +225,7 @@ def test_max_faces_recorded_and_export_options_checked(saved_model, tmp_path):
     assert not (tmp_path / "sm").exists()
 
 
+@pytest.mark.slow
 def test_tflite_device_pipeline(small_model, samples_dir, uv_template, blazeface_path, tmp_path):
     """``Predictor.from_tflite``: the PRNet .tflite and the BlazeFace .tflite together (no Haar cascade)
     give the faces and landmarks of the Keras model with the same detector."""

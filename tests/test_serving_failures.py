@@ -4,7 +4,6 @@ The SavedModel is exported once (size-4 network) and its signatures are called b
 loading it from disk, as TF Serving does; the memory check runs a client in a fresh process.
 """
 
-import io
 import struct
 import zlib
 
@@ -13,12 +12,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
-from prnet.core.crop import box_from_bbox, crop_transform, warp_crop
 from prnet.core.images import ORIENTATION_STEPS, decode_image
 from prnet.model.resfcn256 import build_resfcn256, randomize_batchnorm
-from prnet.serving.saved_model import crop_encoded, export_saved_model, image_header
+from prnet.serving.saved_model import export_saved_model
 
 from helpers import run_cli
 
@@ -137,25 +134,6 @@ def test_export_rejects_a_nonsense_cap(tmp_path):
     assert not (tmp_path / "sm").exists()
 
 
-def test_header_sizes_match_the_decoder():
-    picture = _picture(50, 70)
-    samples = {"png": _png(picture), "jpeg": cv2.imencode(".jpg", picture)[1].tobytes(),
-               "bmp": cv2.imencode(".bmp", picture)[1].tobytes()}
-    for mode in ("RGB", "L"):
-        buf = io.BytesIO()
-        Image.fromarray(picture).convert(mode).save(buf, format="BMP")
-        samples[f"bmp-{mode}"] = buf.getvalue()
-    buf = io.BytesIO()  # an animation whose second frame is larger than the first
-    Image.fromarray(picture[:20, :30]).save(buf, format="GIF", save_all=True,
-                                            append_images=[Image.fromarray(picture)])
-    samples["gif"] = buf.getvalue()
-    for name, data in samples.items():
-        h, w, orientation = (int(v) for v in image_header(tf.constant(data)))
-        decoded = tf.io.decode_image(data, channels=3, expand_animations=False)
-        assert (h, w) == tuple(decoded.shape[:2]), name
-        assert orientation == 1
-
-
 MEMORY_CLIENT = r"""
 import resource, sys
 import tensorflow as tf
@@ -180,7 +158,7 @@ def test_huge_png_costs_no_memory(saved_model, tmp_path):
     assert png.stat().st_size < 400_000
     script = tmp_path / "client.py"
     script.write_text(MEMORY_CLIENT)
-    run = run_cli(script, saved_model, png, timeout=300)
+    run = run_cli(script, saved_model, png)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in run.stdout.splitlines() if " " in line)
     assert lines.get("REJECTED") == "True", run.stdout
@@ -220,32 +198,7 @@ def _stored(upright, orientation):
 
 UPRIGHT_BOX = [30.0, 20.0, 120.0, 100.0]  # in the upright (displayed) 128 x 160 picture
 
-
-@pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_in_the_graph(orientation):
-    upright = _picture(128, 160, seed=3)
-    stored = _stored(upright, orientation)
-    jpeg = cv2.imencode(".jpg", stored[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
-    expected = warp_crop(upright, crop_transform(*box_from_bbox(UPRIGHT_BOX)))
-    for data in (_with_jpeg_exif(jpeg, orientation, big_endian=False),
-                 _with_jpeg_exif(jpeg, orientation, big_endian=True),
-                 _with_png_exif(_png(stored), orientation)):
-        h, w, tag = (int(v) for v in image_header(tf.constant(data)))
-        assert tag == orientation and (h, w) == stored.shape[:2]
-        crop, tform = crop_encoded(tf.constant(data), tf.constant(UPRIGHT_BOX, tf.float32))
-        diff = np.abs(crop.numpy() - expected)
-        assert diff.mean() < 0.01 and np.median(diff) < 0.01, (orientation, diff.mean())
-        np.testing.assert_allclose(tform.numpy(), crop_transform(*box_from_bbox(UPRIGHT_BOX)), rtol=1e-5, atol=1e-4)
-
-
-def test_unknown_or_broken_orientation_counts_as_upright():
-    jpeg = cv2.imencode(".jpg", _picture(40, 60)[..., ::-1])[1].tobytes()
-    for data in (_with_jpeg_exif(jpeg, 0), _with_jpeg_exif(jpeg, 9),
-                 jpeg[:2] + b"\xff\xe1\x00\x10Exif\0\0II*\0\xff\xff\xff\x7f" + jpeg[2:]):  # IFD past the end
-        assert int(image_header(tf.constant(data))[2]) == 1
-    wrong_type = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", 8 + len(_tiff(6, False, 4))) + b"Exif\0\0" \
-        + _tiff(6, False, tag_type=4) + jpeg[2:]
-    assert int(image_header(tf.constant(wrong_type))[2]) == 1
+# The EXIF parser and crop of the graph against the NumPy reader and crop: tests/test_graph_twins.py.
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])

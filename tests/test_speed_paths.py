@@ -98,6 +98,7 @@ def test_crops_batched_across_images_give_the_same_faces(uv_template, samples_di
 def test_demo_writes_on_a_background_thread_the_same_files_as_one_image_at_a_time(
         uv_template, samples_dir, tmp_path, monkeypatch, capsys):
     import prnet.cli.demo as demo
+    import prnet.outputs.faces as faces
     from prnet.inference.predictor import Predictor
 
     folder = samples_dir / "aflw2000-3d"
@@ -108,20 +109,20 @@ def test_demo_writes_on_a_background_thread_the_same_files_as_one_image_at_a_tim
         return Predictor(_Backend(), detector=lambda image: np.array([[100.0, 120, 300, 330]]), template=uv_template)
 
     threads = []
-    real = demo.write_face_outputs
+    real = faces.write_face_outputs
 
     def recording(*args, **kwargs):
         threads.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(demo, "write_face_outputs", recording)
+    monkeypatch.setattr(faces, "write_face_outputs", recording)
     assert demo.process_jobs(predictor(), jobs, tmp_path / "piped", outputs, annotations="never") == 0
     assert len(threads) == 3 and all(name.startswith("prnet-demo-writer") for name in threads)
     assert "3/3 images done, 9 files written" in capsys.readouterr().err
     p = predictor()
     (tmp_path / "plain").mkdir()
     for name, display, load, _ in jobs:
-        demo.process_image(p, load(), name, display, tmp_path / "plain", outputs, False)
+        faces.process_image(p, load(), name, display, tmp_path / "plain", outputs)
     plain = sorted(f.name for f in (tmp_path / "plain").iterdir())
     assert sorted(f.name for f in (tmp_path / "piped").iterdir()) == plain and len(plain) == 9
     for n in plain:
@@ -133,16 +134,17 @@ def test_demo_pipeline_reports_each_failed_image_in_order_and_continues(uv_templ
                                                                        monkeypatch, capsys, failing):
     """A (non-folder) write error or an unreadable image fails that image only; the others are written."""
     import prnet.cli.demo as demo
+    import prnet.outputs.faces as faces
     from prnet.inference.predictor import Predictor
 
     jobs = demo.make_jobs(samples_dir / "aflw2000-3d")[:3]
-    real = demo.write_face_outputs
+    real = faces.write_face_outputs
     if failing == "write":
         def flaky(folder, stem, *args, **kwargs):
             if stem.startswith(jobs[1][0]):
                 raise ValueError("cannot draw this face")
             return real(folder, stem, *args, **kwargs)
-        monkeypatch.setattr(demo, "write_face_outputs", flaky)
+        monkeypatch.setattr(faces, "write_face_outputs", flaky)
     else:
         from prnet.errors import ImageReadError
 

@@ -246,7 +246,7 @@ def test_texture_size_and_visible_only_texture(uv_template):
 def test_help_documents_every_flag(entry_point):
     # entry_point: call run() as the `prnet-swap` console script does (sys.argv[0] is not the module).
     target = ["-c", "from prnet.cli.swap import run; run()"] if entry_point else "prnet.cli.swap"
-    proc = run_cli(target, "--help", timeout=120)
+    proc = run_cli(target, "--help")
     assert proc.returncode in (0, 1), proc.stderr  # absl exits 1 after printing --help
     text = proc.stdout
     for flag in ("input", "reference", "reference_texture", "mode", "blend", "face", "output", "weights",
@@ -291,7 +291,7 @@ def test_bad_uv_inputs_fail_before_any_work(tmp_path, assets_dir, case):
     else:
         args += ["--reference", target, "--mode", f"mask:{tmp_path / 'missing.png'}"]
         expect = "--mode mask"
-    proc = run_cli("prnet.cli.swap", *args, timeout=120)
+    proc = run_cli("prnet.cli.swap", *args)
     assert proc.returncode == 2, proc.stderr
     lines = _error_lines(proc)
     assert len(lines) == 1 and expect in lines[0], proc.stderr

@@ -24,7 +24,7 @@ from helpers import REPO, run_cli
 def _tfds_build(*args, env=None):
     if shutil.which("tfds") is None:
         pytest.fail("the `tfds` command is not on PATH: pip install -e \".[data]\"")
-    proc = run_cli("tfds", "build", *args, env=env, timeout=300)
+    proc = run_cli("tfds", "build", *args, env=env)
     assert proc.returncode == 0, f"tfds build failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 

@@ -38,7 +38,7 @@ def _random_source(n=12, seed=0):
     return tf.data.Dataset.from_tensor_slices(data)
 
 
-def _run_worker(mode, tmp_path, *args, timeout=400):
+def _run_worker(mode, tmp_path, *args):
     # TF_ENABLE_ONEDNN_OPTS unset: TensorFlow's default (oneDNN on), whatever other tests set.
     proc = run_cli(Path(__file__), mode, tmp_path, *args, env={"TF_ENABLE_ONEDNN_OPTS": None}, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -117,7 +117,7 @@ def test_bad_settings_raise_typed_errors(tmp_path):
 
 
 def test_cli_help_documents_flags():
-    out = run_cli(REPO_ROOT / "train.py", "--helpfull", timeout=120).stdout
+    out = run_cli(REPO_ROOT / "train.py", "--helpfull").stdout
     for flag in ("dataset", "batch_size", "learning_rate", "lr_decay_epochs", "weight_mask", "augment",
                  "aug_occlude", "strategy", "cpu_devices", "mixed_precision", "xla", "model_dir", "init_from",
                  "model_size", "log_every", "val_every", "restart"):

@@ -214,7 +214,7 @@ def tiny_data(tmp_path_factory, assets_dir):
     return data_dir
 
 
-def _train_py(model_dir, data_dir, assets_dir, *extra, timeout=300):
+def _train_py(model_dir, data_dir, assets_dir, *extra):
     return run_cli(REPO_ROOT / "train.py", f"--model_dir={model_dir}", f"--data_dir={data_dir}",
                    f"--assets_dir={assets_dir}", *TRAIN_FLAGS, *extra, timeout=timeout)
 
@@ -297,7 +297,7 @@ def test_train_py_ctrl_c_saves_and_exits_130(tmp_path, tiny_data, assets_dir):
     model_dir = tmp_path / "run"
     proc = run_cli(["-c", _SIGINT_LAUNCHER, model_dir, REPO_ROOT / "train.py", f"--model_dir={model_dir}",
                     f"--data_dir={tiny_data}", f"--assets_dir={assets_dir}", *TRAIN_FLAGS, "--epochs=100000",
-                    "--checkpoint_every=3"], timeout=300)
+                    "--checkpoint_every=3"])
     assert proc.returncode == 130, f"rc {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     assert "Traceback" not in proc.stderr and "train.py: interrupted" in proc.stderr, proc.stderr[-4000:]
     match = re.search(r"interrupted at step (\d+) .*last checkpoint: (\S+ckpt-(\d+));", proc.stdout)

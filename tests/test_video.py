@@ -1,4 +1,5 @@
-"""Video tracking (prnet.inference.video) on clips generated from a real annotated photo.
+"""Video tracking (prnet.inference.video) and its files (prnet.outputs.video) on clips generated from a real
+annotated photo.
 
 Each clip moves, scales and rotates the real 68-point annotation of ``faces/takeo.pts`` frame by
 frame (the similarity of a ``cv2.warpAffine`` matrix), so the true landmarks of every frame, and
@@ -19,6 +20,7 @@ from prnet.core import crop as cropping
 from prnet.errors import ImageReadError
 from prnet.inference import video
 from prnet.inference.predictor import Predictor
+from prnet.outputs.video import RESULT_FIELDS, process_video
 
 from helpers import run_cli
 
@@ -229,7 +231,7 @@ def test_video_and_results_files_round_trip(takeo, uv_template, tmp_path):
                           template=uv_template)
     frames = [coordinate_frame(k) for k in range(12)]
     seen = []
-    run = video.process_video(predictor, ListSource(frames), tmp_path, "clip", detect_every=6, progress=seen.append)
+    run = process_video(predictor, ListSource(frames), tmp_path, "clip", detect_every=6, progress=seen.append)
     assert (run.frames, run.faces, run.face_ids, run.detector_frames) == (12, 12, 1, [0, 6]) and seen == [1] * 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip_tracks.csv", "clip_tracks.npz", "clip_video.mp4"]
     cap = cv2.VideoCapture(str(tmp_path / "clip_video.mp4"))
@@ -247,7 +249,7 @@ def test_video_and_results_files_round_trip(takeo, uv_template, tmp_path):
     assert np.abs(shown[y0:y1, x0:x1] - frames[5][y0:y1, x0:x1]).mean() > 20
     assert np.abs(shown[-20:, -20:] - frames[5][-20:, -20:]).mean() < 4  # mp4v is lossy
     with np.load(tmp_path / "clip_tracks.npz") as z:
-        assert set(video.RESULT_FIELDS) <= set(z.files)
+        assert set(RESULT_FIELDS) <= set(z.files)
         np.testing.assert_array_equal(z["frame"], np.arange(12))
         np.testing.assert_array_equal(z["face_id"], np.zeros(12))
         np.testing.assert_array_equal(z["detected"], np.arange(12) == 0)
@@ -285,8 +287,8 @@ def test_an_error_or_ctrl_c_mid_video_leaves_nothing(takeo, uv_template, tmp_pat
     calls = []
     frames = [coordinate_frame(k) for k in range(6)]
     with pytest.raises(ImageReadError if failure == "bad frame" else KeyboardInterrupt):
-        video.process_video(predictor, Broken(frames) if failure == "bad frame" else ListSource(frames), tmp_path,
-                            "clip", progress=None if failure == "bad frame" else stop)
+        process_video(predictor, Broken(frames) if failure == "bad frame" else ListSource(frames), tmp_path,
+                      "clip", progress=None if failure == "bad frame" else stop)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -336,7 +338,7 @@ def test_cli_on_a_real_clip_writes_the_video_and_tracks(samples_dir, assets_dir,
         (folder / "notes.txt").write_text("not a frame")
         args = ["--input", folder, "--video", "--fps", 5]
     out = tmp_path / "out"
-    result = run_cli("prnet.cli.demo", *args, "--output", out, "--weights", model, "--detect_every", 4,
+    result = run_cli("prnet.cli.demo", *args, "--output_dir", out, "--weights", model, "--detect_every", 4,
                      env={"PRNET_ASSETS_DIR": assets_dir}, timeout=240)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["walk_tracks.csv", "walk_tracks.npz", "walk_video.mp4"]
@@ -361,7 +363,8 @@ def test_cli_bad_video_is_one_clear_error_and_writes_nothing(tmp_path):
     bad = tmp_path / "holiday.mp4"
     bad.write_bytes(b"this is not a video" * 50)
     out = tmp_path / "out"
-    result = run_cli("prnet.cli.demo", "--input", bad, "--output", out, "--smoke_test_random_weights", timeout=120)
+    result = run_cli("prnet.cli.demo", "--input", bad, "--output_dir", out, "--smoke_test_random_weights",
+                     timeout=120)
     assert result.returncode == 2
     assert "cannot read the video" in result.stderr and "holiday.mp4" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -217,6 +217,7 @@ def _modes(root: Path) -> dict:
 def test_cached_export_and_weights_follow_the_umask(tmp_path, monkeypatch, umask):
     """Everything the cache gets (converted weights, SavedModel export and its folders, stamp) is
     readable as the umask allows (e.g. by a TF Serving account), not 0o600 / 0o700 temp modes."""
+    from prnet.inference.backends import ensure_official_saved_model
     from prnet.model.resfcn256 import save_weights_atomic
     from prnet.weights import official
 
@@ -224,8 +225,7 @@ def test_cached_export_and_weights_follow_the_umask(tmp_path, monkeypatch, umask
     old = os.umask(umask)
     try:
         save_weights_atomic(_small_model(23), official.weights_path())
-        export = official.ensure_official_saved_model(download=False, kpt_ind=np.zeros((68, 2), np.int64),
-                                                      progress=False)
+        export = ensure_official_saved_model(download=False, kpt_ind=np.zeros((68, 2), np.int64), progress=False)
     finally:
         os.umask(old)
     modes = _modes(export)

@@ -73,5 +73,5 @@ def overfit_run(workdir, assets_dir) -> OverfitRun:
     tfds_builders.BUILDERS["prnet_synthetic"](config="tiny", data_dir=str(workdir / "tfds"),
                                               assets_dir=str(assets_dir)).download_and_prepare()
     proc = run_cli(REPO_ROOT / "train.py", f"--model_dir={workdir / 'run'}", f"--data_dir={workdir / 'tfds'}",
-                   f"--assets_dir={assets_dir}", *OVERFIT_FLAGS, env={"TF_ENABLE_ONEDNN_OPTS": None}, timeout=900)
+                   f"--assets_dir={assets_dir}", *OVERFIT_FLAGS, env={"TF_ENABLE_ONEDNN_OPTS": None})
     return OverfitRun(workdir / "run", workdir / "tfds", Path(assets_dir), proc)

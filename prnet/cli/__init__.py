@@ -1,21 +1,24 @@
 """Command-line tools (absl apps). Library code never imports from here.
 
-Quiet start-up: unless the user has set ``TF_CPP_MIN_LOG_LEVEL``, the CLIs (the console scripts
-and ``train.py`` / ``evaluate.py`` / ``export.py``, which import this package before anything
-else) set it to ``2`` (C++ log: errors only) and load TensorFlow through
+Every tool runs through :func:`prnet.cli.common.run_tool` (flags shared by several tools are
+defined once in :mod:`prnet.cli.common`). Quiet start-up: unless the user has set
+``TF_CPP_MIN_LOG_LEVEL``, importing this package sets it to ``2`` (C++ log: errors only); TensorFlow
+is loaded only once a run needs it (so ``--help`` and flag errors never load it), through
 :func:`import_tensorflow_quietly`, which drops the start-up banners (:data:`STARTUP_BANNERS`) that
 TensorFlow 2.21 prints whatever that level (they are logged before it applies: oneDNN, CUDA
-drivers, CPU features). ``TF_CPP_MIN_LOG_LEVEL=0`` (or 1) shows everything. TensorFlow is loaded
-only once a run needs it, so ``--help`` and flag errors never load it.
+drivers, CPU features). During a run, :func:`filtered_stderr` also drops the native lines of
+:data:`NOISE` (TFLite's XNNPACK note, the TFLite quantiser's settings). ``--verbosity`` (absl's
+flag) or ``TF_CPP_MIN_LOG_LEVEL=0`` (or 1) shows everything.
 """
 
 import importlib
 import os
 import re
+import select
 import sys
 import tempfile
-
-from absl import app, flags
+import threading
+from contextlib import contextmanager
 
 #: Start-up lines that say nothing the user can act on: TensorFlow's C++ runtime (oneDNN, CUDA
 #: drivers, CPU features) and Apache Beam's notes on its missing Google Cloud clients (Beam is
@@ -27,8 +30,20 @@ STARTUP_BANNERS = re.compile(
     r"apitools not found, and bigquery client libraries are not available|"
     r"the ReadFromBigQuery transform \*CANNOT\* be used")
 
+#: Native (C++) lines printed during a run that say nothing the user can act on: the start-up
+#: banners, TFLite's note on its default CPU delegate (every interpreter) and the TFLite
+#: quantiser's settings (every converted model).
+NOISE = re.compile(STARTUP_BANNERS.pattern + r"|Created TensorFlow Lite XNNPACK delegate for CPU|"
+                   r"^fully_quantize: \d+, inference_type: \d+")
+
+#: ``TF_CPP_MIN_LOG_LEVEL`` as the user set it (None: not set; the tools then use 2).
+USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_SHOW_BANNERS = os.environ["TF_CPP_MIN_LOG_LEVEL"].strip() in ("0", "1")  # the user asked for INFO lines
+
+
+def _show_native_logs() -> bool:
+    """True where ``TF_CPP_MIN_LOG_LEVEL`` asks for INFO or WARNING lines (the user, or ``--verbosity``)."""
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2").strip() in ("0", "1")
 
 
 def import_tensorflow_quietly(*modules: str):
@@ -36,9 +51,9 @@ def import_tensorflow_quietly(*modules: str):
     ``"tfds_builders"``), with the :data:`STARTUP_BANNERS` lines removed from stderr (file
     descriptor 2, where the C++ runtime writes); any other line is passed on, after the imports.
     Returns the ``tensorflow`` module. No filter when all of them are loaded already or the user
-    set ``TF_CPP_MIN_LOG_LEVEL`` to 0 or 1."""
+    (or ``--verbosity``) set ``TF_CPP_MIN_LOG_LEVEL`` to 0 or 1."""
     names = ("tensorflow", *modules)
-    if _SHOW_BANNERS or all(name in sys.modules for name in names):
+    if _show_native_logs() or all(name in sys.modules for name in names):
         for name in names:
             importlib.import_module(name)
         return sys.modules["tensorflow"]
@@ -65,19 +80,56 @@ def import_tensorflow_quietly(*modules: str):
     return tf
 
 
-def run_console_app(main, module_name: str, doc: str = None, flag_names=None):
-    """``app.run(main)`` for a console-script entry point, with a complete ``--help``.
+@contextmanager
+def filtered_stderr(pattern=NOISE, wait_s: float = 0.2):
+    """Pass everything written to file descriptor 2 (Python's ``sys.stderr``, TensorFlow's C++ log,
+    TFLite) on to the real stderr, except the lines matching ``pattern``, while the block runs.
 
-    absl's ``--help`` prints the main module's docstring and lists the flags of the module named
-    by ``sys.argv[0]``; under a console-script wrapper that is the wrapper, so this declares the
-    CLI module's flags (or ``flag_names``) as key flags of the wrapper and lends it ``doc``.
-    """
-    main_module = sys.modules.get("__main__")
-    if doc and main_module is not None and not (main_module.__doc__ or "").strip():
-        main_module.__doc__ = doc
-    fv = flags.FLAGS
-    owned = ([fv[name] for name in flag_names] if flag_names is not None
-             else fv.get_key_flags_for_module(module_name))
-    for flag in owned:
-        fv.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(main)
+    A thread reads a pipe in fd 2's place and forwards whole lines; a partial line is forwarded
+    after ``wait_s`` seconds without more output, and a progress-bar redraw (a ``\\r`` in it) at
+    once. On exit fd 2 is restored and what is left in the pipe is forwarded."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward(data: bytes):
+        lines = data.split(b"\n")
+        kept = [line for line in lines[:-1] if not pattern.search(line.decode("utf-8", "replace"))]
+        out = b"".join(line + b"\n" for line in kept) + lines[-1]
+        try:
+            while out:
+                out = out[os.write(saved, out):]
+        except OSError:  # the real stderr is gone: keep draining the pipe so that writers never block
+            pass
+
+    def pump():
+        pending = b""
+        while True:
+            if pending and not select.select([read_end], [], [], wait_s)[0]:
+                forward(pending)  # a partial line that waited: pass it on
+                pending = b""
+                continue
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            pending += chunk
+            cut = len(pending) if b"\r" in pending else pending.rfind(b"\n") + 1
+            if cut:
+                forward(pending[:cut])
+                pending = pending[cut:]
+        if pending:
+            forward(pending)
+
+    thread = threading.Thread(target=pump, name="prnet-stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's write end: the thread reads the rest, then EOF
+        thread.join(timeout=5)
+        if not thread.is_alive():  # else a child process still holds the pipe: leave both ends to it
+            os.close(read_end)
+            os.close(saved)

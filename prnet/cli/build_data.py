@@ -2,32 +2,29 @@
 
 Examples::
 
-    prnet-build-data --dataset prnet_synthetic --config small          # no download, ~1 minute
+    prnet-build-data --dataset prnet_synthetic/small                    # no download, ~1 minute
     prnet-build-data --dataset prnet_300w_lp --manual_dir ~/prnet-manual
-    prnet-build-data --dataset prnet_aflw2000_3d --config posmap --manual_dir ~/prnet-manual
+    prnet-build-data --dataset prnet_aflw2000_3d/posmap --manual_dir ~/prnet-manual
 
 ``tfds build tfds_builders/<name>`` works as well where the ``tfds`` command runs (in
 tensorflow-datasets 4.9.10 it needs ``apache_beam`` installed). Then load with
 ``import tfds_builders; tfds.load("prnet_synthetic/small", data_dir=...)``.
-Errors print one line and exit with status 1; TFDS only publishes a dataset once it is complete.
+Exit status: 0 built; 2 usage or setup error (flags, missing manual files or UV template, a
+corrupt sample with --strict): one line on stderr; 130 interrupted. TFDS only publishes a dataset
+once it is complete, so a failed or interrupted build leaves none. (--config C still works: it is
+--dataset NAME/C.)
 """
-
-import sys
 
 from absl import flags
 
-from prnet.cli import run_console_app
+from prnet.cli import common, import_tensorflow_quietly
 
 DATASETS = ("prnet_synthetic", "prnet_300w_lp", "prnet_aflw2000_3d")
 
-flags.DEFINE_enum("dataset", None, DATASETS, "Dataset to build.")
-flags.DEFINE_string("config", None, "Builder config (prnet_synthetic: tiny|small|medium|large, default small; "
-                    "prnet_300w_lp: default|jitter; prnet_aflw2000_3d: default|posmap).")
-flags.DEFINE_string("data_dir", None, "TFDS data directory (default: ~/tensorflow_datasets).")
+common.define_dataset_flags(config=True)
 flags.DEFINE_string("manual_dir", None, "Folder with the manually downloaded files (300W_LP/, AFLW2000/, "
                     "BFM.mat, BFM_UV.mat); see each builder's MANUAL_DOWNLOAD_INSTRUCTIONS.")
-flags.DEFINE_string("assets_dir", None, "prnet_synthetic: UV template folder (uv-data); default: "
-                    "$PRNET_ASSETS_DIR or the cache.")
+common.define_assets_flags()
 flags.DEFINE_integer("num_workers", 1, "prnet_synthetic: processes rendering in parallel (records are "
                      "identical for any value).", lower_bound=1)
 flags.DEFINE_bool("strict", False, "Real datasets: stop at the first corrupt or missing sample instead of "
@@ -51,22 +48,25 @@ def make_builder(dataset, config=None, data_dir=None, manual_dir=None, assets_di
 
 
 def main(argv):
-    if len(argv) > 1 or FLAGS.dataset is None:
-        problem = f"unexpected arguments: {' '.join(argv[1:])}" if len(argv) > 1 else "--dataset is required"
-        print(f"prnet-build-data: error: {problem} (see --help)", file=sys.stderr)
-        return 1
+    if len(argv) > 1:
+        common.fail(f"unexpected arguments: {' '.join(argv[1:])} (see --help)")
+    if not FLAGS.dataset:
+        common.fail(f"--dataset NAME[/CONFIG] is required; NAME is one of {', '.join(DATASETS)} (see --help)")
+    name, _, config_name = FLAGS.dataset.partition("/")
+    if name not in DATASETS:
+        common.fail(f"--dataset {FLAGS.dataset}: unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    import_tensorflow_quietly("tensorflow_datasets", "tfds_builders")  # no start-up banners (TF, Beam)
     import tensorflow_datasets as tfds
 
     from prnet.errors import PRNetError
 
     try:
-        builder, manual_dir = make_builder(FLAGS.dataset, FLAGS.config, FLAGS.data_dir, FLAGS.manual_dir,
+        builder, manual_dir = make_builder(name, config_name or None, FLAGS.data_dir, FLAGS.manual_dir,
                                            FLAGS.assets_dir, FLAGS.num_workers, FLAGS.strict)
         config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
         builder.download_and_prepare(download_config=config)
     except (PRNetError, FileNotFoundError, ValueError, AssertionError) as e:
-        print(f"prnet-build-data: error: {e}", file=sys.stderr)
-        return 1
+        common.fail(e)
     splits = ", ".join(f"{k}={v.num_examples}" for k, v in builder.info.splits.items())
     print(f"built {builder.info.full_name} in {builder.data_dir}: {splits}")
     skipped = getattr(builder, "skipped", None)
@@ -77,7 +77,7 @@ def main(argv):
 
 def run():
     """Console entry point ``prnet-build-data``."""
-    run_console_app(main, __name__, __doc__)
+    common.run_tool("prnet-build-data", main, interrupted="no dataset was published")
 
 
 if __name__ == "__main__":

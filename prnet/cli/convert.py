@@ -6,56 +6,35 @@ Examples::
     prnet-convert --checkpoint Data/net-data/256_256_resfcn256_weight --output prnet.weights.h5
     prnet-convert --verify                         # checksum report of the cached files
 
-Errors print one line on stderr and exit with status 1; no partial output file is left.
+Exit status: 0 done; 1 --verify found a file missing or mismatched; 2 usage or setup error (flags,
+a checkpoint that cannot be converted, a failed or mismatched download, an output that cannot be
+written): one line on stderr, and no partial output file is left; 130 interrupted.
 """
 
-import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from prnet.cli import import_tensorflow_quietly, run_console_app
+from prnet.cli import common, import_tensorflow_quietly
 from prnet.errors import PRNetError, WeightsFormatError
 
 FLAGS = flags.FLAGS
 
-
-def define_flags(flag_values=FLAGS):
-    """Define this tool's flags (called by :func:`run`, not at import: other CLIs may share names)."""
-    flags.DEFINE_string(
-        "checkpoint", None,
-        "Official TF1 checkpoint to convert: the prefix '.../256_256_resfcn256_weight' (or its .index / "
-        ".data-00000-of-00001 file). Both the .index and the .data file must be present.",
-        flag_values=flag_values)
-    flags.DEFINE_string(
-        "output", None,
-        "Keras weights file to write (must end with '.weights.h5'). Default: the cache, "
-        "$PRNET_CACHE_DIR/resfcn256.weights.h5 or ~/.cache/prnet/resfcn256.weights.h5, where "
-        "prnet-demo and the Python API find the official weights.",
-        flag_values=flag_values)
-    flags.DEFINE_bool(
-        "download", False,
-        "Download the official checkpoint (authors' Google Drive release + index from the PRNet GitHub "
-        "repository) and the UV template into the cache, verify their SHA-256, and convert. Resumes "
-        "interrupted downloads. Mirrors: PRNET_WEIGHTS_BASE_URL, PRNET_UV_BASE_URL.",
-        flag_values=flag_values)
-    flags.DEFINE_bool(
-        "verify", False,
-        "Print a checksum report (SHA-256 against the pinned values) of the official checkpoint "
-        "files (those of --checkpoint if given, else the cached ones) and of the cached UV template.",
-        flag_values=flag_values)
-    flags.DEFINE_bool(
-        "force", False,
-        "Overwrite an existing --output file (otherwise an existing output is kept and reported).",
-        flag_values=flag_values)
-
-
-def _fail(message: str) -> int:
-    first, *rest = str(message).splitlines() or [""]
-    print(f"prnet-convert: error: {first}", file=sys.stderr)
-    for line in rest:
-        print(f"  {line}", file=sys.stderr)
-    return 1
+flags.DEFINE_string(
+    "checkpoint", None,
+    "Official TF1 checkpoint to convert: the prefix '.../256_256_resfcn256_weight' (or its .index / "
+    ".data-00000-of-00001 file). Both the .index and the .data file must be present.")
+common.define_output_flag(help="Keras weights file to write (must end with '.weights.h5'). Default: the cache, "
+                               "$PRNET_CACHE_DIR/resfcn256.weights.h5 or ~/.cache/prnet/resfcn256.weights.h5, where "
+                               "prnet-demo and the Python API find the official weights.")
+common.define_download_flag(default=False)
+flags.DEFINE_bool(
+    "verify", False,
+    "Print a checksum report (SHA-256 against the pinned values) of the official checkpoint "
+    "files (those of --checkpoint if given, else the cached ones) and of the cached UV template; "
+    "exit 1 when a file is missing or does not match.")
+flags.DEFINE_bool("force", False, "Overwrite an existing --output file (otherwise an existing output is kept and "
+                  "reported).")
 
 
 def _verify(checkpoint) -> int:
@@ -70,18 +49,22 @@ def _verify(checkpoint) -> int:
             line += f"\n         sha256 {r.actual_sha256}\n         expected {r.expected_sha256}"
         print(line)
     bad = [r for r in results if r.status == "MISMATCH"]
-    print(f"{sum(r.status == 'ok' for r in results)} ok, {sum(r.status == 'missing' for r in results)} missing, "
-          f"{len(bad)} mismatched")
-    return 1 if bad else 0
+    missing = [r for r in results if r.status == "missing"]
+    print(f"{sum(r.status == 'ok' for r in results)} ok, {len(missing)} missing, {len(bad)} mismatched")
+    if bad or missing:
+        common.say(f"{len(missing)} file(s) missing, {len(bad)} mismatched (prnet-convert --download fetches "
+                   "and checks the official files)")
+        return common.EXIT_PARTIAL
+    return common.EXIT_OK
 
 
 def execute(flag_values=FLAGS) -> int:
     """Run the tool with parsed flags; returns the exit status."""
     fv = flag_values
     if not (fv.checkpoint or fv.download or fv.verify):
-        raise app.UsageError("give --checkpoint PREFIX, --download or --verify (see --help)")
+        common.fail("give --checkpoint PREFIX, --download or --verify (see --help)")
     if fv.checkpoint and fv.download:
-        raise app.UsageError("--checkpoint and --download are exclusive")
+        common.fail("--checkpoint and --download are exclusive")
     import_tensorflow_quietly()  # the weights stage imports TensorFlow: not at --help time, no banners
     from prnet.weights import official
     from prnet.weights.convert import convert_checkpoint
@@ -108,23 +91,19 @@ def execute(flag_values=FLAGS) -> int:
         if fv.verify:
             return _verify(fv.checkpoint)
     except (PRNetError, OSError) as e:  # OSError: e.g. the output folder is not writable
-        return _fail(e)
+        common.fail(e)
     return 0
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        common.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     return execute(FLAGS)
-
-
-FLAG_NAMES = ("checkpoint", "output", "download", "verify", "force")
 
 
 def run():
     """Console entry point ``prnet-convert``."""
-    define_flags(FLAGS)
-    run_console_app(main, __name__, __doc__, FLAG_NAMES)
+    common.run_tool("prnet-convert", main, interrupted="no partial output file was left")
 
 
 if __name__ == "__main__":

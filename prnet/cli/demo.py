@@ -2,13 +2,13 @@
 
 Usage:
   prnet-demo                                  # the astronaut photo bundled with scikit-image
-  prnet-demo --input photo.jpg --output out/  # one photo
-  prnet-demo --input photos/ --output out/    # every image in a folder (not recursive)
+  prnet-demo --input photo.jpg --output_dir out/  # one photo
+  prnet-demo --input photos/ --output_dir out/    # every image in a folder (not recursive)
   prnet-demo --input photo.jpg --smoke_test_random_weights   # pipeline check, no weights needed
-  prnet-demo --input clip.mp4 --output out/   # a video (by its suffix: .mp4 .mov .avi .mkv .webm ...)
-  prnet-demo --input frames/ --video          # a folder of frames (sorted by name) as one video
+  prnet-demo --input clip.mp4 --output_dir out/   # a video (by its suffix: .mp4 .mov .avi .mkv .webm ...)
+  prnet-demo --input frames/ --video              # a folder of frames (sorted by name) as one video
 
-Per face k (0 = largest) of an image <name>, in --output:
+Per face k (0 = largest) of an image <name>, in --output_dir (--output: its deprecated alias):
   <name>_<k>.obj             mesh, 43,867 vertices, vertex colours (or a texture with --texture)
   <name>_<k>_landmarks.txt   68 rows "x y z", image pixels (x right, y down, z toward the camera)
   <name>_<k>_pose.txt        yaw pitch roll (degrees) and the 3x3 rotation matrix
@@ -52,7 +52,7 @@ With --smoke_test_random_weights every file name carries _RANDOM_WEIGHTS and eve
 overlay says "RANDOM WEIGHTS - NOT A FACE MODEL".
 
 Weights (--weights): a Keras .weights.h5, a SavedModel folder, a .tflite file, a training
-checkpoint folder (train.py's <model_dir>/checkpoints) or a checkpoint prefix (TF2, or the official
+checkpoint folder (prnet-train's <output_dir>/checkpoints) or a checkpoint prefix (TF2, or the official
 TF1 one). By default the official weights from the cache ($PRNET_CACHE_DIR or ~/.cache/prnet): on
 first use they are downloaded (checked by SHA-256) and converted to resfcn256.weights.h5, then
 exported once as a fast SavedModel (BN folded) to resfcn256_saved_model/, which every later run
@@ -65,69 +65,34 @@ Exit status: 0 all images done; 1 at least one image failed (unreadable, no face
 symbolic link, ...: each is reported on stderr and skipped, and leaves no files); 2 setup error
 (weights, UV template, flags, an output folder that cannot be written: checked before any image
 is processed; a full disk during the run stops it); 130 interrupted (Ctrl-C: the summary says
-what was finished). The summary counts the files that are in --output at the end.
-An image's files are written to a hidden temporary folder (.tmp-XXXXXXXX-staging) in --output
+what was finished). The summary counts the files that are in --output_dir at the end.
+An image's files are written to a hidden temporary folder (.tmp-XXXXXXXX-staging) in --output_dir
 first and moved into place only when all of them were written, so an error or Ctrl-C never leaves
 half of an image's files. A run killed outright (SIGKILL, power loss) can leave that folder
-behind: the next run in the same --output deletes such folders once nothing has changed in them
+behind: the next run in the same --output_dir deletes such folders once nothing has changed in them
 for 15 minutes (live runs write theirs within seconds).
 """
 
 import os
 import sys
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from absl import flags
 
-from prnet.cli import run_console_app
-from prnet.core.images import IMAGE_SUFFIXES  # noqa: F401  (re-exported)
+from prnet.cli import common
+from prnet.core.images import IMAGE_SUFFIXES
+from prnet.outputs.faces import DEFAULT_OUTPUTS, OUTPUT_KINDS, TextureOptions, write_image_outputs
+from prnet.outputs.naming import output_names
 
-OUTPUT_KINDS = ("obj", "landmarks", "pose", "depth", "overlay", "texture", "texture_mask", "front", "pose_box",
-                "npz", "mat", "ply", "depth_npy", "crop")
-DEFAULT_OUTPUTS = ("obj", "landmarks", "pose", "depth", "overlay")
-RANDOM_TAG = "_RANDOM_WEIGHTS"
-
-flags.DEFINE_string("input", None, "Image file or folder of images. Default: the astronaut photo bundled "
-                    "with scikit-image (skimage.data.astronaut()).")
-flags.DEFINE_string("output", "./prnet_output", "Output folder (created if missing).")
-flags.DEFINE_string("weights", None, "Network weights: Keras .weights.h5 (or .keras), SavedModel folder, .tflite file, "
-                    "training checkpoint folder (train.py's <model_dir>/checkpoints), or a TF2 / official TF1 "
-                    "checkpoint prefix. Default: the official weights from the cache ($PRNET_CACHE_DIR or "
-                    "~/.cache/prnet), downloaded and converted on first use, then run through a SavedModel "
-                    "exported once into the cache (see --backend).")
-flags.DEFINE_enum("backend", "auto", ["auto", "saved_model", "keras", "openvino"],
-                  "How to run the network. auto: the official weights through their cached SavedModel "
-                  "export (exported once on first use), any --weights in its own format; saved_model: "
-                  "require a SavedModel (official export or a --weights SavedModel folder); keras: require a "
-                  "Keras model (official Keras weights, or --weights .weights.h5 / .keras / checkpoint); openvino: "
-                  "run any --weights (SavedModel, .tflite, Keras weights; the official weights converted in memory) "
-                  "in OpenVINO at --precision, set explicitly (optional: pip install -e \".[openvino]\").")
-flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"],
-                  "Network precision. float32: as trained. bfloat16: bf16 weights and activations (the output "
-                  "layer in float32), faster on CPUs with bf16 units (AVX512_BF16, AMX) and GPUs; Keras weights, "
-                  "checkpoints and the official weights run their bf16 graph in-process, a SavedModel must be a "
-                  "bf16 export (export.py --formats=saved_model_bf16). An exported file's own precision must match.")
-flags.DEFINE_bool("download", True, "Allow downloading the official weights / UV template when missing from the "
-                  "cache (--nodownload: fail with instructions instead).")
-flags.DEFINE_bool("smoke_test_random_weights", False, "Use an UNTRAINED network to test the pipeline; every "
-                  "output file name, header and overlay is marked as random weights.")
-flags.DEFINE_string("detector", "auto", "Face detector: auto (blazeface if installed, else opencv, else dlib), "
-                    "blazeface (MediaPipe BlazeFace on TFLite; large poses), opencv (Haar cascade, OpenCV 4), "
-                    "dlib (HOG; pip install dlib-bin).")
-flags.DEFINE_bool("refine", True, "Landmark re-cropping of detected faces: crop each face again by the x1.6 "
-                  "landmark rule from the landmarks the first network pass predicted, and run the network again "
-                  "(twice the network time per detected face; --norefine: one pass on the detector's crop).")
-flags.DEFINE_enum("annotations", "auto", ["auto", "never"],
-                  "auto: crop an image from its sibling 68-landmark annotation file when there is one "
-                  "(<name>.pts menpo/iBUG, or <name>.mat 300W-LP / AFLW2000-3D fit with pt2d / pt3d_68), "
-                  "by the original x1.6 landmark rule, instead of detecting the face; never: always "
-                  "use the face detector.")
-flags.DEFINE_string("uv_dir", None, "UV template folder (uv-data). Default: $PRNET_ASSETS_DIR or the cache.")
-flags.DEFINE_integer("batch_size", 8, "Face crops per network call.", lower_bound=1)
-flags.DEFINE_integer("max_faces", None, "Reconstruct at most this many faces per image (largest first). "
-                     "Default: all.", lower_bound=1)
+common.define_flag(flags.DEFINE_string, "input", None, "Image file, folder of images (not recursive) or video "
+                   "(see --video). Default: the astronaut photo bundled with scikit-image (skimage.data.astronaut()).")
+common.define_output_dir_flag(default="./prnet_output", output=True)
+common.define_weights_flags()
+common.define_detection_flags()
+common.define_assets_flags()
+common.define_flag(flags.DEFINE_integer, "batch_size", 8, "Face crops per network call.", lower_bound=1)
+common.define_flag(flags.DEFINE_integer, "max_faces", None, "Reconstruct at most this many faces per image "
+                   "(largest first). Default: all.", lower_bound=1)
 flags.DEFINE_list("outputs", list(DEFAULT_OUTPUTS), f"Files to write per face, any of {','.join(OUTPUT_KINDS)}.")
 flags.DEFINE_bool("texture", False, "Write the .obj with a UV texture image (<name>_<k>.png + .mtl) instead "
                   "of per-vertex colours.")
@@ -151,19 +116,6 @@ flags.DEFINE_float("fps", 25.0, "Video from a folder of frames: frames per secon
 FLAGS = flags.FLAGS
 
 
-@dataclass(frozen=True)
-class TextureOptions:
-    """How UV textures are written: ``obj`` (a textured ``.obj`` instead of vertex colours; the truth
-    value of the options), ``size`` (texture side, pixels), ``visible_only`` (black where hidden)."""
-
-    obj: bool = False
-    size: int = 256
-    visible_only: bool = False
-
-    def __bool__(self):
-        return self.obj
-
-
 def list_inputs(path) -> list:
     """The image files to process: ``path`` itself, or the images directly inside a folder (sorted).
 
@@ -175,190 +127,8 @@ def list_inputs(path) -> list:
     return [p]
 
 
-def output_names(paths) -> list:
-    """One output base name per input path, all different (also ignoring case), deterministic.
-
-    The file name without extension; inputs sharing it (ignoring case) get ``<stem>_<ext>``; a name
-    still taken after that gets ``_2``, ``_3``, ... (in input order; the first keeps it).
-    """
-    paths = [Path(p) for p in paths]
-    stems = [p.stem for p in paths]
-    counts = Counter(s.casefold() for s in stems)
-    shared = {k for k, count in counts.items() if count > 1}
-    names = [f"{s}_{p.suffix[1:]}" if s.casefold() in shared and p.suffix else s for s, p in zip(stems, paths)]
-    wanted = {name.casefold() for name in names}
-    taken, out = set(), []
-    for name in names:
-        unique, n = name, 1
-        while unique.casefold() in taken or (unique != name and unique.casefold() in wanted):
-            n += 1
-            unique = f"{name}_{n}"
-        taken.add(unique.casefold())
-        out.append(unique)
-    return out
-
-
-def _write_png(path: Path, image_rgb_or_grey) -> None:
-    import cv2
-    import numpy as np
-
-    img = np.asarray(image_rgb_or_grey)
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", img)
-    if not ok:
-        raise OSError(f"could not encode {path.name}")
-    buf.tofile(str(path))
-
-
-def _header(face, image_name: str, what: str) -> str:
-    from prnet.model.runtime import RANDOM_WEIGHTS_WARNING  # imports TensorFlow: not at --help time
-
-    lines = [f"# PRNet {what} for {image_name}", f"# weights: {face.source}"]
-    if face.random_weights:
-        lines.insert(0, f"# {RANDOM_WEIGHTS_WARNING}: these numbers are meaningless")
-    return "\n".join(lines) + "\n"
-
-
-def write_face_outputs(folder: Path, stem: str, face, image_name: str, outputs, texture) -> list:
-    """Write the requested files of one face into ``folder``; returns their paths.
-
-    ``texture``: a :class:`TextureOptions`, or a bool (a textured ``.obj``, default texture options)."""
-    import cv2
-    import numpy as np
-
-    from prnet.core.crop import warp_crop
-    from prnet.mesh.arrays import face_arrays, write_mat, write_npz
-    from prnet.mesh.draw import draw_landmarks, draw_mesh_overlay, draw_pose_box
-    from prnet.mesh.obj import write_obj
-    from prnet.mesh.ply import write_ply
-    from prnet.mesh.render import depth_to_uint8
-    from prnet.mesh.texture import template_uv_coords
-    from prnet.model.runtime import RANDOM_WEIGHTS_WARNING_ASCII
-
-    opts = texture if isinstance(texture, TextureOptions) else TextureOptions(obj=bool(texture))
-    written = []
-    image = face.image
-    if "obj" in outputs:
-        obj = folder / f"{stem}.obj"
-        if opts.obj:
-            write_obj(obj, face.vertices, face.triangles,
-                      texture=face.uv_texture(opts.size, visible_only=opts.visible_only),
-                               uv_coords=template_uv_coords(face.template), image_height=image.shape[0])
-            written += [obj.with_suffix(".png"), obj.with_suffix(".mtl")]
-        else:
-            write_obj(obj, face.vertices, face.triangles, colors=face.colors, image_height=image.shape[0])
-        if face.random_weights:  # prepend the warning (we are inside the private staging folder)
-            body = obj.read_text(encoding="ascii")
-            obj.write_text(f"# {RANDOM_WEIGHTS_WARNING_ASCII}\n" + body, encoding="ascii")
-        written.append(obj)
-    if "landmarks" in outputs:
-        path = folder / f"{stem}_landmarks.txt"
-        head = _header(face, image_name, "68 landmarks") + (
-            "# one row per landmark (iBUG 68-point order): x y z in image pixels; x right, y down (pixel\n"
-            "# centres at integer coordinates), z toward the camera (relative: origin arbitrary)\n")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(head)
-            np.savetxt(f, face.landmarks, fmt="%.3f")
-        written.append(path)
-    if "pose" in outputs:
-        rot, (yaw, pitch, roll) = face.pose
-        path = folder / f"{stem}_pose.txt"
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(_header(face, image_name, "head pose"))
-            f.write("# yaw pitch roll in degrees (300W-LP / AFLW2000-3D convention, see prnet.core.transforms)\n")
-            f.write(f"{yaw:.4f} {pitch:.4f} {roll:.4f}\n")
-            f.write("# rotation matrix R (image frame: vertices ~ scale * R @ canonical + t), 3 rows\n")
-            np.savetxt(f, rot, fmt="%.6f")
-            f.write("# camera matrix P = [s*R | t] (3x4): image px (x, y, z) = P @ (X, Y, Z, 1) of the mean face\n"
-                    "# (UV template canonical_vertices); rows 0-1 are the affine projection to the photo\n")
-            np.savetxt(f, face.camera_matrix, fmt="%.6f")
-        written.append(path)
-    if "depth" in outputs:
-        path = folder / f"{stem}_depth.png"
-        _write_png(path, depth_to_uint8(face.depth_image()))
-        written.append(path)
-    if "overlay" in outputs:
-        over = draw_mesh_overlay(image, face.vertices, face.triangles)
-        over = draw_landmarks(over, face.landmarks)
-        if face.random_weights:
-            scale = max(0.5, image.shape[1] / 800)
-            cv2.putText(over, RANDOM_WEIGHTS_WARNING_ASCII, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                        (255, 0, 0), max(1, int(2 * scale)), cv2.LINE_AA)
-        path = folder / f"{stem}_overlay.png"
-        _write_png(path, over)
-        written.append(path)
-    if "texture" in outputs:
-        path = folder / f"{stem}_texture.png"
-        _write_png(path, face.uv_texture(opts.size, visible_only=opts.visible_only))
-        written.append(path)
-    if "texture_mask" in outputs:
-        path = folder / f"{stem}_texture_mask.png"
-        _write_png(path, (face.visibility_mask(opts.size) * 255).astype(np.uint8))
-        written.append(path)
-    if "front" in outputs:  # the mean face's frame (y down), written y up: y_obj = -y
-        path = folder / f"{stem}_front.obj"
-        write_obj(path, face.frontal_vertices(), face.triangles, colors=face.colors)
-        written.append(path)
-    if "pose_box" in outputs:
-        path = folder / f"{stem}_pose_box.png"
-        _write_png(path, draw_pose_box(draw_landmarks(image, face.landmarks, lines=False), face.pose_box()))
-        written.append(path)
-    arrays = None
-    if "npz" in outputs or "mat" in outputs:
-        arrays = face_arrays(face, camera_matrix=face.camera_matrix)
-        arrays.update(random_weights=np.bool_(face.random_weights), weights=str(face.source))
-    if "npz" in outputs:
-        written.append(write_npz(folder / f"{stem}.npz", arrays))
-    if "mat" in outputs:
-        written.append(write_mat(folder / f"{stem}_mesh.mat", arrays))
-    if "ply" in outputs:
-        comment = RANDOM_WEIGHTS_WARNING_ASCII if face.random_weights else None
-        written.append(write_ply(folder / f"{stem}.ply", face.vertices, face.triangles, face.colors,
-                                 image_height=image.shape[0], comment=comment))
-    if "crop" in outputs:  # the network's input, as the original's isImage: image -> crop by face.tform
-        path = folder / f"{stem}_crop.png"
-        _write_png(path, warp_crop(image, face.tform, as_float=False))
-        written.append(path)
-    if "depth_npy" in outputs:
-        path = folder / f"{stem}_depth.npy"
-        depth, covered = face.depth_image(with_mask=True)
-        np.save(path, np.where(covered, depth, np.nan).astype(np.float32))
-        written.append(path)
-    return written
-
-
-def process_image(predictor, image, name: str, display_name: str, out_dir: Path, outputs, texture: bool,
-                  max_faces=None, landmarks=None) -> list:
-    """Reconstruct one image and write its files atomically (all or none: a staging folder, then
-    moved, :func:`prnet.core.files.staged_files`). Returns the paths.
-
-    ``landmarks`` (``(68, 2+)`` image px) crop the one face from them instead of the detector.
-    Write errors (disk full, read-only, ...) raise :class:`prnet.errors.OutputFolderError` naming
-    ``out_dir``, not the staging folder."""
-    faces = predictor.reconstruct(image, landmarks=landmarks, max_faces=max_faces)
-    return write_image(faces, name, display_name, out_dir, outputs, texture)
-
-
-def write_image(faces, name: str, display_name: str, out_dir: Path, outputs, texture: bool) -> list:
-    """Write the files of one image's faces (``list[FaceResult]``) atomically into ``out_dir`` (see
-    :func:`process_image`); returns their paths. Renders (depth, overlay) run here too."""
-    from prnet.core.files import folder_error, staged_files
-
-    staged = []
-    try:
-        with staged_files(out_dir) as staging:
-            for k, face in enumerate(faces):
-                stem = f"{name}_{k}" + (RANDOM_TAG if face.random_weights else "")
-                staged += write_face_outputs(staging, stem, face, display_name, outputs, texture)
-    except OSError as e:
-        raise folder_error(e, out_dir, f" (the files of {display_name})") from e
-    return [out_dir / path.name for path in staged]
-
-
 def _fail(message: str, code: int = 2):
-    print(f"prnet-demo: error: {message}", file=sys.stderr)
-    sys.exit(code)
+    common.fail(message, code)
 
 
 def make_jobs(input_path) -> list:
@@ -389,12 +159,12 @@ def make_video_source(input_path, fps: float):
 
 
 def process_video_input(predictor, source, out_dir: Path, *, detect_every: int, max_faces=None) -> int:
-    """Track and write one video (:func:`prnet.inference.video.process_video`) with a progress bar;
+    """Track and write one video (:func:`prnet.outputs.video.process_video`) with a progress bar;
     prints a summary and returns the exit status (0 done, 1 failed, 2 output folder unwritable, 130 Ctrl-C)."""
     from tqdm import tqdm
 
     from prnet.errors import OutputFolderError, PRNetError
-    from prnet.inference.video import output_paths, process_video
+    from prnet.outputs.video import output_paths, process_video
 
     name = Path(source.name).stem if Path(source.name).is_file() else Path(source.name).expanduser().resolve().name
     bar = tqdm(total=source.frame_count or None, desc="prnet-demo", unit="frame", file=sys.stderr)
@@ -418,9 +188,10 @@ def process_video_input(predictor, source, out_dir: Path, *, detect_every: int, 
     return 0
 
 
-def process_jobs(predictor, jobs, out_dir: Path, outputs, *, texture: bool = False, max_faces=None,
-                 annotations: str = "auto", detector_name: str = "") -> int:
-    """Process every job of :func:`make_jobs` into ``out_dir``, report each failure and a summary on
+def process_jobs(predictor, jobs, out_dir: Path, outputs, *, texture: TextureOptions = TextureOptions(),
+                 max_faces=None, annotations: str = "auto", detector_name: str = "") -> int:
+    """Process every job of :func:`make_jobs` into ``out_dir`` (the ``outputs`` kinds of
+    :mod:`prnet.outputs.faces`, UV textures as ``texture`` says), report each failure and a summary on
     stderr; returns the exit status (0 all done, 1 some failed, 2 the output folder became
     unwritable (disk full, ...): the run stops, 130 Ctrl-C: the run stops).
 
@@ -493,8 +264,8 @@ def process_jobs(predictor, jobs, out_dir: Path, outputs, *, texture: bool = Fal
             except (PRNetError, OSError, ValueError) as e:
                 fail(name, display, e)
                 continue
-            pending.append((name, display, writer.submit(write_image, faces, name, display, out_dir, outputs,
-                                                         texture)))
+            pending.append((name, display, writer.submit(write_image_outputs, faces, name, display, out_dir,
+                                                         outputs, texture)))
         stopped = stopped or settle()
         if stopped:
             status = 2
@@ -549,8 +320,8 @@ def main(argv):
               "(skimage.data.astronaut()).", file=sys.stderr)
     elif not jobs:
         _fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in the folder {FLAGS.input}")
-    try:  # before the (slow) weights: an unwritable --output is a setup error, found at once
-        out_dir = ensure_writable_folder(FLAGS.output)
+    try:  # before the (slow) weights: an unwritable --output_dir is a setup error, found at once
+        out_dir = ensure_writable_folder(FLAGS.output_dir)
     except PRNetError as e:
         _fail(str(e))
     stale = remove_stale_temporaries(out_dir, suffix="-staging")
@@ -568,7 +339,8 @@ def main(argv):
         predictor = Predictor.from_weights(FLAGS.weights, backend=FLAGS.backend, precision=FLAGS.precision,
                                            smoke_test_random_weights=FLAGS.smoke_test_random_weights,
                                            download=FLAGS.download, detector=FLAGS.detector,
-                                           template=FLAGS.uv_dir, batch_size=FLAGS.batch_size, refine=FLAGS.refine)
+                                           template=FLAGS.assets_dir, batch_size=FLAGS.batch_size,
+                                           refine=FLAGS.refine)
         predictor.template  # noqa: B018  (fail early on missing / corrupt UV template files)
         predictor.detector  # noqa: B018  (fail early when the detector cannot run here)
     except PRNetError as e:
@@ -588,11 +360,7 @@ def main(argv):
 
 def run():
     """Console entry point ``prnet-demo`` (Ctrl-C before the images are processed: exit 130, no traceback)."""
-    try:
-        run_console_app(main, __name__, __doc__)
-    except KeyboardInterrupt:
-        print("prnet-demo: interrupted (Ctrl-C) before any image was processed; nothing written", file=sys.stderr)
-        sys.exit(130)
+    common.run_tool("prnet-demo", main, interrupted="before any image was processed; nothing written")
 
 
 if __name__ == "__main__":

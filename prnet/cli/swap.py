@@ -6,7 +6,8 @@ Usage:
   prnet-swap --input target.jpg --reference ref.jpg --mode mask:my_uv_mask.png --output out.png
   prnet-swap --input target.jpg --reference_texture edited_texture.png --output out.png # selfie editing
 
-Both photos are reconstructed (same weights as prnet-demo). The reference face's UV texture (or the
+Both photos are reconstructed (the weights flags are prnet-demo's: --weights, --backend,
+--precision, --download, --smoke_test_random_weights). The reference face's UV texture (or the
 --reference_texture image, a 256x256 UV texture such as prnet-demo's <name>_<k>_texture.png, edited)
 is painted onto the target face's mesh with a z-buffer, so only the target's visible surface is
 painted (a turned face never receives its far cheek), restricted to the --mode region of UV
@@ -18,8 +19,8 @@ Regions (--mode): face (the whole face), eyes (the UV template's eyes region: wh
 uv_face_eyes.png differs from uv_face.png, as the original's mode 0), mask:PATH (any 256x256 UV
 mask image: nonzero pixels are edited; draw it over the UV template's uv_face.png).
 
-Face crops: as prnet-demo (--detector, or a sibling <name>.pts / <name>.mat 68-landmark annotation
-with --annotations auto). --face picks the target face (0 = largest); the reference's largest
+Face crops: as prnet-demo (--detector and --refine, or a sibling <name>.pts / <name>.mat 68-landmark
+annotation with --annotations auto). --face picks the target face (0 = largest); the reference's largest
 face is used.
 
 Exit status: 0 written; 1 a photo failed (unreadable, no face found in it, --face out of range);
@@ -33,9 +34,9 @@ from pathlib import Path
 
 from absl import flags
 
-from prnet.cli import run_console_app
+from prnet.cli import common
 
-flags.DEFINE_string("input", None, "Target photo: the face to edit (required).")
+common.define_flag(flags.DEFINE_string, "input", None, "Target photo: the face to edit (required).")
 flags.DEFINE_string("reference", None, "Reference photo whose face texture is painted onto the target "
                     "(its largest face). Give this or --reference_texture.")
 flags.DEFINE_string("reference_texture", None, "A UV texture image (256x256 RGB, e.g. prnet-demo's "
@@ -47,26 +48,18 @@ flags.DEFINE_enum("blend", "poisson", ["poisson", "alpha", "none"],
                   "detail, takes the colour level from the photo around it), alpha (feathered edge), none "
                   "(hard copy).")
 flags.DEFINE_integer("face", 0, "Which face of the target photo to edit (0 = largest).", lower_bound=0)
-flags.DEFINE_string("output", None, "Output image file (.png or .jpg; required). Its folder is created "
-                    "if missing; an existing file is replaced.")
-flags.DEFINE_string("weights", None, "Network weights (as prnet-demo --weights). Default: the official weights "
-                    "from the cache ($PRNET_CACHE_DIR or ~/.cache/prnet), downloaded and converted on first use.")
-flags.DEFINE_enum("backend", "auto", ["auto", "saved_model", "keras"], "How to run the network (as prnet-demo).")
-flags.DEFINE_bool("download", True, "Allow downloading the official weights / UV template when missing.")
-flags.DEFINE_bool("smoke_test_random_weights", False, "Use an UNTRAINED network to test the pipeline: the "
-                  "result is meaningless and its file name gets _RANDOM_WEIGHTS before the extension.")
-flags.DEFINE_string("detector", "auto", "Face detector, as prnet-demo --detector (auto: the best one installed).")
-flags.DEFINE_enum("annotations", "auto", ["auto", "never"], "auto: crop a photo from its sibling 68-landmark "
-                  "annotation (<name>.pts or <name>.mat) when there is one; never: always detect.")
-flags.DEFINE_string("uv_dir", None, "UV template folder (uv-data). Default: $PRNET_ASSETS_DIR or the cache.")
+common.define_output_flag(help="Output image file (.png or .jpg; required). Its folder is created if missing; "
+                          "an existing file is replaced. With --smoke_test_random_weights the name gets "
+                          "_RANDOM_WEIGHTS before the extension.")
+common.define_weights_flags()
+common.define_detection_flags()
+common.define_assets_flags()
 
 FLAGS = flags.FLAGS
-RANDOM_TAG = "_RANDOM_WEIGHTS"
 
 
 def _fail(message: str, code: int = 2):
-    print(f"prnet-swap: error: {message}", file=sys.stderr)
-    sys.exit(code)
+    common.fail(message, code)
 
 
 def parse_mode(mode: str):
@@ -112,18 +105,6 @@ def _load_face(predictor, path: Path, index: int, what: str):
     return faces[index]
 
 
-def _write_image(path: Path, image_rgb) -> None:
-    import cv2
-
-    from prnet.core.files import atomic_path
-
-    ok, buf = cv2.imencode(path.suffix.lower(), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"could not encode {path.name}")
-    with atomic_path(path) as tmp:
-        buf.tofile(str(tmp))
-
-
 def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}")
@@ -160,14 +141,18 @@ def main(argv):
     except PRNetError as e:
         _fail(str(e))
 
+    from prnet.cli import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from prnet.inference.predictor import Predictor
     from prnet.inference.results import swap_faces
+    from prnet.model.runtime import RANDOM_WEIGHTS_WARNING
 
-    try:
-        predictor = Predictor.from_weights(FLAGS.weights, backend=FLAGS.backend,
+    try:  # the weights flags reach the same call as prnet-demo's
+        predictor = Predictor.from_weights(FLAGS.weights, backend=FLAGS.backend, precision=FLAGS.precision,
                                            smoke_test_random_weights=FLAGS.smoke_test_random_weights,
                                            download=FLAGS.download, detector=FLAGS.detector,
-                                           template=FLAGS.uv_dir)
+                                           template=FLAGS.assets_dir, refine=FLAGS.refine)
         predictor.template  # noqa: B018  (missing / corrupt UV template: a setup error)
         if region == "eyes":
             from prnet.mesh.swap import eyes_region_mask
@@ -176,6 +161,9 @@ def main(argv):
     except PRNetError as e:
         _fail(str(e))
     print(f"prnet-swap: using weights: {predictor.source} (backend: {predictor.backend_name})", file=sys.stderr)
+    if predictor.random_weights:
+        print(f"prnet-swap: WARNING: {RANDOM_WEIGHTS_WARNING} (--smoke_test_random_weights): the result only "
+              "checks the pipeline.", file=sys.stderr)
     try:
         reference = None
         if FLAGS.reference is not None:
@@ -186,10 +174,12 @@ def main(argv):
         _fail(str(e), 1)
     except PRNetError as e:
         _fail(str(e))
-    if predictor.random_weights:
-        output = output.with_name(output.stem + RANDOM_TAG + output.suffix)
+    from prnet.core.images import write_image
+    from prnet.outputs.naming import tagged_path
+
+    output = tagged_path(output, predictor.random_weights)
     try:
-        _write_image(output, image)
+        write_image(output, image)
     except OSError as e:
         _fail(f"could not write {output}: {e}")
     print(f"prnet-swap: wrote {output} ({int(painted.sum())} pixels painted, blend {FLAGS.blend})", file=sys.stderr)
@@ -198,11 +188,7 @@ def main(argv):
 
 def run():
     """Console entry point ``prnet-swap``."""
-    try:
-        run_console_app(main, __name__, __doc__)
-    except KeyboardInterrupt:
-        print("prnet-swap: interrupted (Ctrl-C); nothing written", file=sys.stderr)
-        sys.exit(130)
+    common.run_tool("prnet-swap", main, interrupted="nothing written")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ z (toward the camera, same pixel units) is scaled by ``s`` between image and cro
 
 This module is the one home of the crop constants (crop side 256; box factors 1.58 / 0.14 for
 detector boxes, 1.6 for landmarks and given boxes, 1.5 plus jitter for the training data); the
-TensorFlow crop of the SavedModel (:mod:`prnet.serving.saved_model`) and the augmentation import them.
+TensorFlow crop of the SavedModel (:mod:`prnet.serving.ops.crop`) and the augmentation import them.
 """
 
 from dataclasses import dataclass
@@ -91,7 +91,7 @@ class BoxCalibration:
     Landmark box centre = box centre + ``(dx, dy) * w``; its width, height = ``(sx, sy) * w``
     (image px, ``(x0, y0, x1, y1)``). The constants of each detector live beside it
     (:mod:`prnet.inference.boxes`, :mod:`prnet.model.blazeface`); the served graph applies the same rule in
-    TensorFlow ops (:mod:`prnet.serving.detect_graph`).
+    TensorFlow ops (:mod:`prnet.serving.ops.blazeface`).
     """
 
     dx: float

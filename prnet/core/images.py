@@ -1,4 +1,4 @@
-"""Image files and arrays: the one reader of the project, EXIF orientation and the RGB normaliser.
+"""Image files and arrays: the one reader and writer of the project, EXIF orientation and the RGB normaliser.
 
 Images are RGB uint8 ``(H, W, 3)`` arrays; x = column (right), y = row (down), pixel centres at
 integer coordinates, **as displayed**: the EXIF Orientation tag of the file (phone photos store
@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from prnet.core.files import atomic_path
 from prnet.errors import ImageReadError
 
 #: File suffixes (lower case) taken as photos when a folder is given (demo, calibration, frame
@@ -178,6 +179,22 @@ def read_image(path) -> np.ndarray:
     except OSError as e:
         raise ImageReadError(f"cannot read image file {path}: {e.strerror or e}") from e
     return decode_image(data, name=str(path))
+
+
+def write_image(path, image) -> Path:
+    """Write an RGB ``(H, W, 3)`` or grey ``(H, W)`` uint8 image to ``path`` atomically
+    (:func:`prnet.core.files.atomic_path`: whole or not at all), in the format of its suffix
+    (``.png``, ``.jpg``, ...; OpenCV's default encoder settings). Writes the encoded bytes itself, so
+    non-ASCII paths work. Returns ``path``; raises ``OSError`` when the image cannot be encoded or written.
+    """
+    path = Path(path).expanduser()
+    image = np.asarray(image)
+    ok, data = cv2.imencode(path.suffix.lower(), cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image)
+    if not ok:
+        raise OSError(f"could not encode {path.name}")
+    with atomic_path(path) as tmp:
+        data.tofile(str(tmp))
+    return path
 
 
 def as_rgb(image, name: str = "image") -> np.ndarray:

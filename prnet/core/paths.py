@@ -40,17 +40,24 @@ def _as_uv_dir(path: Path) -> Path:
     return path
 
 
+def _located(explicit=None):
+    """``(where from, UV template folder)`` by the resolution order of the module docstring, unchecked."""
+    if explicit is not None:
+        return "the given path", _as_uv_dir(Path(explicit).expanduser())
+    if os.environ.get("PRNET_ASSETS_DIR"):
+        return "PRNET_ASSETS_DIR", _as_uv_dir(Path(os.environ["PRNET_ASSETS_DIR"]).expanduser())
+    return "the cache", _as_uv_dir(cache_dir() / "uv-data")
+
+
+def assets_location(explicit=None) -> Path:
+    """The UV template folder the resolution order picks, whether or not it exists or is complete
+    (:func:`assets_dir` checks it)."""
+    return _located(explicit)[1]
+
+
 def assets_dir(explicit=None) -> Path:
     """Return the UV template directory, or raise :class:`AssetsNotFoundError` saying how to get it."""
-    candidates = []
-    if explicit is not None:
-        candidates.append(("the given path", Path(explicit).expanduser()))
-    elif os.environ.get("PRNET_ASSETS_DIR"):
-        candidates.append(("PRNET_ASSETS_DIR", Path(os.environ["PRNET_ASSETS_DIR"]).expanduser()))
-    else:
-        candidates.append(("the cache", cache_dir() / "uv-data"))
-    source, path = candidates[0]
-    path = _as_uv_dir(path)
+    source, path = _located(explicit)
     if not path.is_dir():
         raise AssetsNotFoundError(
             f"PRNet UV template not found at {path} ({source}). Run `prnet-convert --download` "

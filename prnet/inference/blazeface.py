@@ -5,7 +5,7 @@ The ``.tflite`` files (Apache-2.0, Google MediaPipe) ship inside the ``face-dete
 (it fails to import under NumPy 2); this module finds its data folder without importing it and
 does the rest itself: letterboxing, SSD anchors, box decoding and weighted non-maximum suppression.
 The model files, anchor layouts, decode constants and calibrations live in
-:mod:`prnet.model.blazeface` (shared with the served graph, :mod:`prnet.serving.detect_graph`).
+:mod:`prnet.model.blazeface` (shared with the served graph, :mod:`prnet.serving.ops.blazeface`).
 
 Models (``variant``):
 

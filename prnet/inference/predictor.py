@@ -21,6 +21,7 @@ from prnet.core import crop as cropping
 from prnet.core.images import as_rgb, read_image
 from prnet.core.uv import landmarks_from_posmap, load_uv_template, vertices_from_posmap
 from prnet.errors import NoFaceFoundError
+from prnet.inference.backends import official_backend
 from prnet.inference.detect import make_detector
 from prnet.inference.results import FaceResult
 from prnet.model.openvino_runtime import OpenVINOBackend
@@ -34,7 +35,7 @@ from prnet.model.runtime import (
     random_weights_backend,
 )
 from prnet.weights.formats import check_backend, load_backend
-from prnet.weights.official import ensure_uv_template, official_backend
+from prnet.weights.official import ensure_uv_template
 
 
 def _template_kpt_ind(template):
@@ -122,7 +123,7 @@ class Predictor:
                      **kwargs) -> "Predictor":
         """Build a predictor from any weights, as ``prnet-demo`` and ``evaluate.py`` do.
 
-        * ``path=None``: the official weights (:func:`prnet.weights.official.official_backend`): converted
+        * ``path=None``: the official weights (:func:`prnet.inference.backends.official_backend`): converted
           Keras weights in the cache (downloaded and converted on first use unless ``download=False``),
           run through a SavedModel exported from them once into the cache (``backend="keras"``: the
           Keras model);

@@ -16,10 +16,10 @@ Texture coordinates follow the OBJ convention: ``u`` to the right, ``v`` up, bot
 import hashlib
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from prnet.core.files import staged_files
+from prnet.core.images import write_image
 
 MATERIAL_NAME = "face_texture"
 
@@ -113,8 +113,7 @@ def write_obj(path, vertices, triangles, colors=None, texture=None, uv_coords=No
     with staged_files(path.parent) as staging:
         if texture is not None:
             png = path.with_suffix(".png")
-            if not cv2.imwrite(str(staging / png.name), cv2.cvtColor(texture, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"could not write the texture image {png}")
+            write_image(staging / png.name, texture)
             with open(staging / path.with_suffix(".mtl").name, "w", encoding="ascii", newline="\n") as f:
                 f.write(f"newmtl {MATERIAL_NAME}\nKa 1.0 1.0 1.0\nKd 1.0 1.0 1.0\nKs 0.0 0.0 0.0\n"
                         f"illum 1\nmap_Kd {png.name}\n")

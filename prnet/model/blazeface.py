@@ -2,7 +2,7 @@
 and a Keras rebuild of the ``.tflite`` graph (so the detector can live inside a SavedModel).
 
 This is the one home of everything both the Python detector (:mod:`prnet.inference.blazeface`,
-NumPy + TFLite interpreter) and the served graph (:mod:`prnet.serving.detect_graph`, TensorFlow
+NumPy + TFLite interpreter) and the served graph (:mod:`prnet.serving.ops.blazeface`, TensorFlow
 ops) need: where the model files are, each model's input side and SSD anchor layout, the score
 clip, the default score threshold and NMS overlap, and the calibration of the network's boxes to
 the 68 landmarks' bounding box.

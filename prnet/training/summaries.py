@@ -6,17 +6,20 @@ import tensorflow as tf
 from prnet.mesh.draw import draw_landmarks
 
 
-def _summary_metadata(plugin: str):
+def _summary_metadata(plugin: str, description: str = ""):
     from tensorflow.core.framework import summary_pb2
 
     metadata = summary_pb2.SummaryMetadata()
     metadata.plugin_data.plugin_name = plugin
+    metadata.summary_description = description
     return metadata
 
 
-def write_scalar(name: str, value: float, step: int):
-    """A TensorBoard scalar in the default writer (raw ``tf.summary.write``: no tensorboard package needed)."""
-    tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=_summary_metadata("scalars"))
+def write_scalar(name: str, value: float, step: int, description: str = ""):
+    """A TensorBoard scalar in the default writer (raw ``tf.summary.write``: no tensorboard package needed);
+    ``description``: shown by TensorBoard beside the chart (e.g. the unit)."""
+    tf.summary.write(name, tf.constant(value, tf.float32), step=step,
+                     metadata=_summary_metadata("scalars", description))
 
 
 def write_images(name: str, images: np.ndarray, step: int):

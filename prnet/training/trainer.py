@@ -505,13 +505,14 @@ class Trainer:
                 return
             last_val = self.evaluate(val_ds)
             with val_writer.as_default():
-                for k, v in last_val.items():
-                    write_scalar(k, v, step)
+                for k, v in last_val.items():  # NME as a fraction of the face size (logs: percent)
+                    write_scalar(k, v, step, "fraction of the face size (x100: %)" if k.startswith("nme") else "")
                 if cfg.image_summaries:
                     self.image_summaries(summary_batch, step, cfg.image_summaries)
             val_writer.flush()
             log(f"step {step} epoch {step / self.steps_per_epoch:.2f}: validation " +
-                ", ".join(f"{k}={v:.5f}" for k, v in last_val.items()))
+                ", ".join(f"{k}={100 * v:.2f}%" if k.startswith("nme") else f"{k}={v:.5f}"
+                          for k, v in last_val.items()))
 
         try:
             while step < total_steps:
@@ -584,7 +585,9 @@ def train(config: TrainConfig, train_source: tf.data.Dataset = None, val_source:
             if config.val_split:
                 val_source = load_split(config.dataset, config.val_split, config.data_dir, config.assets_dir)
         trainer = Trainer(config, steps_per_epoch_for(config, train_source), strategy=strategy)
-        log(f"{trainer.restore_or_initialize()}; strategy {type(trainer.strategy).__name__} with "
+        strategy_name = type(trainer.strategy).__name__  # tf.distribute's default one is a private class
+        strategy_name = "default" if strategy_name.startswith("_") else strategy_name
+        log(f"{trainer.restore_or_initialize()}; strategy {strategy_name} with "
             f"{trainer.strategy.num_replicas_in_sync} replica(s), global batch {config.batch_size}, "
             f"{trainer.steps_per_epoch} steps/epoch, step {trainer.step}")
     except KeyboardInterrupt:

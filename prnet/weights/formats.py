@@ -15,7 +15,8 @@
 :func:`load_keras_model` builds a Keras ResFCN256 from the Keras-loadable kinds (base width read
 from the weights), :func:`load_weights_into` fills an existing model (``train.py --init_from``) and
 :func:`load_backend` returns the inference backend of :mod:`prnet.model.runtime` for any kind. The
-official weights (no path at all) are resolved above this module, by :mod:`prnet.weights.official`.
+official weights (no path at all) are fetched by :mod:`prnet.weights.official` and run by
+:mod:`prnet.inference.backends`.
 """
 
 import enum

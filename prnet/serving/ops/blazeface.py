@@ -1,13 +1,15 @@
-"""The default face detector (BlazeFace) in TensorFlow ops, for the SavedModel's ``predict_images_detect``.
+"""Twin of :func:`prnet.inference.blazeface.letterbox`, :func:`~prnet.inference.blazeface.decode`,
+:func:`~prnet.inference.blazeface.weighted_nms`, :class:`prnet.inference.blazeface.BlazeFaceDetector`,
+:func:`prnet.inference.boxes.box_iou`, :func:`~prnet.inference.boxes.sort_and_suppress` and
+:meth:`prnet.core.crop.BoxCalibration.apply`; pinned by tests/test_graph_twins.py.
 
-The same steps as :class:`prnet.inference.blazeface.BlazeFaceDetector` (NumPy + TFLite interpreter),
-written as graph ops so TF Serving can run them: letterbox, the rebuilt network
-(:func:`prnet.model.blazeface.blazeface_net`: the Keras rebuild's steps on plain variables), anchor
-decoding, MediaPipe's weighted non-maximum suppression, the calibration to the 68 landmarks'
-bounding box, and "largest first, drop boxes overlapping a larger one". Every constant (anchors,
-score clip, thresholds, calibration) comes from :mod:`prnet.model.blazeface`;
-``tests/test_serving_detect.py`` pins this graph to the NumPy
-detector on the real sample photos.
+The default face detector (BlazeFace) in TensorFlow ops, for the SavedModel's ``predict_images_detect``:
+the same steps as the NumPy + TFLite-interpreter detector, written as graph ops so TF Serving can
+run them: letterbox, the rebuilt network (:func:`prnet.model.blazeface.blazeface_net`: the Keras
+rebuild's steps on plain variables), anchor decoding, MediaPipe's weighted non-maximum suppression,
+the calibration to the 68 landmarks' bounding box, and "largest first, drop boxes overlapping a
+larger one". Every constant (anchors, score clip, thresholds, calibration) comes from
+:mod:`prnet.model.blazeface`.
 
 Coordinates: boxes ``(x0, y0, x1, y1)`` and key points ``(x, y)`` in pixels of the image as
 displayed (x = column, y = row); box maths in float64 like the NumPy detector.
@@ -51,8 +53,33 @@ def letterbox(image, size: int):
     square = tf.image.pad_to_bounding_box(resized, py, px, size, size)
     return square / 127.5 - 1.0, (nw / w, nh / h), (tf.cast(px, tf.float64), tf.cast(py, tf.float64))
 
+def decode(regressors, logits, anchors, input_size: int):
+    """Raw outputs -> ``(boxes (N, 4) x0, y0, x1, y1, scores (N,), keypoints (N, 6, 2))`` float64 in [0, 1]
+    of the input square (as :func:`prnet.inference.blazeface.decode`).
 
-def _iou(box, boxes):
+    ``regressors`` ``(N, 16)`` (centre offset and size in input pixels, then 6 key points, relative to
+    the anchor centre), ``logits`` ``(N,)`` or ``(N, 1)`` (score: sigmoid of the logit clipped to
+    +-:data:`prnet.model.blazeface.SCORE_CLIP`), ``anchors`` ``(N, 2)`` float64 centres.
+    """
+    r = tf.cast(regressors, tf.float64) / float(input_size)
+    centre = r[:, :2] + anchors
+    boxes = tf.concat([centre - r[:, 2:4] / 2, centre + r[:, 2:4] / 2], axis=1)
+    keypoints = tf.reshape(r[:, 4:16] + tf.tile(anchors, [1, 6]), [-1, 6, 2])
+    scores = tf.sigmoid(tf.clip_by_value(tf.cast(tf.reshape(logits, [-1]), tf.float64), -SCORE_CLIP, SCORE_CLIP))
+    return boxes, scores, keypoints
+
+
+def calibrate(boxes, calibration):
+    """``(K, 4)`` detector boxes -> ``(K, 4)`` landmark-like boxes, image px (as
+    :meth:`prnet.core.crop.BoxCalibration.apply`); ``calibration`` float64 ``(4,)`` ``(dx, dy, sx, sy)``."""
+    dx, dy, csx, csy = tf.unstack(calibration)
+    w = boxes[:, 2] - boxes[:, 0]
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2 + dx * w
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2 + dy * w
+    return tf.stack([cx - csx * w / 2, cy - csy * w / 2, cx + csx * w / 2, cy + csy * w / 2], axis=1)
+
+
+def iou(box, boxes):
     """IoU of one box ``(4,)`` with ``(K, 4)`` boxes (as :func:`prnet.inference.boxes.box_iou`)."""
     iw = tf.maximum(tf.minimum(box[2], boxes[:, 2]) - tf.maximum(box[0], boxes[:, 0]), 0.0)
     ih = tf.maximum(tf.minimum(box[3], boxes[:, 3]) - tf.maximum(box[1], boxes[:, 1]), 0.0)
@@ -76,7 +103,7 @@ def weighted_nms(boxes, scores, extra, iou_threshold: float = NMS_IOU):
 
     def step(remaining, out_b, out_s, out_e):
         top = tf.cast(tf.reduce_min(tf.where(remaining)[:, 0]), tf.int32)
-        members = tf.logical_or(tf.logical_and(remaining, _iou(b[top], b) > iou_threshold), tf.equal(index, top))
+        members = tf.logical_or(tf.logical_and(remaining, iou(b[top], b) > iou_threshold), tf.equal(index, top))
         w = tf.where(members, s, 0.0)
         w = w / tf.reduce_sum(w)
         return (tf.logical_and(remaining, tf.logical_not(members)),
@@ -100,7 +127,7 @@ def largest_first_suppressed(boxes, iou_threshold: float = SUPPRESS_IOU):
     k = tf.shape(b)[0]
 
     def step(i, kept):
-        overlap = tf.reduce_any(tf.logical_and(kept, _iou(b[i], b) > iou_threshold))
+        overlap = tf.reduce_any(tf.logical_and(kept, iou(b[i], b) > iou_threshold))
         return i + 1, tf.tensor_scatter_nd_update(kept, [[i]], [tf.logical_not(overlap)])
 
     _, kept = tf.while_loop(lambda i, kept: i < k, step, [tf.constant(0), tf.zeros([k], tf.bool)])
@@ -133,12 +160,8 @@ class BlazeFaceGraph(tf.Module):
         n = self.input_size
         x, (sx, sy), (px, py) = letterbox(image, n)
         regressors, logits = self.network(x[None])
-        r = tf.cast(regressors[0], tf.float64) / float(n)
-        centre = r[:, :2] + self.anchors
-        boxes = tf.concat([centre - r[:, 2:4] / 2, centre + r[:, 2:4] / 2], axis=1)
-        keypoints = r[:, 4:16] + tf.tile(self.anchors, [1, 6])
-        scores = tf.sigmoid(tf.clip_by_value(tf.cast(tf.reshape(logits[0], [-1]), tf.float64), -SCORE_CLIP,
-                                             SCORE_CLIP))
+        boxes, scores, keypoints = decode(regressors[0], logits[0], self.anchors, n)
+        keypoints = tf.reshape(keypoints, [-1, 12])
         keep = scores >= self.min_score
         boxes, scores, keypoints = weighted_nms(tf.boolean_mask(boxes, keep), tf.boolean_mask(scores, keep),
                                                 tf.boolean_mask(keypoints, keep), self.iou_threshold)
@@ -152,37 +175,7 @@ class BlazeFaceGraph(tf.Module):
         """RGB uint8 ``(H, W, 3)`` -> ``(boxes (K, 4), scores (K,), keypoints (K, 6, 2))`` float64, image px:
         the calibrated landmark-like boxes, largest first, as the Python detector returns them."""
         boxes, scores, keypoints = self.raw(image)
-        dx, dy, csx, csy = tf.unstack(self.calibration)
-        w = boxes[:, 2] - boxes[:, 0]
-        cx = (boxes[:, 0] + boxes[:, 2]) / 2 + dx * w
-        cy = (boxes[:, 1] + boxes[:, 3]) / 2 + dy * w
-        calibrated = tf.stack([cx - csx * w / 2, cy - csy * w / 2, cx + csx * w / 2, cy + csy * w / 2], axis=1)
+        calibrated = calibrate(boxes, self.calibration)
         order = largest_first_suppressed(calibrated)
         return tf.gather(calibrated, order), tf.gather(scores, order), tf.gather(keypoints, order)
-
-
-def pose_angles(vertices, canonical):
-    """Head pose ``(yaw, pitch, roll)`` degrees (float64 ``(3,)``) of ``(P, 3)`` face vertices, in graph ops.
-
-    As :func:`prnet.mesh.pose.estimate_pose`: the rotation of the least-squares similarity
-    ``vertices ~ s R canonical + t`` (Umeyama, proper rotation), moved to the y-up frame
-    (``F R F``, ``F = diag(1, -1, 1)``) and read as ``Rx(pitch) Ry(yaw) Rz(roll)``
-    (:func:`prnet.core.transforms.rotation_to_euler`, gimbal lock: roll 0). ``vertices`` may be in crop
-    or image pixels (the crop differs by a uniform scale and a shift only: same rotation).
-    """
-    src = tf.cast(canonical, tf.float64)
-    dst = tf.cast(vertices, tf.float64)
-    sc = src - tf.reduce_mean(src, 0)
-    dc = dst - tf.reduce_mean(dst, 0)
-    cov = tf.matmul(dc, sc, transpose_a=True) / tf.cast(tf.shape(src)[0], tf.float64)
-    _, u, v = tf.linalg.svd(cov)
-    one = tf.ones([], tf.float64)
-    d = tf.where(tf.linalg.det(u) * tf.linalg.det(v) < 0, -one, one)  # a proper rotation, never a reflection
-    rot = tf.matmul(u * tf.stack([one, one, d]), v, transpose_b=True)
-    r = rot * tf.constant([[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, -1.0, 1.0]], tf.float64)  # F R F
-    yaw = tf.asin(tf.clip_by_value(-r[0, 2], -1.0, 1.0))
-    regular = tf.abs(r[0, 2]) < 1 - 1e-9
-    pitch = tf.where(regular, tf.atan2(r[1, 2], r[2, 2]), tf.atan2(-r[2, 1], r[1, 1]))
-    roll = tf.where(regular, tf.atan2(r[0, 1], r[0, 0]), tf.zeros([], tf.float64))
-    return tf.stack([yaw, pitch, roll]) * (180.0 / 3.141592653589793)
 
