@@ -39,13 +39,14 @@ def main():
     args = parser.parse_args()
 
     from machine import machine_description
-    from oracle import mean_face_crop_posmap, oracle_face, synthetic
 
     from prnet.core.images import read_image
     from prnet.core.uv import load_uv_template
     from prnet.data.annotations import sidecar_landmarks
     from prnet.inference.predictor import Predictor
     from prnet.inference.results import swap_faces
+
+    from oracle import mean_face_crop_posmap, oracle_face, synthetic
 
     shared = Path(args.shared)
     template = load_uv_template(shared / "prnet-assets" / "uv-data")

@@ -88,10 +88,42 @@ def lp_manual_dir(samples_dir, bfm_files, tmp_path_factory) -> Path:
     return manual
 
 
+#: The session's one overfit run (tests/trained.py), started by :func:`_overfit_in_background`.
+_OVERFIT = {}
+
+
+def _uses_overfit_run(item) -> bool:
+    return "overfit_run" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config, items):
+    """The modules whose tests use the session's overfit run go last (each kept whole, in order), so that
+    the run, started in the background at the first test, overlaps every other test."""
+    late = {item.module for item in items if _uses_overfit_run(item)}
+    items[:] = [i for i in items if i.module not in late] + [i for i in items if i.module in late]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _overfit_in_background(request, tmp_path_factory):
+    """Start train.py's overfit run (``trained.PendingOverfitRun``) at the session's first test when a
+    collected test needs it; end it at the session's end if it is still going."""
+    assets = _shared_dir() / "prnet-assets" / "uv-data"
+    if assets.is_dir() and any(_uses_overfit_run(item) for item in request.session.items):
+        from trained import PendingOverfitRun
+
+        _OVERFIT["pending"] = PendingOverfitRun(tmp_path_factory.mktemp("overfit"), assets)
+    yield
+    if "pending" in _OVERFIT:
+        _OVERFIT.pop("pending").stop()
+
+
 @pytest.fixture(scope="session")
 def overfit_run(assets_dir, tmp_path_factory):
-    """train.py's overfit run of a small network (``tests/trained.py``), once per session (~1-2 min on
-    2 cores): the trained weights for reduced-precision tests, and the run that test_training checks."""
-    from trained import overfit_run as run
+    """train.py's overfit run of a small network (``tests/trained.py``), once per session, started in the
+    background at the first test: the trained weights for reduced-precision tests, and the run that
+    test_training checks."""
+    from trained import PendingOverfitRun
 
-    return run(tmp_path_factory.mktemp("overfit"), assets_dir)
+    if "pending" not in _OVERFIT:  # e.g. requested through getfixturevalue
+        _OVERFIT["pending"] = PendingOverfitRun(tmp_path_factory.mktemp("overfit"), assets_dir)
+    return _OVERFIT["pending"].result()

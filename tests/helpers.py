@@ -25,6 +25,14 @@ def run_cli(target, *args, env=None, timeout=None, cwd=REPO) -> subprocess.Compl
     variable). ``timeout`` in seconds, :data:`HANG_GUARD_S` by default; ``cwd`` defaults to the repository
     root.
     """
+    cmd, child_env = cli_command(target, *args, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, env=child_env,
+                          timeout=HANG_GUARD_S if timeout is None else timeout, cwd=str(cwd))
+
+
+def cli_command(target, *args, env=None) -> tuple[list, dict]:
+    """``(argv, environment)`` of :func:`run_cli`'s child, for callers that start it themselves
+    (``subprocess.Popen``): same ``target``, ``args`` and ``env`` rules."""
     if isinstance(target, (list, tuple)):
         cmd = [sys.executable, *map(str, target)]
     elif isinstance(target, Path) or str(target).endswith(".py"):
@@ -43,5 +51,4 @@ def run_cli(target, *args, env=None, timeout=None, cwd=REPO) -> subprocess.Compl
             child_env.pop(key, None)
         else:
             child_env[key] = str(value)
-    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, env=child_env,
-                          timeout=HANG_GUARD_S if timeout is None else timeout, cwd=str(cwd))
+    return [*cmd, *map(str, args)], child_env

@@ -175,7 +175,7 @@ def test_cli_errors_are_one_clear_line(data, tmp_path):
 
 # ----------------------------------------------------------------------------- in-process checks
 
-class OracleBackend:
+class QueuedPosmapBackend:
     """Returns the ground-truth position maps (crop pixels) of ``samples`` in order: a perfect model."""
 
     def __init__(self, posmaps):
@@ -210,7 +210,7 @@ def test_perfect_model_scores_zero_dense_error(data, standin_bfm, template, tmp_
     cfg = EvalConfig(output_dir=str(tmp_path), dataset_dir=str(data["samples"]), assets_dir=str(data["assets"]),
                      bfm=str(standin_bfm / "BFM.mat"), bfm_uv=str(standin_bfm / "BFM_UV.mat"), batch_size=5,
                      progress=False)
-    oracle = Predictor(OracleBackend(posmaps), detector=None, template=template, batch_size=5)
+    oracle = Predictor(QueuedPosmapBackend(posmaps), detector=None, template=template, batch_size=5)
     res = evaluation.evaluate(cfg, predictor=oracle, model_info={"description": "oracle"})
     rows = _read_csv(tmp_path / "results.csv")
     for key in ("dense_2d", "dense_3d", "reconstruction_3d"):
@@ -232,7 +232,7 @@ def _tiny_backend():
     return KerasBackend(build_resfcn256(weight_decay=0.0, size=4), random_weights=True)
 
 
-class BoxDetector:
+class KnownBoxDetector:
     """Returns the ground-truth landmark box for some images and nothing for the others."""
 
     box_rule = "bbox"
@@ -259,7 +259,7 @@ def test_detector_crops_and_fallback(data, template):
     boxes = {}
     for s in samples[:4]:
         boxes[_key(s.load_image())] = np.array([[0, 0, 5, 5], landmarks_bbox(s.landmarks)])
-    detector = BoxDetector(boxes)
+    detector = KnownBoxDetector(boxes)
     found = {s.id for s in samples[:4]}
     recs = evaluation.run_inference(Predictor(backend, detector=detector, template=template), samples,
                                     crop="detector", batch_size=4, progress=False)

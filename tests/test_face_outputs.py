@@ -7,12 +7,13 @@ import re
 import cv2
 import numpy as np
 import pytest
-from oracle import oracle_face, similarity_face, synthetic
 from scipy.io import loadmat
 
 from prnet.mesh.ply import read_ply, write_ply
 from prnet.outputs import faces as face_outputs
 from prnet.outputs.faces import OUTPUT_KINDS, WRITERS, TextureOptions, write_face_outputs
+
+from oracle import oracle_face, similarity_face, synthetic
 
 EXPECTED_FILES = {
     "obj": ["f.obj"], "landmarks": ["f_landmarks.txt"], "pose": ["f_pose.txt"], "depth": ["f_depth.png"],
@@ -208,9 +209,9 @@ def test_demo_cli_writes_every_output_kind(tmp_path, samples_dir, assets_dir):
 
 def test_crop_output_is_the_network_input(uv_template, tmp_path):
     """`crop` (the original's isImage) writes exactly the 256x256 crop the backend received."""
-    from oracle import OracleBackend
-
     from prnet.inference.predictor import Predictor
+
+    from oracle import OracleBackend
 
     class Recording(OracleBackend):
         def __call__(self, crops):

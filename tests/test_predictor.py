@@ -12,6 +12,8 @@ from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256, randomize_batch
 from prnet.model.runtime import KerasBackend, SavedModelBackend, TFLiteBackend
 from prnet.weights.formats import infer_base_size
 
+from oracle import mean_face_crop_posmap
+
 
 # ----------------------------------------------------------------------------- helpers
 class ConstantBackend:
@@ -348,7 +350,7 @@ def test_mean_face_through_detector_chain_lands_on_annotated_faces(uv_template, 
         detector = make_detector("opencv")
     except DetectorUnavailableError as e:
         pytest.skip(str(e))
-    pos = _mean_face_in_crop(uv_template)
+    pos = mean_face_crop_posmap(uv_template)
     predictor = Predictor(ConstantBackend(pos), detector=detector, template=uv_template)
     mats = sorted(samples_dir.glob("aflw2000-3d/*.mat")) + sorted(samples_dir.glob("300w-lp/[AH]*[!p]/*.mat"))
     errors = []
@@ -365,18 +367,6 @@ def test_mean_face_through_detector_chain_lands_on_annotated_faces(uv_template, 
 
 
 # ----------------------------------------------------------------------------- default weights via the export
-def _mean_face_in_crop(uv_template):
-    """The template's mean face as a crop-pixel position map, scaled and centred the way the
-    x1.6 landmark crop rule frames a face (landmark box 256/1.6 wide, centred at 128)."""
-    pos = _canonical_posmap(uv_template)
-    kpt = pos[uv_template.kpt_ind[:, 1], uv_template.kpt_ind[:, 0]]
-    centre = (kpt[:, :2].min(0) + kpt[:, :2].max(0)) / 2
-    scale = (256 / 1.6) / np.ptp(kpt[:, :2], axis=0).mean()
-    face = uv_template.face_mask > 0
-    pos[face] = (pos[face] - np.r_[centre, 0]) * scale + np.r_[128.0, 128.0, 0.0]
-    return pos
-
-
 def _small_trained_like_model(seed):
     """A size-4 ResFCN256 with random, trained-like BatchNorm statistics (outputs vary with the seed)."""
     import keras
@@ -500,7 +490,7 @@ def test_mean_face_through_pts_annotation_crop_lands_on_the_annotation(uv_templa
     and expressive face; a crop moved by the face width gives > 0.5), and the crop contains them all."""
     from prnet.data.annotations import load_pts
 
-    pos = _mean_face_in_crop(uv_template)
+    pos = mean_face_crop_posmap(uv_template)
     predictor = Predictor(ConstantBackend(pos), detector=None, template=uv_template)
     image = samples_dir / "faces" / name
     gt = load_pts(image.with_suffix(".pts"))

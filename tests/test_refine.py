@@ -12,10 +12,11 @@ import glob
 
 import numpy as np
 import pytest
-from oracle import truth_posmap
 
 from prnet.core import crop as cropping
 from prnet.inference.predictor import Predictor
+
+from oracle import truth_posmap
 
 SHIFTS = [(-0.15, 0, 1), (0.15, 0, 1), (0, -0.15, 1), (0, 0.15, 1), (0, 0, 0.85), (0, 0, 1.15),
           (0.15, 0.15, 1.15), (-0.15, -0.15, 0.85), (0.15, -0.15, 0.85)]

@@ -7,7 +7,6 @@ returned through the real Predictor chain as a perfect network would.
 import cv2
 import numpy as np
 import pytest
-from oracle import mirrored_posmap, oracle_face, psnr, synthetic
 
 from prnet.errors import UVInputError
 from prnet.inference.results import swap_faces
@@ -15,6 +14,7 @@ from prnet.mesh import swap as swapping
 from prnet.mesh.render import render_colors, render_depth
 
 from helpers import run_cli
+from oracle import mirrored_posmap, oracle_face, psnr, synthetic
 
 
 @pytest.mark.parametrize("seed,yaw", [(0, -15.0), (1, 10.0), (2, 55.0)])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from trained import OVERFIT_STEPS
 
 from helpers import run_cli
+from trained import OVERFIT_STEPS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def _random_source(n=12, seed=0):
 
 def _run_worker(mode, tmp_path, *args):
     # TF_ENABLE_ONEDNN_OPTS unset: TensorFlow's default (oneDNN on), whatever other tests set.
-    proc = run_cli(Path(__file__), mode, tmp_path, *args, env={"TF_ENABLE_ONEDNN_OPTS": None}, timeout=timeout)
+    proc = run_cli(Path(__file__), mode, tmp_path, *args, env={"TF_ENABLE_ONEDNN_OPTS": None})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return json.loads(lines[-1][len("RESULT "):])

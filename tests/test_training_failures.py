@@ -216,7 +216,7 @@ def tiny_data(tmp_path_factory, assets_dir):
 
 def _train_py(model_dir, data_dir, assets_dir, *extra):
     return run_cli(REPO_ROOT / "train.py", f"--model_dir={model_dir}", f"--data_dir={data_dir}",
-                   f"--assets_dir={assets_dir}", *TRAIN_FLAGS, *extra, timeout=timeout)
+                   f"--assets_dir={assets_dir}", *TRAIN_FLAGS, *extra)
 
 
 def _one_line_error(proc, code=2):

@@ -14,7 +14,6 @@ each visible face's true landmark box, shifted and scaled by 10 %, and records t
 import cv2
 import numpy as np
 import pytest
-from oracle import truth_posmap
 
 from prnet.core import crop as cropping
 from prnet.errors import ImageReadError
@@ -23,6 +22,7 @@ from prnet.inference.predictor import Predictor
 from prnet.outputs.video import RESULT_FIELDS, process_video
 
 from helpers import run_cli
+from oracle import truth_posmap
 
 SHAPE = (300, 400)  # frame (H, W)
 
@@ -89,7 +89,7 @@ class FrameOracle:
         return np.asarray(out, np.float32)
 
 
-class BoxDetector:
+class ShiftedTruthDetector:
     """The true landmark box of every face whose centre is in the frame, moved by 10 % of its side
     and scaled by 0.9, largest first; records the frames (by their blue code) it ran on."""
 
@@ -140,7 +140,7 @@ def clip(takeo, template, n, paths):
 
 def run_tracker(truths, template, detect_every, glitch=(), max_faces=None):
     oracle = FrameOracle(truths, template, glitch)
-    detector = BoxDetector(truths, template)
+    detector = ShiftedTruthDetector(truths, template)
     tracker = video.FaceTracker(Predictor(oracle, detector=detector, template=template), detect_every=detect_every,
                                 max_faces=max_faces)
     frames = [tracker.update(coordinate_frame(k)) for k in range(len(truths))]
@@ -227,7 +227,7 @@ class ListSource:
 
 def test_video_and_results_files_round_trip(takeo, uv_template, tmp_path):
     truths, marks = clip(takeo, uv_template, 12, [one_face])
-    predictor = Predictor(FrameOracle(truths, uv_template), detector=BoxDetector(truths, uv_template),
+    predictor = Predictor(FrameOracle(truths, uv_template), detector=ShiftedTruthDetector(truths, uv_template),
                           template=uv_template)
     frames = [coordinate_frame(k) for k in range(12)]
     seen = []
@@ -271,7 +271,7 @@ def test_video_and_results_files_round_trip(takeo, uv_template, tmp_path):
 @pytest.mark.parametrize("failure", ["bad frame", "ctrl-c"])
 def test_an_error_or_ctrl_c_mid_video_leaves_nothing(takeo, uv_template, tmp_path, failure):
     truths, _ = clip(takeo, uv_template, 6, [one_face])
-    predictor = Predictor(FrameOracle(truths, uv_template), detector=BoxDetector(truths, uv_template),
+    predictor = Predictor(FrameOracle(truths, uv_template), detector=ShiftedTruthDetector(truths, uv_template),
                           template=uv_template)
 
     class Broken(ListSource):

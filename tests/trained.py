@@ -12,7 +12,8 @@ the session fixture ``overfit_run``; import as ``from trained import ...`` (like
 The run: 8 fixed examples, the whole set as one batch (so BatchNorm's training-mode statistics are
 those of the 8 examples, which its moving averages converge to with momentum 0.9), no augmentation,
 no weight decay, Adam at a constant 2e-3 (>= 3e-3 kills the 3-channel ReLU layers at the end of the
-decoder: the output collapses to a constant map). The first ~90 steps only reach the mean map.
+decoder: the output collapses to a constant map). The first ~90 steps only reach the mean map. One
+checkpoint, at the end (each step is an epoch here, so the default "every epoch end" wrote 500).
 Measured at 500 steps (inference mode, vs the mean map): loss 0.26x / NME 0.41x with oneDNN
 (TensorFlow's default, pinned below), 0.19x / 0.47x with TF_ENABLE_ONEDNN_OPTS=0.
 """
@@ -25,7 +26,7 @@ import numpy as np
 
 import tfds_builders
 
-from helpers import run_cli
+from helpers import HANG_GUARD_S, cli_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASET, SPLIT, SIZE = "prnet_synthetic/tiny", "train[:8]", 4
@@ -33,7 +34,7 @@ OVERFIT_STEPS = 500
 OVERFIT_FLAGS = [f"--dataset={DATASET}", f"--train_split={SPLIT}", f"--val_split={SPLIT}",
                  f"--model_size={SIZE}", "--batch_size=8", "--learning_rate=2e-3", "--lr_decay_epochs=1000000",
                  "--weight_decay=0", "--bn_momentum=0.9", "--noaugment", "--weight_mask=paper",
-                 "--shuffle_buffer=8", "--log_every=10", "--val_every=100", "--checkpoint_every=0",
+                 "--shuffle_buffer=8", "--log_every=10", "--val_every=100", f"--checkpoint_every={OVERFIT_STEPS}",
                  "--image_summaries=2", "--noprogress", f"--epochs={OVERFIT_STEPS}"]
 
 
@@ -66,12 +67,46 @@ class OverfitRun:
         return load_keras_model(self.weights)
 
 
+class PendingOverfitRun:
+    """train.py's overfit recipe running in a background process (started by ``conftest.py`` when the
+    session's first test starts, so that it overlaps the tests that do not need it); :meth:`result` waits.
+
+    Builds ``prnet_synthetic/tiny`` into ``workdir/tfds`` first (train.py never builds; in this process,
+    about 10 s), then starts train.py into ``workdir/run`` (TF_ENABLE_ONEDNN_OPTS unset: TensorFlow's
+    default, oneDNN on), its output going to ``workdir/train.out`` / ``train.err`` (a pipe could fill up
+    and stall it while nobody reads)."""
+
+    def __init__(self, workdir, assets_dir):
+        self.workdir, self.assets_dir = Path(workdir), Path(assets_dir)
+        tfds_builders.BUILDERS["prnet_synthetic"](config="tiny", data_dir=str(self.workdir / "tfds"),
+                                                  assets_dir=str(assets_dir)).download_and_prepare()
+        self.args, env = cli_command(REPO_ROOT / "train.py", f"--model_dir={self.workdir / 'run'}",
+                                     f"--data_dir={self.workdir / 'tfds'}", f"--assets_dir={assets_dir}",
+                                     *OVERFIT_FLAGS, env={"TF_ENABLE_ONEDNN_OPTS": None})
+        with open(self.workdir / "train.out", "w") as out, open(self.workdir / "train.err", "w") as err:
+            self._proc = subprocess.Popen(self.args, stdout=out, stderr=err, text=True, env=env, cwd=str(REPO_ROOT))
+        self._result = None
+
+    def result(self) -> OverfitRun:
+        """Wait for the run (at most :data:`helpers.HANG_GUARD_S`) and return it."""
+        if self._result is None:
+            try:
+                code = self._proc.wait(timeout=HANG_GUARD_S)
+            except subprocess.TimeoutExpired:
+                self.stop()
+                raise
+            proc = subprocess.CompletedProcess(self.args, code, (self.workdir / "train.out").read_text(),
+                                               (self.workdir / "train.err").read_text())
+            self._result = OverfitRun(self.workdir / "run", self.workdir / "tfds", self.assets_dir, proc)
+        return self._result
+
+    def stop(self):
+        """End the run if it is still going (the session ended without needing it)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+
 def overfit_run(workdir, assets_dir) -> OverfitRun:
-    """Build ``prnet_synthetic/tiny`` into ``workdir/tfds`` (train.py never builds) and run train.py's
-    overfit recipe into ``workdir/run`` (TF_ENABLE_ONEDNN_OPTS unset: TensorFlow's default, oneDNN on)."""
-    workdir = Path(workdir)
-    tfds_builders.BUILDERS["prnet_synthetic"](config="tiny", data_dir=str(workdir / "tfds"),
-                                              assets_dir=str(assets_dir)).download_and_prepare()
-    proc = run_cli(REPO_ROOT / "train.py", f"--model_dir={workdir / 'run'}", f"--data_dir={workdir / 'tfds'}",
-                   f"--assets_dir={assets_dir}", *OVERFIT_FLAGS, env={"TF_ENABLE_ONEDNN_OPTS": None})
-    return OverfitRun(workdir / "run", workdir / "tfds", Path(assets_dir), proc)
+    """The overfit run, in the foreground: :class:`PendingOverfitRun` started and waited for."""
+    return PendingOverfitRun(workdir, assets_dir).result()

@@ -10,6 +10,10 @@ from prnet.errors import ExportError
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 #: Smallest image side (pixels) a request may send.
 MIN_IMAGE_SIDE = 16
+#: Smallest box width / height (pixels) ``predict_images`` accepts.
+MIN_BOX_SIDE = 8.0
+#: Largest box width / height ``predict_images`` accepts, in multiples of the image width / height.
+MAX_BOX_FACTOR = 4.0
 #: Default number of faces per image ``predict_images_detect`` returns at most (``export.py --max_faces``).
 DEFAULT_MAX_FACES = 8
 

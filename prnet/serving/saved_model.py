@@ -48,8 +48,8 @@ says what is wrong and what to send instead:
   once (``tf.map_fn``), so a request holds at most ~10 x 3 bytes x ``max_image_pixels`` of decoded
   pixels plus one float copy of each crop window;
 * a box (other than four zeros) has finite coordinates, ``x1 > x0`` and ``y1 > y0``, a width and
-  height of at least :data:`~prnet.serving.ops.crop.MIN_BOX_SIDE` pixels and at most
-  :data:`~prnet.serving.ops.crop.MAX_BOX_FACTOR` times the image width / height, and overlaps the
+  height of at least :data:`~prnet.serving.limits.MIN_BOX_SIDE` pixels and at most
+  :data:`~prnet.serving.limits.MAX_BOX_FACTOR` times the image width / height, and overlaps the
   image (``x0 < W - 1``, ``x1 > 0``, ``y0 < H - 1``, ``y1 > 0`` for pixel centres ``0 .. W - 1`` /
   ``0 .. H - 1`` of the image as displayed).
 """

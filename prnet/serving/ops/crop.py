@@ -14,13 +14,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from prnet.core.crop import CROP_SIZE, LANDMARK_SCALE
-from prnet.serving.limits import DEFAULT_MAX_IMAGE_PIXELS
+from prnet.serving.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_BOX_FACTOR, MIN_BOX_SIDE
 from prnet.serving.ops.image_bytes import checked, checked_header, decode_oriented
-
-#: Smallest box width / height (pixels).
-MIN_BOX_SIDE = 8.0
-#: Largest box width / height, in multiples of the image width / height.
-MAX_BOX_FACTOR = 4.0
 
 
 def landmark_square(box):
@@ -71,7 +66,7 @@ def crop_encoded(data, box, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     Returns ``(crop float32 (256, 256, 3) in [0, 1], tform float32 (3, 3) image -> crop px)``,
     the same crop as ``prnet.core.crop.warp_crop(image, crop_transform(*box_from_bbox(box)))``
     (bilinear, black outside the image). Requests outside the limits (the image's: :func:`checked_header`;
-    the box's: :data:`MIN_BOX_SIDE`, :data:`MAX_BOX_FACTOR`, overlapping the image) fail with
+    the box's: :mod:`prnet.serving.limits`, overlapping the image) fail with
     ``InvalidArgumentError`` before the image is decoded.
     """
     data, stored_h, stored_w, orientation, hi, wi = checked_header(data, max_image_pixels)
