@@ -96,9 +96,25 @@ def _uses_overfit_run(item) -> bool:
     return "overfit_run" in getattr(item, "fixturenames", ())
 
 
+#: Fixtures that train or export a network (tens of seconds each): every test that uses one, directly or
+#: through another fixture, is marked ``slow`` (deselected by the fast lane ``pytest -m "not slow"``).
+SLOW_FIXTURES = frozenset({
+    "overfit_run",       # train.py's overfit run (tests/trained.py)
+    "exported",          # export sets: test_export, test_openvino, test_precision_accuracy
+    "export_set",        # test_bf16
+    "saved_model",       # test_serving_detect, test_serving_failures
+    "mean_face_model",   # a constant SavedModel (test_swap)
+    "cli_run",           # evaluate.py in a subprocess (test_evaluate)
+})
+
+
 def pytest_collection_modifyitems(config, items):
-    """The modules whose tests use the session's overfit run go last (each kept whole, in order), so that
-    the run, started in the background at the first test, overlaps every other test."""
+    """Tests using a :data:`SLOW_FIXTURES` fixture are marked ``slow``. The modules whose tests use the
+    session's overfit run go last (each kept whole, in order), so that the run, started in the background
+    at the first test, overlaps every other test."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     late = {item.module for item in items if _uses_overfit_run(item)}
     items[:] = [i for i in items if i.module not in late] + [i for i in items if i.module in late]
 

@@ -5,12 +5,15 @@ found, no false positives. Speed is printed, never asserted."""
 import re
 from pathlib import Path
 
+import pytest
+
 from helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 BANDS = ("?", "|yaw| < 45", "|yaw| >= 45")
 
 
+@pytest.mark.slow
 def test_detector_benchmark_default_detector_meets_the_goals(samples_dir):
     shared_dir = samples_dir.parent
     result = run_cli(REPO / "benchmarks" / "bench_detect.py", "--detectors", "blazeface", "--shared_dir", shared_dir)

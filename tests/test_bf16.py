@@ -228,6 +228,7 @@ def test_official_weights_in_bf16_run_in_process(model, crops, reference, tmp_pa
         Predictor.from_weights(None, backend="saved_model", precision="bfloat16", detector=None, download=False)
 
 
+@pytest.mark.slow
 def test_demo_runs_in_bf16_and_says_so(weights_file, shared_dir, assets_dir, tmp_path):
     photo = shared_dir / "samples" / "aflw2000-3d" / "image00050.jpg"
     out = tmp_path / "demo"
@@ -239,6 +240,7 @@ def test_demo_runs_in_bf16_and_says_so(weights_file, shared_dir, assets_dir, tmp
     assert any("bfloat16" in line for line in header), header
 
 
+@pytest.mark.slow
 def test_evaluate_records_bf16(weights_file, shared_dir, assets_dir, tmp_path):
     out = tmp_path / "eval"
     proc = run_cli(REPO / "evaluate.py", "--weights", weights_file, "--precision", "bfloat16",

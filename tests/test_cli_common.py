@@ -245,3 +245,29 @@ def test_export_random_weights_is_marked(tmp_path, assets_dir):
     others = _foreign_lines(result.stderr, "prnet-export")
     assert all(line.startswith("export:") for line in others), result.stderr  # the export's progress bar
 
+
+
+@pytest.mark.slow
+def test_installed_build_train_evaluate_chain_is_quiet_and_logs_nme_in_percent(tmp_path, samples_dir, shared_dir,
+                                                                               assets_dir):
+    env = {"TF_CPP_MIN_LOG_LEVEL": None}
+    data = run_cli("prnet-build-data", "--dataset=prnet_synthetic/tiny", f"--data_dir={tmp_path / 'tfds'}",
+                   f"--assets_dir={assets_dir}", env=env, timeout=600)
+    assert data.returncode == 0, data.stderr
+    assert _foreign_lines(data.stderr, "prnet-build-data") == [], data.stderr  # TFDS bars: terminals only
+    run = tmp_path / "run"
+    train = run_cli("prnet-train", "--dataset=prnet_synthetic/tiny", f"--data_dir={tmp_path / 'tfds'}",
+                    f"--assets_dir={assets_dir}", f"--output_dir={run}", "--model_size=4", "--batch_size=4",
+                    "--epochs=1", "--steps_per_epoch=2", "--noprogress", "--image_summaries=0", env=env, timeout=600)
+    assert train.returncode == 0, train.stderr
+    assert _foreign_lines(train.stderr, "prnet-train") == [], train.stderr  # no TFDS / checkpoint / TF lines
+    assert "strategy default with 1 replica(s)" in train.stdout, train.stdout  # not tf's private class name
+    match = re.search(r"validation nme_2d=(\d+\.\d\d)%, nme_3d=(\d+\.\d\d)%", train.stdout)
+    assert match and 1.0 < float(match.group(1)) < 1000.0, train.stdout  # percent (a fraction reads 0.xx)
+    evaluate = run_cli("prnet-evaluate", f"--weights={run / 'final.weights.h5'}", "--noprogress",
+                       f"--dataset_dir={samples_dir / 'aflw2000-3d'}", f"--assets_dir={assets_dir}",
+                       f"--gt_dir={shared_dir / 'reference' / 'aflw2000-3d-3ddfa'}",
+                       f"--output_dir={tmp_path / 'eval'}", env=env, timeout=600)
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert _foreign_lines(evaluate.stderr, "prnet-evaluate") == [], evaluate.stderr
+    assert "NME (%)" in evaluate.stdout and (tmp_path / "eval" / "results.json").is_file()

@@ -296,14 +296,6 @@ def test_truncated_data_file_fails_cleanly(fake_official, tmp_path):
     assert list(tmp_path.glob("*.h5")) == []
 
 
-def test_cli_help_documents_every_flag():
-    result = run_cli("prnet.cli.convert", "--help")
-    assert result.returncode == 0, result.stderr
-    text = result.stdout + result.stderr
-    for flag in ("--checkpoint:", "--output:", "--[no]download:", "--[no]verify:", "--[no]force:"):
-        assert flag in text
-
-
 @pytest.mark.slow
 def test_cli_converts_and_fails_cleanly(fake_official, tmp_path):
     prefix = fake_official[0]

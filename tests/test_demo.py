@@ -12,9 +12,6 @@ from prnet.inference.detect import available_detectors
 
 from helpers import run_cli
 
-FLAG_NAMES = ("input", "output", "weights", "backend", "download", "smoke_test_random_weights", "detector", "uv_dir",
-              "batch_size", "max_faces", "outputs", "texture", "annotations", "refine")
-
 
 def _run(args, env_extra=None, timeout=None, entry_point=False):
     # entry_point: call run() the way the `prnet-demo` console script does (sys.argv[0] is not the module).
@@ -29,11 +26,10 @@ def _needs_detector():
 
 
 @pytest.mark.parametrize("entry_point", [False, True])
-def test_help_documents_every_flag(entry_point):
+def test_help_explains_exit_status(entry_point):
     result = _run(["--help"], entry_point=entry_point)
-    assert result.returncode in (0, 1), result.stderr  # absl exits 1 after printing --help
-    for name in FLAG_NAMES:
-        assert f"--{name}" in result.stdout or f"--[no]{name}" in result.stdout, name
+    assert result.returncode == 0, result.stderr
+    # Every flag is listed: tests/test_cli_common.py (derived from the flag registry).
     assert "Exit status" in result.stdout
 
 

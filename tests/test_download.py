@@ -323,6 +323,7 @@ def _save_small_weights(path, seed):
     return model
 
 
+@pytest.mark.slow
 def test_official_saved_model_is_exported_once_and_follows_the_weights(tmp_path, monkeypatch):
     """A size-4 model's weights stand in for the converted official weights in the cache."""
     import json
@@ -377,6 +378,7 @@ def test_official_saved_model_is_exported_once_and_follows_the_weights(tmp_path,
     assert len(calls) == 3 and (export / "variables" / "variables.index").is_file()
 
 
+@pytest.mark.slow
 def test_failed_export_keeps_the_previous_one_and_its_stamp(tmp_path, monkeypatch):
     import json
 

@@ -182,6 +182,7 @@ def test_demo_help_lists_the_new_outputs():
     assert re.search(r"--outputs", proc.stdout)
 
 
+@pytest.mark.slow
 def test_demo_cli_writes_every_output_kind(tmp_path, samples_dir, assets_dir):
     """The flags reach the writers: every --outputs kind, --texture_size, --mask_texture, --texture
     (random weights: a pipeline check; the face is cropped from einstein.pts)."""

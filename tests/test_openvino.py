@@ -204,6 +204,7 @@ def test_too_old_openvino_is_refused(exported, monkeypatch):
         OpenVINOBackend(exported["float32"])
 
 
+@pytest.mark.slow
 def test_demo_runs_openvino(exported, samples_dir, assets_dir, uv_template, tmp_path):
     """prnet-demo --backend openvino --weights <SavedModel>: the landmarks of the in-process SavedModel run."""
     photo = samples_dir / "faces" / "prnet_test_0.jpg"
@@ -219,6 +220,7 @@ def test_demo_runs_openvino(exported, samples_dir, assets_dir, uv_template, tmp_
     np.testing.assert_allclose(np.loadtxt(out / "prnet_test_0_0_landmarks.txt"), expected[0].landmarks, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_demo_without_openvino_fails_with_the_install_command(exported, samples_dir, tmp_path):
     code = ("import sys; sys.modules['openvino'] = None; from prnet.cli.demo import run; "
             f"sys.argv = ['prnet-demo', '--backend=openvino', '--weights={exported['saved_model']}', "

@@ -375,6 +375,7 @@ def _small_trained_like_model(seed):
     return randomize_batchnorm(build_resfcn256(weight_decay=0.0, size=4), seed=seed)
 
 
+@pytest.mark.slow
 def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_path, monkeypatch):
     """Small weights stand in for the converted official ones: the default predictor exports them
     once into the cache, runs the SavedModel, and agrees with the Keras model (<= 1e-3 px)."""
@@ -441,6 +442,7 @@ def test_unwritable_cache_falls_back_to_the_keras_model(tmp_path, monkeypatch):
         Predictor.from_weights(None, backend="saved_model", detector=None, download=False)
 
 
+@pytest.mark.slow
 def test_training_checkpoint_folder_and_prefix(tmp_path):
     """A CheckpointManager folder as train.py writes it (model + optimizer state): the newest
     checkpoint is used, with the base width read from it; a TF2 prefix picks that checkpoint."""

@@ -90,6 +90,7 @@ def test_log_level_0_shows_the_banners(tmp_path, assets_dir):
     assert _banner_lines(result.stderr), result.stderr
 
 
+@pytest.mark.slow
 def test_quiet_import_of_other_modules_filters_their_lines_too(tmp_path):
     # A module imported with TensorFlow (as the tools import tfds_builders) that writes a banner line and
     # an ordinary line to file descriptor 2 and one through Python's logging (as Apache Beam does).

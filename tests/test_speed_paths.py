@@ -171,6 +171,7 @@ def test_cli_help_does_not_import_tensorflow(tool, flag):
     assert "TF_NOT_LOADED" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_sets_the_tensorflow_log_level_only_when_the_user_has_not():
     from helpers import run_cli
 
@@ -179,6 +180,7 @@ def test_cli_sets_the_tensorflow_log_level_only_when_the_user_has_not():
     assert run_cli(["-c", code], env={"TF_CPP_MIN_LOG_LEVEL": "0"}).stdout.strip() == "0"
 
 
+@pytest.mark.slow
 def test_quiet_import_keeps_other_stderr_lines():
     from helpers import run_cli
 
@@ -193,6 +195,7 @@ def test_quiet_import_keeps_other_stderr_lines():
     assert "keep me\n" in err and "done" in err and "oneDNN" not in err, err
 
 
+@pytest.mark.slow
 def test_demo_run_prints_no_tensorflow_banner(samples_dir, assets_dir, tmp_path):
     from helpers import run_cli
 

@@ -243,22 +243,20 @@ def test_texture_size_and_visible_only_texture(uv_template):
 
 # ----------------------------------------------------------------------------- the prnet-swap app
 @pytest.mark.parametrize("entry_point", [False, True])
-def test_help_documents_every_flag(entry_point):
+def test_help_explains_modes_and_exit_status(entry_point):
     # entry_point: call run() as the `prnet-swap` console script does (sys.argv[0] is not the module).
     target = ["-c", "from prnet.cli.swap import run; run()"] if entry_point else "prnet.cli.swap"
     proc = run_cli(target, "--help")
-    assert proc.returncode in (0, 1), proc.stderr  # absl exits 1 after printing --help
-    text = proc.stdout
-    for flag in ("input", "reference", "reference_texture", "mode", "blend", "face", "output", "weights",
-                 "backend", "download", "smoke_test_random_weights", "detector", "annotations", "uv_dir"):
-        assert f"--{flag}" in text or f"--[no]{flag}" in text, flag
-    assert "mask:PATH" in text and "Exit status" in text
+    assert proc.returncode == 0, proc.stderr
+    # Every flag is listed: tests/test_cli_common.py (derived from the flag registry).
+    assert "mask:PATH" in proc.stdout and "Exit status" in proc.stdout
 
 
 def _error_lines(proc):
     return [line for line in proc.stderr.splitlines() if line.startswith("prnet-swap: error:")]
 
 
+@pytest.mark.slow
 def test_no_face_in_the_reference_is_a_clear_error(tmp_path, samples_dir, assets_dir):
     grey = tmp_path / "wall.png"
     cv2.imwrite(str(grey), np.full((240, 320, 3), 128, np.uint8))
@@ -306,6 +304,7 @@ def mean_face_model(uv_template, tmp_path_factory):
     return save_constant_model(mean_face_crop_posmap(uv_template), tmp_path_factory.mktemp("mean-face") / "model")
 
 
+@pytest.mark.slow
 def test_swap_cli_writes_the_edited_photo(tmp_path, samples_dir, assets_dir, mean_face_model):
     """End to end with a stand-in network (a SavedModel returning the mean face framed by the crop
     rule): the template's texture painted onto einstein's face (cropped from einstein.pts). The

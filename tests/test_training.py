@@ -116,14 +116,6 @@ def test_bad_settings_raise_typed_errors(tmp_path):
                                                   assets_dir=str(tmp_path / "no-assets")).download_and_prepare()
 
 
-def test_cli_help_documents_flags():
-    out = run_cli(REPO_ROOT / "train.py", "--helpfull").stdout
-    for flag in ("dataset", "batch_size", "learning_rate", "lr_decay_epochs", "weight_mask", "augment",
-                 "aug_occlude", "strategy", "cpu_devices", "mixed_precision", "xla", "model_dir", "init_from",
-                 "model_size", "log_every", "val_every", "restart"):
-        assert f"--{flag}:" in out or f"--[no]{flag}:" in out, flag
-
-
 # ----------------------------------------------------------------------------- subprocess tests
 
 

@@ -147,6 +147,7 @@ def test_checkpoint_of_another_model_stops_with_message(tmp_path):
 # ----------------------------------------------------------------------------- item 9 (in process)
 
 
+@pytest.mark.slow
 def test_interrupt_during_fit_saves_the_steps_done(tmp_path):
     """A KeyboardInterrupt between steps: the steps done are checkpointed and reported, then re-raised."""
     import tensorflow as tf
@@ -191,7 +192,7 @@ def test_unbuilt_dataset_is_not_built_and_the_message_says_how(tmp_path, assets_
     data_dir = tmp_path / "tfds"
     with pytest.raises(DatasetError) as info:
         load_split("prnet_synthetic/tiny", "train", data_dir=str(data_dir), assets_dir=str(assets_dir))
-    assert (f"prnet-build-data --dataset prnet_synthetic --config tiny --data_dir {data_dir} "
+    assert (f"prnet-build-data --dataset prnet_synthetic/tiny --data_dir {data_dir} "
             f"--assets_dir {assets_dir}") in str(info.value)
     assert not list(data_dir.rglob("*.tfrecord*"))  # nothing built
     with pytest.raises(DatasetError, match=r"prnet-build-data --dataset prnet_300w_lp .*--manual_dir"):
@@ -238,7 +239,7 @@ def test_train_py_model_dir_under_a_file(tmp_path, assets_dir):
 def test_train_py_unbuilt_dataset_prints_the_build_command(tmp_path, assets_dir):
     data_dir = tmp_path / "tfds"
     line = _one_line_error(_train_py(tmp_path / "run", data_dir, assets_dir, "--epochs=1"))
-    assert (f"prnet-build-data --dataset prnet_synthetic --config tiny --data_dir {data_dir} "
+    assert (f"prnet-build-data --dataset prnet_synthetic/tiny --data_dir {data_dir} "
             f"--assets_dir {assets_dir}") in line, line
     assert not list(data_dir.rglob("*.tfrecord*"))
 

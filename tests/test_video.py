@@ -319,6 +319,7 @@ def _real_clip(samples_dir, path, n=8):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mp4", "frames folder"])
 def test_cli_on_a_real_clip_writes_the_video_and_tracks(samples_dir, assets_dir, uv_template, tmp_path, kind):
     """prnet-demo --input walk.mp4 (or a folder of its frames with --video), with the default detector and a

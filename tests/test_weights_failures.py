@@ -77,6 +77,7 @@ def test_truncated_index_is_a_typed_error_naming_the_file(training_checkpoints, 
     assert f"{folder / 'ckpt-2.index'}" in str(e.value) and "ckpt-1" in str(e.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damaged", ["ckpt-2.data-00000-of-00001", "ckpt-2.index"])
 def test_demo_on_a_damaged_checkpoint_exits_2_with_one_message(training_checkpoints, tmp_path, samples_dir,
                                                                damaged):
@@ -112,6 +113,7 @@ def _small_official_checkpoint(cache: Path, monkeypatch):
     return model
 
 
+@pytest.mark.slow
 def test_read_only_cache_with_the_checkpoint_converts_in_memory(tmp_path, monkeypatch):
     """Item 9: a cache holding the checkpoint but not the converted weights, that cannot be written:
     the (verified) checkpoint is converted in memory with a warning, instead of a PermissionError.
@@ -213,6 +215,7 @@ def _modes(root: Path) -> dict:
             for p in [root, *root.rglob("*")]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_cached_export_and_weights_follow_the_umask(tmp_path, monkeypatch, umask):
     """Everything the cache gets (converted weights, SavedModel export and its folders, stamp) is

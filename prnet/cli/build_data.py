@@ -64,6 +64,9 @@ def main(argv):
         builder, manual_dir = make_builder(name, config_name or None, FLAGS.data_dir, FLAGS.manual_dir,
                                            FLAGS.assets_dir, FLAGS.num_workers, FLAGS.strict)
         config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+        if not common.stderr_is_terminal():  # TFDS's nested progress bars are for a terminal; a log: one line
+            tfds.disable_progress_bar()
+        common.say(f"building {builder.info.full_name} in {builder.data_dir} ...")
         builder.download_and_prepare(download_config=config)
     except (PRNetError, FileNotFoundError, ValueError, AssertionError) as e:
         common.fail(e)

@@ -76,11 +76,18 @@ def fail(message, code: int = EXIT_SETUP):
 
 
 _PROG = ["prnet"]
+_STDERR_IS_TERMINAL = [os.isatty(2)]
 
 
 def prog() -> str:
     """The name of the running tool as the user typed it (``prnet-train`` or ``train.py``)."""
     return _PROG[0]
+
+
+def stderr_is_terminal() -> bool:
+    """Whether the user's stderr is a terminal (``sys.stderr.isatty()`` is False while the run's
+    stderr passes through :func:`prnet.cli.filtered_stderr`'s pipe)."""
+    return _STDERR_IS_TERMINAL[0]
 
 
 def say(message: str) -> None:
@@ -268,13 +275,6 @@ def key_flags(module: str) -> list:
     return FLAGS.get_key_flags_for_module(module)
 
 
-def tool_aliases(tool: str) -> dict:
-    """``{old: new}`` of the deprecated names ``tool`` accepts."""
-    names = {flag.name for flag in key_flags(TOOLS[tool])} if TOOLS.get(tool) in sys.modules else None
-    table = {**ALIASES, **TOOL_ALIASES.get(tool, {})}
-    return {old: new for old, new in table.items() if names is None or old in names}
-
-
 def _apply_aliases(names, aliases: dict) -> None:
     """Give each new flag the value of its deprecated alias (one note per alias used)."""
     for old, new in aliases.items():
@@ -323,6 +323,7 @@ def run_tool(tool: str, main, prog_name: str = None, interrupted: str = "stopped
     not handled by ``main`` prints ``<prog>: interrupted (Ctrl-C); <interrupted>`` and exits 130.
     ``prog_name``: the name used in messages (default ``tool``; the root scripts pass ``train.py``)."""
     _PROG[0] = prog_name or tool
+    _STDERR_IS_TERMINAL[0] = os.isatty(2)
     module_name = TOOLS[tool]
     module = sys.modules.get(module_name)
     if module is None or getattr(main, "__module__", None) == "__main__":  # run as python -m prnet.cli.x

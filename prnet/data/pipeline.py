@@ -45,7 +45,7 @@ def build_command(name: str, data_dir=None, assets_dir=None) -> str:
 
     base, _, config = name.split(":")[0].partition("/")
     if base in PROJECT_BUILDERS:
-        parts = ["prnet-build-data", "--dataset", base] + (["--config", config] if config else [])
+        parts = ["prnet-build-data", "--dataset", f"{base}/{config}" if config else base]
         if data_dir:
             parts += ["--data_dir", os.fspath(data_dir)]
         if base == "prnet_synthetic":
