@@ -90,6 +90,8 @@ def lp_manual_dir(samples_dir, bfm_files, tmp_path_factory) -> Path:
 
 #: The session's one overfit run (tests/trained.py), started by :func:`_overfit_in_background`.
 _OVERFIT = {}
+#: Running under pytest-xdist (a worker process, or the controller that was given ``-n``).
+_XDIST = bool(os.environ.get("PYTEST_XDIST_WORKER"))
 
 
 def _uses_overfit_run(item) -> bool:
@@ -108,6 +110,7 @@ SLOW_FIXTURES = frozenset({
 })
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """Tests using a :data:`SLOW_FIXTURES` fixture are marked ``slow``. The modules whose tests use the
     session's overfit run go last (each kept whole, in order), so that the run, started in the background
@@ -116,15 +119,24 @@ def pytest_collection_modifyitems(config, items):
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
     late = {item.module for item in items if _uses_overfit_run(item)}
-    items[:] = [i for i in items if i.module not in late] + [i for i in items if i.module in late]
+    if _XDIST:
+        # pytest-xdist (CI: -n 2 --dist loadgroup): the modules that need the run go first, as one group on
+        # one worker, which trains while the other worker takes the rest of the suite.
+        for item in items:
+            if item.module in late:
+                item.add_marker(pytest.mark.xdist_group("overfit_run"))
+        items[:] = [i for i in items if i.module in late] + [i for i in items if i.module not in late]
+    else:
+        items[:] = [i for i in items if i.module not in late] + [i for i in items if i.module in late]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _overfit_in_background(request, tmp_path_factory):
     """Start train.py's overfit run (``trained.PendingOverfitRun``) at the session's first test when a
-    collected test needs it; end it at the session's end if it is still going."""
+    collected test needs it (not under pytest-xdist); end it at the session's end if it is still going."""
     assets = _shared_dir() / "prnet-assets" / "uv-data"
-    if assets.is_dir() and any(_uses_overfit_run(item) for item in request.session.items):
+    # Under xdist every worker sees every item: the run starts where its group runs (overfit_run itself).
+    if not _XDIST and assets.is_dir() and any(_uses_overfit_run(item) for item in request.session.items):
         from trained import PendingOverfitRun
 
         _OVERFIT["pending"] = PendingOverfitRun(tmp_path_factory.mktemp("overfit"), assets)
