@@ -509,8 +509,32 @@ def needs_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("docs_needs")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sid,code,marker", python_snippets(), ids=[s[0] for s in python_snippets()])
+#: Modules besides the standard library that a snippet may import and still run in the fast lane (none of
+#: them imports TensorFlow; the run checks it).
+LIGHT_IMPORTS = ("numpy", "prnet.core")
+
+
+def _imports_light(code: str) -> bool:
+    """Whether every import of ``code`` is of the standard library or :data:`LIGHT_IMPORTS`."""
+    mods = re.findall(r"^\s*(?:from|import)\s+([\w.]+)", code, flags=re.M)
+    return all(m.split(".")[0] in sys.stdlib_module_names
+               or any(m == light or m.startswith(light + ".") for light in LIGHT_IMPORTS) for m in mods)
+
+
+def _snippet_params() -> list:
+    """One case per snippet: ``slow`` when it may start TensorFlow; those with the same needs share an xdist
+    group (one worker makes them once)."""
+    params = []
+    for sid, code, marker in python_snippets():
+        needs = _marker(marker, "needs")
+        marks = [pytest.mark.xdist_group("docs_" + re.sub(r"\W+", "_", needs))] if needs else []
+        if needs or not _imports_light(code):
+            marks.append(pytest.mark.slow)
+        params.append(pytest.param(sid, code, marker, id=sid, marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("sid,code,marker", _snippet_params())
 def test_python_snippet_runs(sid, code, marker, tmp_path, assets_dir, needs_cache):
     """The snippet runs as pasted: a fresh ``python`` in an empty folder that is also ``$HOME``, with the UV
     template (``PRNET_ASSETS_DIR``), an empty weights cache and no network."""
@@ -523,10 +547,15 @@ def test_python_snippet_runs(sid, code, marker, tmp_path, assets_dir, needs_cach
                PRNET_UV_BASE_URL="http://127.0.0.1:9/",
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     env.pop("TFDS_DATA_DIR", None)
-    for need in filter(None, (n.strip() for n in (_marker(marker, "needs") or "").split(","))):
+    needs = _marker(marker, "needs")
+    for need in filter(None, (n.strip() for n in (needs or "").split(","))):
         NEEDS[need](home, needs_cache, env)
     (home / "snippet.py").write_text(code, encoding="utf-8")
-    out = subprocess.run([sys.executable, "snippet.py"], capture_output=True, text=True, env=env, cwd=str(home),
+    run = ["snippet.py"]
+    if not needs and _imports_light(code):  # a fast-lane case: prove that it does not start TensorFlow
+        run = ["-c", "import runpy, sys; runpy.run_path('snippet.py', run_name='__main__'); "
+                     "assert 'tensorflow' not in sys.modules, 'the snippet imported TensorFlow (LIGHT_IMPORTS)'"]
+    out = subprocess.run([sys.executable, *run], capture_output=True, text=True, env=env, cwd=str(home),
                          timeout=900)
     assert out.returncode == 0, f"{sid} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
 

@@ -1,5 +1,5 @@
 """Training: LR schedule, deterministic/resumable input stream, exact resume, MirroredStrategy on
-two logical CPUs vs the default strategy, and ``train.py`` overfitting 8 ``prnet_synthetic`` examples.
+two logical CPUs vs the default strategy, and ``train.py`` overfitting a few ``prnet_synthetic`` examples.
 
 The resume/strategy run executes in a subprocess (this file with a worker argument): two logical
 CPU devices need a fresh process. The overfit run is ``train.py`` itself. All use the tiny
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from helpers import run_cli
-from trained import OVERFIT_STEPS
+from trained import EXAMPLES, OVERFIT_STEPS, VAL_EVERY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,11 +166,11 @@ def _nme_2d(pred_posmaps, true_landmarks, kpt_ind):
 
 
 @pytest.mark.slow
-def test_train_py_overfits_8_synthetic_examples(overfit_run, uv_template):
-    """``train.py`` on 8 ``prnet_synthetic`` examples (the session's overfit run, ``tests/trained.py``: built
+def test_train_py_overfits_a_few_synthetic_examples(overfit_run, uv_template):
+    """``train.py`` on ``EXAMPLES`` ``prnet_synthetic`` examples (the session's overfit run, ``tests/trained.py``: built
     into a temp data_dir first, train.py never builds): the training loss falls by a clear margin and far
     below that of the best constant prediction (the mean map of the 8), and the final weights in inference
-    mode place the 68 landmarks of the same 8 examples clearly better than the mean map does. Baselines
+    mode place the 68 landmarks of the same examples clearly better than the mean map does. Baselines
     are computed here, in numpy."""
     import tensorflow as tf
 
@@ -180,15 +180,15 @@ def test_train_py_overfits_8_synthetic_examples(overfit_run, uv_template):
     assert proc.returncode == 0, f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     assert "final training loss" in proc.stdout
 
-    # The 8 examples, exactly as the trainer reads them (no augmentation), and the baselines.
+    # The examples, exactly as the trainer reads them (no augmentation), and the baselines.
     data = overfit_run.examples()
     images, posmaps, landmarks = (data[k] for k in ("image", "posmap", "landmarks_68"))
-    assert images.shape == (8, 256, 256, 3) and len({float(p.sum()) for p in posmaps}) == 8
+    assert images.shape == (EXAMPLES, 256, 256, 3) and len({float(p.sum()) for p in posmaps}) == EXAMPLES
     weights = uv_template.weight_mask.astype(np.float64)
     mean_map = np.broadcast_to(posmaps.mean(axis=0, keepdims=True), posmaps.shape)
     base_loss = _weighted_loss(mean_map, posmaps, weights).mean()
     base_nme = _nme_2d(mean_map, landmarks, uv_template.kpt_ind).mean()
-    assert 0 < base_loss and 0.1 < base_nme < 1  # the 8 poses really differ
+    assert 0 < base_loss and 0.1 < base_nme < 1  # the poses really differ
 
     # Training loss (training-mode BatchNorm; logged at every epoch end, i.e. every step here).
     scalars = _scalars(model_dir / "train")
@@ -212,9 +212,9 @@ def test_train_py_overfits_8_synthetic_examples(overfit_run, uv_template):
     assert loss < 0.35 * base_loss, (loss, base_loss)
     assert nme < 0.6 * base_nme, (nme, base_nme)
 
-    # The trainer's own validation (same 8 examples, prnet.evaluation.metrics) agrees with this evaluation.
+    # The trainer's own validation (same examples, prnet.evaluation.metrics) agrees with this evaluation.
     val = _scalars(model_dir / "validation")
-    assert [s for s, _ in val["nme_2d"]] == list(range(100, OVERFIT_STEPS + 1, 100))
+    assert [s for s, _ in val["nme_2d"]] == list(range(VAL_EVERY, OVERFIT_STEPS + 1, VAL_EVERY))
     np.testing.assert_allclose(val["nme_2d"][-1][1], nme, rtol=1e-3)
     np.testing.assert_allclose(val["posmap_loss"][-1][1], loss, rtol=1e-3)
     assert {"learning_rate", "examples_per_second", "nme_3d", "input", "posmap_predicted", "posmap_true",
