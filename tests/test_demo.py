@@ -33,6 +33,7 @@ def test_help_explains_exit_status(entry_point):
     assert "Exit status" in result.stdout
 
 
+@pytest.mark.slow
 def test_missing_weights_offline_says_how_to_get_them(tmp_path, samples_dir, assets_dir):
     out = tmp_path / "out"
     result = _run(["--input", str(samples_dir / "faces" / "prnet_test_0.jpg"), "--output", str(out), "--nodownload"],
@@ -43,6 +44,7 @@ def test_missing_weights_offline_says_how_to_get_them(tmp_path, samples_dir, ass
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 def test_wrong_asset_folder_is_a_clear_setup_error(tmp_path):
     (tmp_path / "uv").mkdir()
     result = _run(["--smoke_test_random_weights", "--uv_dir", str(tmp_path / "uv"), "--output", str(tmp_path / "o")])
@@ -50,6 +52,7 @@ def test_wrong_asset_folder_is_a_clear_setup_error(tmp_path):
     assert "UV template" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_corrupt_image_fails_without_partial_files(tmp_path, assets_dir):
     _needs_detector()
     bad = tmp_path / "broken.jpg"
@@ -99,6 +102,7 @@ def test_end_to_end_folder_with_a_good_and_a_bad_image(tmp_path, samples_dir, as
     assert cv2.imread(str(out / f"{stem}_texture.png")).shape == (256, 256, 3)
 
 
+@pytest.mark.slow
 def test_default_weights_are_exported_once_and_run_as_saved_model(tmp_path, samples_dir, assets_dir):
     """First use of the default weights: a size-4 model's weights stand in for the converted official
     ones in the cache; the demo exports them as a SavedModel into the cache, says so, and runs it."""
@@ -193,6 +197,7 @@ def test_every_sample_face_photo_gives_all_outputs(tmp_path, samples_dir, assets
     assert np.loadtxt(out / "einstein_0_RANDOM_WEIGHTS_landmarks.txt").shape == (68, 3)
 
 
+@pytest.mark.slow
 def test_annotations_never_on_einstein_is_a_clean_no_face_error(tmp_path, samples_dir, assets_dir):
     _needs_detector()
     out = tmp_path / "out"
@@ -284,6 +289,7 @@ def test_disk_full_during_the_run_stops_and_names_the_output_folder(tmp_path, as
     assert sorted(p.name for p in out.iterdir()) == ["a_0_landmarks.txt"]  # no partial files, no staging folder
 
 
+@pytest.mark.slow
 def test_unwritable_output_folder_is_a_setup_error_found_before_any_work(tmp_path, samples_dir, assets_dir):
     """Root-proof unwritable folders: /sys (or /proc), and a path below a regular file."""
     (tmp_path / "plain").write_text("x")

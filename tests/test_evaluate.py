@@ -152,6 +152,7 @@ def test_cli_json_and_csv_agree(cli_run, data):
     np.testing.assert_allclose(e2e, parts, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_clear_line(data, tmp_path):
     cmd = [REPO / "evaluate.py", "--smoke_test_random_weights", "--output_dir", tmp_path,
            "--assets_dir", data["assets"]]
@@ -464,6 +465,7 @@ def test_gt_arrays_out_of_row_order_are_refused(data, tmp_path):
         assert str(first) in str(err.value) and str(folder / GT_FILES[1]) in str(err.value)
 
 
+@pytest.mark.slow
 def test_shifted_gt_arrays_stop_the_cli_before_evaluating(data, tmp_path):
     folder = _gt_copy(data, tmp_path / "gt", GT_FILES[1:])
     out = tmp_path / "out"
@@ -475,6 +477,7 @@ def test_shifted_gt_arrays_stop_the_cli_before_evaluating(data, tmp_path):
     assert not out.exists() or not list(out.iterdir())
 
 
+@pytest.mark.slow
 def test_unwritable_output_dir_is_refused_before_evaluating(data, template, tmp_path):
     """Issue 14 item 9: an unwritable --output_dir gave a traceback after the whole run. Tests run as root
     (a read-only mode does not stop root): the output folder's parent is a regular file."""

@@ -72,6 +72,7 @@ def _failing_run(tool, tmp_path, assets_dir):
     }[tool]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tool", TOOLS)
 def test_failing_run_prints_its_error_and_no_banner(tool, tmp_path, assets_dir):
     result = _run(tool, *_failing_run(tool, tmp_path, assets_dir), env={"TF_CPP_MIN_LOG_LEVEL": None})
@@ -81,6 +82,7 @@ def test_failing_run_prints_its_error_and_no_banner(tool, tmp_path, assets_dir):
     assert _banner_lines(result.stderr) == [], result.stderr
 
 
+@pytest.mark.slow
 def test_log_level_0_shows_the_banners(tmp_path, assets_dir):
     # The same failing run with the user's TF_CPP_MIN_LOG_LEVEL=0: nothing is filtered, so the banners
     # removed above are really printed by this TensorFlow (and the filter is what removes them).

@@ -20,6 +20,8 @@ from prnet.data.synthetic import render_example
 
 from helpers import REPO, run_cli
 
+pytestmark = pytest.mark.slow  # every test runs the `tfds build` command (a TensorFlow process)
+
 
 def _tfds_build(*args, env=None):
     if shutil.which("tfds") is None:

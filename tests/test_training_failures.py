@@ -228,6 +228,7 @@ def _one_line_error(proc, code=2):
     return errors[0]
 
 
+@pytest.mark.slow
 def test_train_py_model_dir_under_a_file(tmp_path, assets_dir):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file, not a folder")
@@ -236,6 +237,7 @@ def test_train_py_model_dir_under_a_file(tmp_path, assets_dir):
     assert str(blocker / "run") in line and "is a file, not a folder" in line, line
 
 
+@pytest.mark.slow
 def test_train_py_unbuilt_dataset_prints_the_build_command(tmp_path, assets_dir):
     data_dir = tmp_path / "tfds"
     line = _one_line_error(_train_py(tmp_path / "run", data_dir, assets_dir, "--epochs=1"))
@@ -244,6 +246,7 @@ def test_train_py_unbuilt_dataset_prints_the_build_command(tmp_path, assets_dir)
     assert not list(data_dir.rglob("*.tfrecord*"))
 
 
+@pytest.mark.slow
 def test_train_py_without_intact_checkpoint_stops(tmp_path, tiny_data, assets_dir):
     ckpt_dir = tmp_path / "run" / "checkpoints"
     ckpt_dir.mkdir(parents=True)

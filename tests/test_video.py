@@ -360,6 +360,7 @@ def test_cli_help_documents_the_video_flags():
         assert flag in result.stdout, flag
 
 
+@pytest.mark.slow
 def test_cli_bad_video_is_one_clear_error_and_writes_nothing(tmp_path):
     bad = tmp_path / "holiday.mp4"
     bad.write_bytes(b"this is not a video" * 50)
