@@ -120,12 +120,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
     late = {item.module for item in items if _uses_overfit_run(item)}
     if _XDIST:
-        # pytest-xdist (CI: -n 2 --dist loadgroup): the modules that need the run go first, as one group on
-        # one worker, which trains while the other worker takes the rest of the suite.
+        # pytest-xdist (CI: -n 2 --dist loadgroup). The tests that need the overfit run go first, as one group
+        # on one worker, which trains while the other worker takes the rest of the suite. Every other test is
+        # grouped by its module, so that a module's fixtures (its exports) are built on one worker only.
         for item in items:
-            if item.module in late:
-                item.add_marker(pytest.mark.xdist_group("overfit_run"))
-        items[:] = [i for i in items if i.module in late] + [i for i in items if i.module not in late]
+            item.add_marker(pytest.mark.xdist_group("overfit_run" if _uses_overfit_run(item) else item.module.__name__))
+        items[:] = [i for i in items if _uses_overfit_run(i)] + [i for i in items if not _uses_overfit_run(i)]
     else:
         items[:] = [i for i in items if i.module not in late] + [i for i in items if i.module in late]
 
