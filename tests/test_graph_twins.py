@@ -26,7 +26,6 @@ from test_serving_failures import _picture, _png, _stored, _tiff, _with_jpeg_exi
 
 from prnet.core.crop import BoxCalibration, box_from_bbox, crop_transform, warp_crop
 from prnet.core.images import apply_orientation, decode_image, exif_orientation, read_image
-from prnet.errors import DetectorUnavailableError
 from prnet.serving.ops import blazeface as graph_blazeface
 from prnet.serving.ops.crop import crop_encoded, crop_square, landmark_square
 from prnet.serving.ops.image_bytes import checked_header, decode_oriented, orient_image
@@ -234,16 +233,6 @@ def test_exif_orientation_in_the_graph(orientation):
 
 
 # ----------------------------------------------------------------------------- blazeface <-> inference.blazeface
-
-
-@pytest.fixture(scope="module")
-def blazeface_path():
-    from prnet.model.blazeface import model_path
-
-    try:
-        return model_path("back")
-    except DetectorUnavailableError as e:
-        pytest.skip(f"BlazeFace model files unavailable: {e}")
 
 
 def _numpy_raw(regressors, logits, anchors, n, min_score):

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from prnet.core.images import decode_image, read_image
-from prnet.errors import DetectorUnavailableError, ExportError
+from prnet.errors import ExportError
 from prnet.model.resfcn256 import build_resfcn256, randomize_batchnorm
 
 from helpers import run_cli
@@ -31,16 +31,6 @@ LANDMARK_TOL_PX = 0.25  # landmarks, image px (random-weights network: amplifies
 POSE_TOL_DEG = 0.1  # yaw, pitch, roll (degrees) of the same faces
 # Keras rebuild vs the TFLite interpreter (float32 both; measured max 6e-7 x the output's range).
 RAW_REL_TOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def blazeface_path():
-    from prnet.model.blazeface import model_path
-
-    try:
-        return model_path("back")
-    except DetectorUnavailableError as e:
-        pytest.skip(f"BlazeFace model files unavailable: {e}")
 
 
 @pytest.fixture(scope="module")
