@@ -104,9 +104,6 @@ def lp_manual_dir(samples_dir, bfm_files, tmp_path_factory) -> Path:
 _OVERFIT = {}
 #: Running under pytest-xdist (a worker process, or the controller that was given ``-n``).
 _XDIST = bool(os.environ.get("PYTEST_XDIST_WORKER"))
-#: Modules whose tests take longest in one piece (a `--durations` run of .ci/run on a 2-core AVX2 CPU:
-#: test_resume_and_mirrored_match 296 s, the multi-worker test 128 s): under xdist they start first.
-LONGEST_MODULES = ("test_training", "test_multi_worker")
 
 
 def _uses_overfit_run(item) -> bool:
@@ -138,17 +135,9 @@ def pytest_collection_modifyitems(config, items):
         # pytest-xdist (CI: -n 2 --dist loadgroup). The tests that need the overfit run go first, as one group
         # on one worker, which trains while the other worker takes the rest of the suite. Every other test is
         # grouped by its module, so that a module's fixtures (its exports) are built on one worker only.
-        # Longest first (then the suite does not end on one worker running a long test alone: seen, a 5-minute
-        # tail): the overfit group, then the modules of LONGEST_MODULES, then the rest in collection order.
-        def rank(item):
-            if _uses_overfit_run(item):
-                return 0
-            name = item.module.__name__
-            return 1 + LONGEST_MODULES.index(name) if name in LONGEST_MODULES else 1 + len(LONGEST_MODULES)
-
         for item in items:
             item.add_marker(pytest.mark.xdist_group("overfit_run" if _uses_overfit_run(item) else item.module.__name__))
-        items.sort(key=rank)  # stable: collection order within a rank
+        items[:] = [i for i in items if _uses_overfit_run(i)] + [i for i in items if not _uses_overfit_run(i)]
     else:
         items[:] = [i for i in items if i.module not in late] + [i for i in items if i.module in late]
 
