@@ -113,8 +113,3 @@ class PendingOverfitRun:
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
-
-
-def overfit_run(workdir, assets_dir) -> OverfitRun:
-    """The overfit run, in the foreground: :class:`PendingOverfitRun` started and waited for."""
-    return PendingOverfitRun(workdir, assets_dir).result()
