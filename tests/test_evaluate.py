@@ -533,3 +533,58 @@ def test_outputs_get_normal_permissions(data, template, tmp_path, umask):
     for p in written:
         assert p.stat().st_mode & 0o777 == 0o666 & ~umask, (p.name, oct(p.stat().st_mode))
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+# ----------------------------------------------------------------------------- battery rows 2, 19, 26
+
+@pytest.mark.parametrize("name", ["results.json", "table.txt"])
+def test_a_folder_named_like_an_output_is_refused_before_evaluating(data, template, tmp_path, name):
+    """Battery row 2: a folder ``results.json`` / ``table.txt`` in --output_dir was deleted and replaced."""
+    from prnet.errors import OutputExistsError
+
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    (out / name / "notes.txt").write_text("notes")
+    spy = SpyBackend()
+    cfg = EvalConfig(output_dir=str(out), dataset_dir=str(data["samples"]), max_images=1, progress=False)
+    with pytest.raises(OutputExistsError, match=f"{name} is a folder.*choose another --output_dir"):
+        evaluation.evaluate(cfg, predictor=Predictor(spy, detector=None, template=template))
+    assert spy.calls == 0 and (out / name / "notes.txt").read_text() == "notes"
+    assert sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_images_without_a_mat_are_counted_and_named(data, template, tmp_path):
+    """Battery row 19: an image without its .mat was dropped from the benchmark without a word."""
+    folder = tmp_path / "nomat"
+    folder.mkdir()
+    for f in sorted(data["samples"].iterdir()):
+        os.symlink(f, folder / f.name)
+    mats = sorted(folder.glob("*.mat"))
+    mats[-1].unlink()
+    lonely = mats[-1].with_suffix(".jpg")
+    assert ground_truth.images_without_fit(folder) == [lonely]
+    assert ground_truth.images_without_fit(data["samples"]) == []
+    cfg = EvalConfig(output_dir=str(tmp_path / "out"), dataset_dir=str(folder), max_images=1, progress=False)
+    res = evaluation.evaluate(cfg, predictor=Predictor(SpyBackend(), detector=None, template=template))
+    assert res["data"]["images_without_mat"] == {"count": 1, "files": [str(lonely)]}
+    assert f"1 image(s) without a .mat fit were left out ({lonely.name})" in res["table"]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["data"]["images_without_mat"]["count"] == 1
+    assert lonely.name in (tmp_path / "out" / "table.txt").read_text()
+
+
+def test_a_nan_row_of_the_gt_arrays_is_named_as_such(data, tmp_path):
+    """Battery row 26: row 49 set to NaN was reported as "its landmarks are row 49 ... not in the same row
+    order" for another image (NaN won argmin)."""
+    folder = _gt_copy(data, tmp_path / "gt")
+    pts = np.load(folder / GT_FILES[0])
+    pts[49] = np.nan
+    np.save(folder / GT_FILES[0], pts)
+    with pytest.raises(DatasetError, match=r"row 49 \(0-based\) of the landmark array holds NaN") as err:
+        evaluation.load_gt_arrays(folder)
+    assert "row order" not in str(err.value)
+    # the matcher alone: a NaN row never wins over the true one
+    clean = np.load(data["gt_dir"] / GT_FILES[0]).transpose(0, 2, 1).astype(np.float64)
+    assert metrics.match_rows(clean[28], pts.transpose(0, 2, 1))[0] == 28
+    with pytest.raises(metrics.MetricInputError):
+        metrics.match_rows(clean[49], pts.transpose(0, 2, 1))

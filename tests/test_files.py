@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from prnet.core.files import atomic_path, atomic_write, sha256_file, staged_files
+from prnet.core.files import atomic_path, atomic_write, folder_error, output_folder, sha256_file, staged_files
 from prnet.errors import OutputExistsError
 
 
@@ -212,3 +212,83 @@ def test_stale_temporaries_are_removed_and_live_ones_kept(tmp_path):
     assert sorted(remove_stale_temporaries(tmp_path)) == [killed_file]
     assert all(p.exists() for p in (live, live_inside, user, old_copy, output))
     assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize("writer", ["atomic_write", "atomic_path"])
+def test_a_file_never_replaces_a_folder(tmp_path, writer):
+    """Battery row 1/2: a folder named like an output (with the user's files in it) is refused, never deleted."""
+    folder = tmp_path / "photos.png"
+    folder.mkdir()
+    (folder / "holiday1.jpg").write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match="photos.png is a folder, not a file") as info:
+        if writer == "atomic_write":
+            atomic_write(folder, b"image")
+        else:
+            with atomic_path(folder) as tmp:
+                tmp.write_bytes(b"image")
+    assert isinstance(info.value, OSError) and info.value.blocking == str(folder.absolute())
+    assert (folder / "holiday1.jpg").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos.png"]  # no temporary left
+
+
+def test_a_file_never_replaces_a_link_to_a_folder_or_a_fifo(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "keep.txt").write_text("x")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real")
+    with pytest.raises(OutputExistsError, match="a link to a folder"):
+        atomic_write(tmp_path / "link.json", "{}")
+    os.mkfifo(tmp_path / "pipe.txt")
+    with pytest.raises(OutputExistsError, match="not a regular file"):
+        atomic_write(tmp_path / "pipe.txt", "x")
+    assert (tmp_path / "real" / "keep.txt").read_text() == "x" and (tmp_path / "link.json").is_symlink()
+    (tmp_path / "file.txt").write_text("old")  # files and dangling links are still replaced
+    (tmp_path / "dangling.txt").symlink_to(tmp_path / "nowhere")
+    atomic_write(tmp_path / "file.txt", "new")
+    atomic_write(tmp_path / "dangling.txt", "new")
+    assert (tmp_path / "file.txt").read_text() == "new" and (tmp_path / "dangling.txt").read_text() == "new"
+
+
+def test_a_folder_created_while_writing_is_not_replaced(tmp_path):
+    target = tmp_path / "table.txt"
+    with pytest.raises(OutputExistsError, match="is a folder"), atomic_path(target) as tmp:
+        tmp.write_text("table")
+        target.mkdir()
+        (target / "notes.txt").write_text("mine")
+    assert (target / "notes.txt").read_text() == "mine"
+
+
+def test_a_folder_still_replaces_a_folder(tmp_path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "old.tflite").write_bytes(b"old")
+    with atomic_path(tmp_path / "export", directory=True) as tmp:
+        (tmp / "new.tflite").write_bytes(b"new")
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["new.tflite"]
+
+
+def test_staged_files_check_every_name_before_moving_any(tmp_path):
+    """Battery row 11: a folder in the way of one name of a group leaves none of the group's files."""
+    out = tmp_path / "out"
+    (out / "face_0_overlay.png").mkdir(parents=True)
+    (out / "face_0_overlay.png" / "keep.txt").write_text("x")
+    with pytest.raises(OutputExistsError, match="face_0_overlay.png is a folder"):
+        with staged_files(out) as staging:
+            for name in ("face_0.obj", "face_0_depth.png", "face_0_overlay.png", "face_0_pose.txt"):
+                (staging / name).write_text(name)
+    assert sorted(p.name for p in out.iterdir()) == ["face_0_overlay.png"]  # nothing moved, staging removed
+    assert (out / "face_0_overlay.png" / "keep.txt").read_text() == "x"
+    error = folder_error(OutputExistsError("x"), out)  # a plain error keeps its message
+    assert str(out) in str(error)
+
+
+def test_output_folder_removes_only_the_empty_folders_it_made(tmp_path):
+    with pytest.raises(Boom), output_folder(tmp_path / "a" / "b" / "out") as out:
+        assert out.is_dir()
+        raise Boom()
+    assert not (tmp_path / "a").exists()  # nothing written: no empty folder left
+    with output_folder(tmp_path / "a" / "out") as out:
+        (out / "result.txt").write_text("x")
+    assert (tmp_path / "a" / "out" / "result.txt").is_file()
+    (tmp_path / "empty").mkdir()
+    with output_folder(tmp_path / "empty"):
+        pass
+    assert (tmp_path / "empty").is_dir()  # existed before: kept

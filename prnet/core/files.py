@@ -7,12 +7,17 @@ writing finished. On any exception the temporary is deleted and the destination 
 was. Outputs get the usual permissions: ``0o666 & ~umask`` for files, ``0o777 & ~umask`` for
 folders (not ``mkstemp``'s / ``mkdtemp``'s private ``0o600`` / ``0o700``).
 
-* :func:`atomic_path` -- a temporary path (file or folder) for writers that take a path name.
+* :func:`atomic_path` -- a temporary path (file or folder) for writers that take a path name. A file
+  never replaces a folder (or anything but a file): :func:`check_file_destination` refuses it before
+  anything is written, so a user's folder named like an output is never deleted.
 * :func:`atomic_write` -- bytes, text, or a callback writing to the open file.
-* :func:`staged_files` -- several files moved into one folder together (nothing when one fails,
-  and a Ctrl-C during the move is held until the group is complete).
+* :func:`staged_files` -- several files moved into one folder together (nothing when one fails: every
+  destination is checked before the first move; a Ctrl-C during the move is held until the group is
+  complete).
 * :func:`ensure_writable_folder` -- create an output folder and check up front that files can be
-  created in it (:class:`prnet.errors.OutputFolderError` naming the user's path otherwise).
+  created in it (:class:`prnet.errors.OutputFolderError` naming the user's path otherwise);
+  :func:`output_folder` does the same and removes the folders it created if they are still empty
+  when the run ends (a failed run leaves no empty folder behind).
 * :func:`remove_stale_temporaries` -- delete the hidden temporaries a killed process (SIGKILL, power
   loss) left in a folder: those not changed for :data:`STALE_AFTER_S` seconds.
 * :func:`sha256_file` -- SHA-256 of a file, a folder (SavedModel) or a checkpoint prefix.
@@ -24,6 +29,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -59,8 +65,45 @@ def _umask() -> int:
     return mask
 
 
-def _destination(path, overwrite: bool) -> Path:
-    """Absolute ``path``, its folder created; :class:`OutputExistsError` if it exists and not ``overwrite``."""
+def _blocking_kind(path) -> str | None:
+    """What makes ``path`` unfit to be replaced by a file: ``"a folder"``, ``"a link to a folder"``,
+    ``"not a regular file"`` (FIFO, socket, device); None when it is absent, a regular file, a
+    symbolic link to one, or a dangling link (replacing that loses nothing)."""
+    try:
+        own = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(own.st_mode):
+        return "a folder"
+    if stat.S_ISLNK(own.st_mode):
+        try:
+            target = os.stat(path)
+        except OSError:
+            return None  # dangling (or looping) link
+        if stat.S_ISDIR(target.st_mode):
+            return "a link to a folder"
+        return None if stat.S_ISREG(target.st_mode) else "a link to something that is not a regular file"
+    return None if stat.S_ISREG(own.st_mode) else "not a regular file"
+
+
+def check_file_destination(path) -> None:
+    """Refuse a file destination that is not a file: raise :class:`OutputExistsError` (an ``OSError``;
+    attributes ``blocking`` = ``path`` and ``kind``, e.g. ``"a folder"``) when ``path`` is a folder, a link to one, or
+    anything else but a regular file or a link to one. The message names ``path`` and says to
+    choose another name; nothing is written or removed. Run it before work whose result goes there."""
+    kind = _blocking_kind(path)
+    if kind is not None:
+        error = OutputExistsError(f"{path} is {kind}, not a file: it is not replaced by an output file; "
+                                  "choose another output name (or move it away)")
+        error.blocking, error.kind = str(path), kind
+        raise error
+
+
+def _destination(path, overwrite: bool, directory: bool = False) -> Path:
+    """Absolute ``path``, its folder created; :class:`OutputExistsError` if it exists and not
+    ``overwrite``, or if a file is to replace something that is not a file (:func:`check_file_destination`)."""
+    if not directory:
+        check_file_destination(Path(path).expanduser().absolute())  # the user's name, before links are resolved
     path = Path(path).expanduser().resolve()
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(f"{path} already exists; pass overwrite=True (--overwrite on the command line) "
@@ -69,10 +112,14 @@ def _destination(path, overwrite: bool) -> Path:
     return path
 
 
-def _replace(tmp: Path, destination: Path) -> None:
-    """``os.replace(tmp, destination)``; an existing folder at ``destination`` is moved aside first
-    (and put back if the move fails), then deleted."""
-    if not destination.is_dir() or destination.is_symlink():
+def _replace(tmp: Path, destination: Path, directory: bool = False) -> None:
+    """``os.replace(tmp, destination)``. A file (``directory=False``) only ever replaces a file: a folder
+    found there (e.g. created while the file was written) is refused (:func:`check_file_destination`),
+    never deleted. A folder (``directory=True``) replaces an existing folder whole: that folder is moved
+    aside first (and put back if the move fails), then deleted."""
+    if not directory:
+        check_file_destination(destination)
+    if not directory or not destination.is_dir() or destination.is_symlink():
         os.replace(tmp, destination)
         return
     old = Path(tempfile.mkdtemp(prefix=".old-", suffix=f"-{destination.name}", dir=destination.parent))
@@ -92,11 +139,13 @@ def atomic_path(destination, *, overwrite: bool = True, directory: bool = False)
     ``directory=False``: an empty file (writers may reopen or overwrite it by name, e.g.
     ``model.save_weights(tmp)``, ``scipy.io.savemat(tmp, ...)``); ``directory=True``: an empty
     folder (e.g. ``tf.saved_model.save(module, tmp)``); an existing folder at ``destination`` is
-    replaced whole. On an exception in the block the temporary is deleted and ``destination`` is
+    replaced whole. A file never replaces a folder (or anything but a file): that raises
+    :class:`prnet.errors.OutputExistsError` before the block runs (:func:`check_file_destination`).
+    On an exception in the block the temporary is deleted and ``destination`` is
     untouched. ``overwrite=False`` raises :class:`prnet.errors.OutputExistsError` when
     ``destination`` exists (checked before and again after writing).
     """
-    destination = _destination(destination, overwrite)
+    destination = _destination(destination, overwrite, directory)
     names = {"prefix": ".tmp-", "suffix": f"-{destination.name}", "dir": destination.parent}
     if directory:
         tmp = Path(tempfile.mkdtemp(**names))
@@ -110,7 +159,7 @@ def atomic_path(destination, *, overwrite: bool = True, directory: bool = False)
         if not overwrite and os.path.lexists(destination):
             raise OutputExistsError(f"{destination} was created by someone else while it was being written; "
                                     "not replaced")
-        _replace(tmp, destination)
+        _replace(tmp, destination, directory)
     finally:
         if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -150,6 +199,9 @@ def staged_files(folder):
 
     When the block exits normally every entry of the temporary folder is moved (``os.replace``,
     replacing same-named files) into ``folder``, in name order; on an exception nothing is moved.
+    Every destination is checked before the first move: when one is a folder or anything but a file
+    (:func:`check_file_destination`), its :class:`prnet.errors.OutputExistsError` is raised and
+    nothing of the group is moved.
     The temporary folder is always deleted. For a group of outputs that must appear all or not at
     all (a mesh with its ``.mtl`` and texture; all files of one image). Files keep the permissions
     they were created with (``open`` / ``cv2.imwrite`` follow the umask).
@@ -159,8 +211,11 @@ def staged_files(folder):
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", suffix="-staging", dir=folder))
     try:
         yield staging
+        entries = sorted(staging.iterdir())
+        for path in entries:  # all of them before any move: a blocked name would leave half a group
+            check_file_destination(folder / path.name)
         with interrupts_deferred():  # a Ctrl-C here would leave half a group
-            for path in sorted(staging.iterdir()):
+            for path in entries:
                 os.replace(path, folder / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -213,11 +268,40 @@ def ensure_writable_folder(folder) -> Path:
     return folder
 
 
+@contextmanager
+def output_folder(folder):
+    """:func:`ensure_writable_folder` for the length of a run: yields the absolute folder, and when the
+    block ends (normally or not) removes the folders it created (``folder`` and any missing parents)
+    that are still empty, so a run that failed before writing anything leaves no empty folder behind.
+    A folder that existed before is never removed."""
+    folder_abs = Path(folder).expanduser().absolute()
+    created = [p for p in (folder_abs, *folder_abs.parents) if not os.path.lexists(p)]
+    try:
+        yield ensure_writable_folder(folder_abs)
+    finally:
+        remove_empty_folders(created)
+
+
+def remove_empty_folders(folders) -> None:
+    """``os.rmdir`` each of ``folders`` (deepest first) that exists and is empty; others are left alone."""
+    for path in sorted((Path(p) for p in folders), key=lambda p: len(p.parts), reverse=True):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
 def folder_error(error: OSError, folder, doing: str = "") -> OutputFolderError:
     """An :class:`OutputFolderError` for ``error`` (raised while writing into ``folder``) that names
     ``folder``, the user's path, instead of the temporary the system call failed on; ``doing``
     (e.g. ``" (the files of face.jpg)"``) is added after the path."""
     reason = error.strerror or str(error)
+    if getattr(error, "blocking", None):  # check_file_destination
+        out = OutputFolderError(f"cannot write {error.blocking}{doing}: it is {error.kind}, "
+                                "not a file, and is never replaced by an output; move it away or choose another "
+                                "folder (nothing of this was written)")
+        out.errno = error.errno
+        return out
     if error.errno in (errno.ENOTDIR, errno.EEXIST):
         folder = Path(folder)
         blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)

@@ -10,6 +10,7 @@ from x, y (rows of the ``.npy`` are matched after adding it back). The re-annota
 up-left of the original ones (mean offset -1.2, -0.9 px over the 2000 images), i.e. 0-based.
 """
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 from prnet.core.crop import crop_to_image
 from prnet.core.images import read_image
 from prnet.core.uv import load_uv_template, vertices_from_posmap
-from prnet.data.annotations import MATLAB_PIXEL_OFFSET, list_samples, load_fit, pose_degrees
+from prnet.data.annotations import IMAGE_EXTENSIONS, MATLAB_PIXEL_OFFSET, list_samples, load_fit, pose_degrees
 from prnet.data.bfm import load_bfm
 from prnet.data.posmap import UVRasterizer, image_vertices
 from prnet.errors import DatasetError
@@ -107,11 +108,13 @@ def load_gt_arrays(gt_dir=None, reannotated=None) -> GroundTruthArrays | None:
     pts = _load_npy(pts_path, "the 68 landmarks")
     if pts.ndim != 3 or pts.shape[1:] != (3, 68):
         raise DatasetError(f"{pts_path}: expected shape (M, 3, 68), got {pts.shape}")
+    _refuse_non_finite_rows(pts, pts_path, "landmark")
     sources = {"pts68": str(pts_path)}
     yaw = None
     if (gt_dir / GT_POSE).is_file():
         pose = _load_npy(gt_dir / GT_POSE, "the poses")
         yaw = pose.reshape(pose.shape[0], -1)[:, 0].astype(np.float64)  # file holds yaw (degrees) first
+        _refuse_non_finite_rows(yaw, gt_dir / GT_POSE, "yaw")
         if yaw.shape[0] != pts.shape[0]:
             raise DatasetError(f"{gt_dir / GT_POSE}: {yaw.shape[0]} rows but {pts.shape[0]} landmark sets")
         sources["pose"] = str(gt_dir / GT_POSE)
@@ -130,11 +133,22 @@ def load_gt_arrays(gt_dir=None, reannotated=None) -> GroundTruthArrays | None:
         if re.shape != (pts.shape[0], 2, 68):
             raise DatasetError(f"{re_path}: expected shape ({pts.shape[0]}, 2, 68), got {re.shape}")
         re = re.transpose(0, 2, 1).astype(np.float64)
+        _refuse_non_finite_rows(re, re_path, "re-annotated landmark")
         _check_same_rows(pts, re, pts_path, re_path)
         sources["reannotated"] = str(re_path)
     elif reannotated is not None:
         raise DatasetError(f"{re_path}: re-annotated landmarks file not found")
     return GroundTruthArrays(pts.transpose(0, 2, 1).astype(np.float64), yaw, re, sources, yaw_labels)
+
+
+def _refuse_non_finite_rows(array: np.ndarray, path, what: str) -> None:
+    """:class:`DatasetError` naming the rows of ``array`` (rows = first axis) that hold NaN or inf:
+    such a row matches no image (and would be blamed on the row order otherwise)."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(array, np.float64).reshape(len(array), -1)).all(axis=1))
+    if len(bad):
+        rows = ", ".join(str(int(r)) for r in bad[:10]) + (f", ... ({len(bad)} rows)" if len(bad) > 10 else "")
+        raise DatasetError(f"{path}: row {rows} (0-based) of the {what} array holds NaN or infinite values; "
+                           "use 3DDFA's files as distributed")
 
 
 #: A re-annotated landmark set farther than this from its row's original landmarks (NME, fraction of
@@ -204,6 +218,18 @@ def attach_gt_arrays(sample: EvalSample, gt: GroundTruthArrays, source=None) -> 
     if gt.reannotated is not None:
         sample.reannotated = gt.reannotated[row]
     return sample
+
+
+def images_without_fit(dataset_dir) -> list:
+    """The images under ``dataset_dir`` (recursive, as :func:`prnet.data.annotations.list_samples`
+    searches) that have no ``.mat`` fit beside them, sorted: they cannot be scored and are left out
+    of the benchmark, which the run reports (a partly extracted AFLW2000-3D gives other numbers)."""
+    out = []
+    for dirpath, _, files in os.walk(Path(dataset_dir), followlinks=True):
+        names = set(files)
+        out += [Path(dirpath) / f for f in files
+                if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and os.path.splitext(f)[0] + ".mat" not in names]
+    return sorted(out)
 
 
 def load_folder_samples(dataset_dir, *, max_images: int | None = None,

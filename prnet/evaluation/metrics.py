@@ -182,7 +182,9 @@ def match_rows(points, reference, tolerance: float = 1e-3) -> np.ndarray:
     flat_ref = ref.reshape(ref.shape[0], -1)
     rows = np.empty(pts.shape[0], np.int64)
     for i, p in enumerate(pts.reshape(pts.shape[0], -1)):
-        diff = np.abs(flat_ref - p).max(axis=1)
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(flat_ref - p).max(axis=1)
+        diff[np.isnan(diff)] = np.inf  # a NaN row matches nothing (argmin would pick it first)
         rows[i] = int(diff.argmin())
         if diff[rows[i]] > tolerance:
             raise MetricInputError(

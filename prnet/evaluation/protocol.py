@@ -28,6 +28,7 @@ batch time / batch size); ``end_to_end`` per image = detection + crop + its forw
 """
 
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,21 +38,30 @@ import numpy as np
 from tqdm import tqdm
 
 from prnet.core.crop import landmarks_bbox
-from prnet.core.files import ensure_writable_folder, folder_error, remove_stale_temporaries, sha256_file
-from prnet.errors import DatasetError, NoFaceFoundError, PRNetError
+from prnet.core.files import (
+    check_file_destination,
+    ensure_writable_folder,
+    folder_error,
+    remove_stale_temporaries,
+    sha256_file,
+)
+from prnet.errors import DatasetError, NoFaceFoundError, OutputExistsError, PRNetError
 from prnet.evaluation import metrics
 from prnet.evaluation.ground_truth import (
     EvalSample,
     bfm_dense_ground_truth,
+    images_without_fit,
     load_folder_samples,
     load_gt_arrays,
     load_tfds_samples,
 )
-from prnet.evaluation.report import build_results, write_outputs
+from prnet.evaluation.report import OUTPUT_FILES, build_results, write_outputs
 from prnet.inference.detect import box_iou, make_detector
 from prnet.inference.predictor import Predictor
 from prnet.model.runtime import RANDOM_WEIGHTS_WARNING
 from prnet.weights.official import weights_path as official_weights_path
+
+logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- inference
 
@@ -267,10 +277,23 @@ def evaluate(config: EvalConfig, predictor: Predictor | None = None, model_info:
     if (config.dataset_dir is None) == (config.tfds_name is None):
         raise ValueError("give exactly one of dataset_dir or tfds_name")
     output_dir = ensure_writable_folder(config.output_dir)
+    for name in OUTPUT_FILES.values():  # a folder named like an output is refused now, never replaced later
+        try:
+            check_file_destination(output_dir / name)
+        except OutputExistsError as e:
+            raise OutputExistsError(f"{e.blocking} is {e.kind}, not a file: prnet-evaluate writes {name} there "
+                                    "and never replaces a folder; choose another --output_dir (or move it "
+                                    "away)") from e
     remove_stale_temporaries(output_dir)
     gt = load_gt_arrays(config.gt_dir, config.reannotated)
+    unpaired = []
     if config.dataset_dir is not None:
         samples = load_folder_samples(config.dataset_dir, max_images=config.max_images, gt=gt)
+        unpaired = images_without_fit(config.dataset_dir)
+        if unpaired:
+            logger.warning("%d image(s) under %s have no .mat fit beside them and are left out of the benchmark: "
+                           "%s", len(unpaired), config.dataset_dir, ", ".join(p.name for p in unpaired[:10])
+                           + (", ..." if len(unpaired) > 10 else ""))
     if predictor is None:
         if config.random_weights and config.weights is not None:
             raise ValueError("random weights and a weights path exclude each other")
@@ -290,6 +313,7 @@ def evaluate(config: EvalConfig, predictor: Predictor | None = None, model_info:
     if config.dataset_dir is not None:
         total = len(samples)
         data.update(source="folder", dataset_dir=str(Path(config.dataset_dir).resolve()))
+        data["images_without_mat"] = {"count": len(unpaired), "files": [str(p) for p in unpaired]}
         if config.bfm is not None:
             dense_fn = bfm_dense_ground_truth(config.bfm, config.bfm_uv, template)
             data.update(dense_ground_truth={"bfm": str(config.bfm), "bfm_uv": str(config.bfm_uv)})

@@ -147,6 +147,11 @@ def format_tables(results: dict) -> str:
     data = results["data"]
     lines.append(f"AFLW2000-3D ({data['count']} images, crop: {data['crop']}), "
                  f"model: {results['model']['description']}")
+    unpaired = (data.get("images_without_mat") or {}).get("count", 0)
+    if unpaired:
+        files = data["images_without_mat"]["files"]
+        names = ", ".join(Path(f).name for f in files[:5]) + (", ..." if len(files) > 5 else "")
+        lines.append(f"NOTE: {unpaired} image(s) without a .mat fit were left out ({names}): not the full benchmark")
     tables = [("yaw", nme)]
     if "nme_percent_yaw_labels" in summary:
         tables.append(("yaw_labels", summary["nme_percent_yaw_labels"]))
@@ -256,12 +261,15 @@ def plot_ced(path, records: Sequence[dict], title: str, keys=None):
     atomic_write(path, buf.getvalue())
 
 
+#: The files :func:`write_outputs` writes into the output folder, by key.
+OUTPUT_FILES = {"json": "results.json", "csv": "results.csv", "ced": "ced.png", "table": "table.txt"}
+
+
 def write_outputs(output_dir, results: dict, records: Sequence[dict]) -> dict:
     """Write ``results.csv``, ``ced.png``, ``table.txt`` and ``results.json`` (summary + per-image rows,
     written last), each atomically; return their paths."""
     out = Path(output_dir)
-    paths = {"json": out / "results.json", "csv": out / "results.csv", "ced": out / "ced.png",
-             "table": out / "table.txt"}
+    paths = {key: out / name for key, name in OUTPUT_FILES.items()}
     write_csv(paths["csv"], records)
     title = "AFLW2000-3D CED, " + results["model"]["description"]
     if results["model"].get("random_weights"):
