@@ -350,6 +350,7 @@ def run_tool(tool: str, main, prog_name: str = None, interrupted: str = "stopped
             sys.exit(EXIT_OK if e.code == 1 else e.code)
         try:
             _apply_aliases(names, aliases)
+            check_float_flags()
         except ToolError as e:
             print(error_line(e), file=sys.stderr)
             sys.exit(e.code)
@@ -378,3 +379,58 @@ def run_tool(tool: str, main, prog_name: str = None, interrupted: str = "stopped
     except KeyboardInterrupt:  # before main: while parsing flags or starting up
         say(f"interrupted (Ctrl-C); {interrupted}")
         sys.exit(EXIT_INTERRUPTED)
+
+
+# ------------------------------------------------------------------------------------- float flags
+
+#: Flag name -> ``(low, high, low_open, high_open)``: the range a float flag's value must lie in, beyond
+#: being finite, for ranges absl's inclusive ``lower_bound`` / ``upper_bound`` cannot say (e.g.
+#: ``0 <= momentum < 1``). Filled by :func:`float_range`.
+FLOAT_RANGES = {}
+
+
+def float_range(name: str, low=None, high=None, *, low_open: bool = False, high_open: bool = False) -> None:
+    """Record the range of float flag ``name`` (``None``: unbounded on that side; ``*_open``: the bound
+    itself is excluded), checked with every float flag by :func:`check_float_flags` before any work."""
+    FLOAT_RANGES[name] = (low, high, low_open, high_open)
+
+
+def _range_text(low, high, low_open, high_open) -> str:
+    if low is not None and high is not None:
+        return f"a number {'>' if low_open else '>='} {low:g} and {'<' if high_open else '<='} {high:g}"
+    if low is not None:
+        return f"a number {'>' if low_open else '>='} {low:g}"
+    return f"a number {'<' if high_open else '<='} {high:g}"
+
+
+def _bounds(flag):
+    """``(low, high, low_open, high_open)`` of a float flag: :data:`FLOAT_RANGES`, else absl's bounds."""
+    if flag.name in FLOAT_RANGES:
+        return FLOAT_RANGES[flag.name]
+    return (getattr(flag.parser, "lower_bound", None), getattr(flag.parser, "upper_bound", None), False, False)
+
+
+def check_float_flags(flag_values=FLAGS) -> None:
+    """Every float flag (single or multi) must hold finite numbers in its range: NaN and infinity pass
+    absl's bounds (comparisons with NaN are false) and have hung or crashed tools. Raises
+    :class:`ToolError` (exit 2) naming the first bad flag and its range. :func:`run_tool` runs it
+    right after parsing, before any work."""
+    import math
+
+    for name in sorted(set(flag_values)):
+        flag = flag_values[name]
+        if flag.name != name or not isinstance(flag.parser, flags.FloatParser) or flag.value is None:
+            continue
+        values = flag.value if isinstance(flag.value, (list, tuple)) else [flag.value]
+        low, high, low_open, high_open = _bounds(flag)
+        for value in values:
+            bad = not math.isfinite(value)
+            if low is not None:
+                bad = bad or value < low or (low_open and value == low)
+            if high is not None:
+                bad = bad or value > high or (high_open and value == high)
+            if bad:
+                wanted = _range_text(low, high, low_open, high_open) if (low, high) != (None, None) else \
+                    "a finite number"
+                fail(f"--{name}={value}: {'not a finite number' if not math.isfinite(value) else 'out of range'}; "
+                     f"give {wanted} (see --help)")

@@ -111,7 +111,7 @@ flags.DEFINE_integer("detect_every", 10, "Video: run the face detector every thi
                      "(0: only on the first frame and when a tracked face is lost); between, each face is cropped "
                      "from its landmarks in the previous frame.", lower_bound=0)
 flags.DEFINE_float("fps", 25.0, "Video from a folder of frames: frames per second of the annotated video written "
-                   "(a video file keeps its own rate).", lower_bound=0.01)
+                   "(a video file keeps its own rate), 0.01 to 1000.", lower_bound=0.01, upper_bound=1000.0)
 
 FLAGS = flags.FLAGS
 
