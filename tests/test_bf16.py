@@ -28,6 +28,7 @@ from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256, randomize_batch
 from prnet.model.runtime import FastGraphBackend, KerasBackend, SavedModelBackend, saved_model_precision
 from prnet.serving.export import DEFAULT_FORMATS, FORMATS, export_all, measure_exports
 from prnet.weights.formats import load_backend
+from prnet.weights.official import write_official_stamp
 
 from helpers import run_cli
 
@@ -217,6 +218,7 @@ def test_official_weights_in_bf16_run_in_process(model, crops, reference, tmp_pa
     cache.mkdir()
     monkeypatch.setenv("PRNET_CACHE_DIR", str(cache))
     model.save_weights(str(cache / "resfcn256.weights.h5"))
+    write_official_stamp(cache / "resfcn256.weights.h5", "stand-in")  # as a conversion would: called official
     predictor = Predictor.from_weights(None, precision="bfloat16", detector=None, template=uv_template,
                                        download=False)
     assert isinstance(predictor.backend, FastGraphBackend) and predictor.backend_name == "BN-folded graph bfloat16"

@@ -24,6 +24,7 @@ ov = pytest.importorskip("openvino", reason="OpenVINO is an optional extra: pip 
 from prnet.inference.predictor import Predictor  # noqa: E402
 from prnet.model.openvino_runtime import OpenVINOBackend  # noqa: E402
 from prnet.weights.formats import load_backend  # noqa: E402
+from prnet.weights.official import write_official_stamp  # noqa: E402
 
 # float32: the same bound as the SavedModel / TFLite float32 exports in tests/test_export.py (crop px;
 # 1e-3 of 281.6 px is ~30 float32 ulps: round-off of a different summation order, nothing more).
@@ -167,6 +168,7 @@ def test_official_weights_in_openvino(model, crops, reference, uv_template, tmp_
     """No weights path: the official (cached, converted) Keras weights, their BN-folded graph converted in memory."""
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path))
     model.save_weights(str(tmp_path / "resfcn256.weights.h5"))  # small weights stand in for the official ones
+    write_official_stamp(tmp_path / "resfcn256.weights.h5", "stand-in")  # as a conversion would: called official
     predictor = Predictor.from_weights(None, backend="openvino", download=False, detector=None, template=uv_template)
     assert predictor.backend_name == "OpenVINO" and "official PRNet weights" in predictor.source
     np.testing.assert_allclose(predictor.predict_posmaps(crops), reference, atol=FP32_MAX_PX)

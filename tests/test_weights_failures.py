@@ -238,3 +238,33 @@ def test_cached_export_and_weights_follow_the_umask(tmp_path, monkeypatch, umask
     for name, mode in modes.items():
         is_dir = (tmp_path / "cache" / name).is_dir()
         assert mode == (0o777 if is_dir else 0o666) & ~umask, (name, oct(mode))
+
+
+def test_a_file_at_the_cache_name_is_official_only_with_its_conversion_stamp(tmp_path, monkeypatch):
+    """Battery row 20: any file at <cache>/resfcn256.weights.h5 was announced as the official weights and
+    recorded "official": true. Now only a conversion stamp naming the pinned checkpoint and the file's
+    own SHA-256 makes it official."""
+    from prnet.evaluation.protocol import describe_weights
+    from prnet.weights import official
+
+    monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path))
+    weights = official.weights_path()
+    weights.write_bytes(b"random full-size weights, say")
+    for official_flag, text in (official.describe_cached_weights(weights),):
+        assert official_flag is False and text == f"weights at {weights} (not verified as the official conversion)"
+    record = describe_weights(None)
+    assert record["official"] is False and "not verified" in record["description"]
+
+    official.write_official_stamp(weights, tmp_path / "official-checkpoint" / official.CHECKPOINT_PREFIX_NAME)
+    assert official.describe_cached_weights(weights) == (True, f"official PRNet weights {weights}")
+    record = describe_weights(None)
+    assert record["official"] is True and record["description"] == "official PRNet weights"
+
+    weights.write_bytes(b"another file copied over it later")  # the stamp no longer matches
+    assert official.describe_cached_weights(weights)[0] is False
+    official.write_official_stamp(weights, "x")
+    stamp = official.stamp_path(weights)
+    stamp.write_text(stamp.read_text().replace(official.WEIGHTS_DATA.sha256, "0" * 64))  # another checkpoint
+    assert official.is_verified_official(weights) is False
+    stamp.write_text("{not json")
+    assert official.is_verified_official(weights) is False

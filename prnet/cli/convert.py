@@ -67,7 +67,7 @@ def execute(flag_values=FLAGS) -> int:
         common.fail("--checkpoint and --download are exclusive")
     import_tensorflow_quietly()  # the weights stage imports TensorFlow: not at --help time, no banners
     from prnet.weights import official
-    from prnet.weights.convert import convert_checkpoint
+    from prnet.weights.convert import checkpoint_prefix, convert_checkpoint
     from prnet.weights.formats import check_keras_weights_file
 
     try:
@@ -87,7 +87,12 @@ def execute(flag_values=FLAGS) -> int:
                 if damaged is not None:
                     print(f"{output} is damaged ({damaged}); converting it again")
                 prefix = fv.checkpoint or official.official_checkpoint(download=True)
-                print(f"wrote {convert_checkpoint(prefix, output)}")
+                if fv.download or official.checkpoint_is_official(checkpoint_prefix(prefix)):
+                    # the official checkpoint (verified): stamped, so the tools call the result official
+                    print(f"wrote {official.convert_official(checkpoint_prefix(prefix), output)} (the official "
+                          f"weights; stamp {official.stamp_path(output).name})")
+                else:
+                    print(f"wrote {convert_checkpoint(prefix, output)}")
         if fv.verify:
             return _verify(fv.checkpoint)
     except (PRNetError, OSError) as e:  # OSError: e.g. the output folder is not writable

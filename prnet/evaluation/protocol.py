@@ -59,6 +59,7 @@ from prnet.evaluation.report import OUTPUT_FILES, build_results, write_outputs
 from prnet.inference.detect import box_iou, make_detector
 from prnet.inference.predictor import Predictor
 from prnet.model.runtime import RANDOM_WEIGHTS_WARNING
+from prnet.weights.official import describe_cached_weights
 from prnet.weights.official import weights_path as official_weights_path
 
 logger = logging.getLogger(__name__)
@@ -254,10 +255,15 @@ def describe_weights(weights=None, *, random_weights: bool = False) -> dict:
     if random_weights:
         return {"weights": None, "sha256": None, "random_weights": True,
                 "description": f"{RANDOM_WEIGHTS_WARNING} (smoke test, untrained)"}
-    official = weights is None
-    path = official_weights_path() if official else Path(weights).expanduser()
+    if weights is None:  # the cache's converted weights: official only with a matching conversion stamp
+        path = official_weights_path()
+        official, text = describe_cached_weights(path)
+        description = "official PRNet weights" if official else text
+    else:
+        path, official = Path(weights).expanduser(), False
+        description = path.name
     return {"weights": str(path.resolve()), "sha256": sha256_file(path), "random_weights": False,
-            "official": official, "description": "official PRNet weights" if official else path.name}
+            "official": official, "description": description}
 
 
 def evaluate(config: EvalConfig, predictor: Predictor | None = None, model_info: dict | None = None) -> dict:

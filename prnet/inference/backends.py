@@ -25,6 +25,7 @@ from prnet.model.runtime import FastGraphBackend, KerasBackend, SavedModelBacken
 from prnet.serving.saved_model import export_saved_model
 from prnet.weights.formats import check_backend, load_keras_model
 from prnet.weights.official import (
+    describe_cached_weights,
     ensure_official_weights,
     ensure_uv_template,
     official_checkpoint,
@@ -158,7 +159,7 @@ def official_backend(backend: str = "auto", *, download: bool = True, kpt_ind=No
         raise
     except OSError as e:  # the cache cannot be written: convert the (verified) checkpoint in memory
         return _converted_in_memory(backend, download, e, precision, num_threads)
-    source = f"official PRNet weights {weights}"
+    source = describe_cached_weights(weights)[1]  # "official ..." only with a matching conversion stamp
     if backend == "openvino":
         return OpenVINOBackend(load_keras_model(weights), precision=precision, num_threads=num_threads,
                                name=f"{source} (BN-folded graph converted in memory)")

@@ -22,13 +22,15 @@ is what ``Predictor.from_weights(None)`` (prnet-demo, prnet-evaluate) runs; any 
 through :mod:`prnet.weights.formats`.
 """
 
+import json
 import logging
 import os
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from prnet.core.files import sha256_file
+from prnet.core.files import atomic_write, sha256_file
 from prnet.core.paths import UV_TEMPLATE_FILES, assets_dir, assets_location, cache_dir
 from prnet.errors import (
     AssetsNotFoundError,
@@ -109,6 +111,64 @@ assert set(UV_TEMPLATE_FILES) <= {f.name for f in UV_FILES}
 def weights_path() -> Path:
     """The converted official weights in the cache: ``<cache>/resfcn256.weights.h5``."""
     return cache_dir() / KERAS_WEIGHTS_NAME
+
+
+#: Suffix of the stamp written beside converted official weights (``resfcn256.weights.h5.official.json``).
+STAMP_SUFFIX = ".official.json"
+
+
+def stamp_path(weights) -> Path:
+    """The stamp of converted weights ``weights``: ``<weights>.official.json``."""
+    weights = Path(weights)
+    return weights.with_name(weights.name + STAMP_SUFFIX)
+
+
+def write_official_stamp(weights, prefix) -> Path:
+    """Record that ``weights`` were converted from the official checkpoint ``prefix``: the stamp holds the
+    checkpoint files' pinned SHA-256 and the converted file's SHA-256 (:func:`is_verified_official`).
+    Written atomically; returns its path."""
+    stamp = {"checkpoint_sha256": {WEIGHTS_INDEX.name: WEIGHTS_INDEX.sha256, WEIGHTS_DATA.name: WEIGHTS_DATA.sha256},
+             "checkpoint": str(Path(prefix)), "weights_sha256": sha256_file(weights),
+             "converted_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return atomic_write(stamp_path(weights), lambda f: json.dump(stamp, f, indent=2), newline="")
+
+
+def is_verified_official(weights) -> bool:
+    """True when ``weights`` carry a stamp (:func:`write_official_stamp`) naming the pinned official
+    checkpoint and the file's own SHA-256: a file copied or left at the cache's name is not taken for
+    the official conversion."""
+    weights = Path(weights)
+    try:
+        stamp = json.loads(stamp_path(weights).read_text(encoding="utf-8"))
+        pinned = {WEIGHTS_INDEX.name: WEIGHTS_INDEX.sha256, WEIGHTS_DATA.name: WEIGHTS_DATA.sha256}
+        return (isinstance(stamp, dict) and stamp.get("checkpoint_sha256") == pinned
+                and stamp.get("weights_sha256") == sha256_file(weights))
+    except (OSError, ValueError):
+        return False
+
+
+def describe_cached_weights(weights) -> tuple:
+    """``(official, text)`` for converted weights at the cache's name: ``(True, "official PRNet weights
+    PATH")`` when :func:`is_verified_official`, else ``(False, "weights at PATH (not verified as the
+    official conversion)")``: what the tools print and ``results.json`` records."""
+    if is_verified_official(weights):
+        return True, f"official PRNet weights {weights}"
+    return False, f"weights at {weights} (not verified as the official conversion)"
+
+
+def convert_official(prefix, output) -> Path:
+    """Convert the official checkpoint ``prefix`` (already verified against its pinned SHA-256) to
+    ``output`` (:func:`prnet.weights.convert.convert_checkpoint`) and stamp it (:func:`write_official_stamp`)."""
+    out = convert_checkpoint(prefix, output)
+    write_official_stamp(out, prefix)
+    return out
+
+
+def checkpoint_is_official(prefix) -> bool:
+    """True when both files of the checkpoint ``prefix`` have the official checkpoint's pinned SHA-256."""
+    prefix = Path(prefix)
+    return all(sha256_file(prefix.with_name(prefix.name + suffix)) == remote.sha256
+               for suffix, remote in ((".index", WEIGHTS_INDEX), (".data-00000-of-00001", WEIGHTS_DATA)))
 
 
 def saved_model_path() -> Path:
@@ -265,7 +325,9 @@ def ensure_official_weights(download: bool = True) -> Path:
     If the TF1 checkpoint files are already in ``<cache>/official-checkpoint/`` (put there by
     hand) they are verified against their pinned SHA-256 and converted; otherwise, with
     ``download`` true, they are downloaded (verified) and converted. A cached weights file that
-    cannot be read (truncated, corrupt) is rebuilt the same way. Raises
+    cannot be read (truncated, corrupt) is rebuilt the same way. Each conversion writes a stamp
+    (:func:`write_official_stamp`); a cached file without a matching one is still returned, but the
+    tools call it "not verified as the official conversion" (:func:`describe_cached_weights`). Raises
     :class:`WeightsNotFoundError` with the manual steps when the weights are missing and cannot be
     downloaded, :class:`WeightsFormatError` when the cached checkpoint is not the official one or
     a damaged weights file cannot be rebuilt (the message names the file to delete), and
@@ -276,6 +338,10 @@ def ensure_official_weights(download: bool = True) -> Path:
     if out.is_file():
         try:
             check_keras_weights_file(out)
+            if not is_verified_official(out):
+                logger.warning("%s has no matching conversion stamp (%s): it is used, but not as the official "
+                               "weights; `prnet-convert --download --force` converts the official checkpoint again",
+                               out, stamp_path(out).name)
             return out
         except WeightsFormatError as e:
             damage = e
@@ -288,7 +354,7 @@ def ensure_official_weights(download: bool = True) -> Path:
             raise
         raise WeightsFormatError(f"{damage}\nThe cached official weights cannot be rebuilt: {e}\nDelete {out}; "
                                  "it is converted again from the official checkpoint on the next run.") from e
-    return convert_checkpoint(prefix, out)
+    return convert_official(prefix, out)
 
 
 @dataclass(frozen=True)
