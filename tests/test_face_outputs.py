@@ -322,3 +322,19 @@ def test_write_image_is_atomic_and_lossless_for_png(tmp_path):
     with pytest.raises(Exception):  # noqa: B017  (cv2.error: no encoder for the suffix): nothing left behind
         write_image(tmp_path / "x.unknown", rgb)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grey.png", "q.jpg", "rgb.png"]
+
+
+def test_pose_box_of_random_weights_is_marked_like_the_overlay(turned, tmp_path):
+    """Issue 20 section 4: pose_box.png said nothing about random weights in smoke mode (the overlay did)."""
+    import dataclasses
+
+    from prnet.outputs.naming import WARNING_COLOR
+
+    fake = dataclasses.replace(turned, random_weights=True)
+    marked = _read_png(WRITERS["pose_box"](tmp_path, "marked", fake, "x.jpg", TextureOptions())[0])
+    plain = _read_png(WRITERS["pose_box"](tmp_path, "plain", turned, "x.jpg", TextureOptions())[0])
+    differs = np.any(marked != plain, axis=2)
+    assert differs[:60].sum() > 200 and not differs[60:].any()  # the warning, in the top band only
+    change = marked[:60][differs[:60]].astype(int) - plain[:60][differs[:60]].astype(int)
+    assert WARNING_COLOR == (255, 0, 0)
+    assert change[:, 0].mean() > 20 and change[:, 1].mean() < -20 and change[:, 2].mean() < -20  # drawn in red

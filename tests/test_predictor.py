@@ -505,3 +505,63 @@ def test_mean_face_through_pts_annotation_crop_lands_on_the_annotation(uv_templa
     # the same check fails for a crop moved off the face by its width
     (off,) = predictor.reconstruct(image, landmarks=gt + [np.ptp(gt[:, 0]), 0])
     assert np.linalg.norm(off.landmarks[:, :2] - gt, axis=1).mean() / np.sqrt(np.prod(np.ptp(gt, axis=0))) > 0.5
+
+
+# ----------------------------------------------------------------------------- the pixel cap (battery row 21)
+
+def test_image_file_size_reads_the_header_of_every_format_opencv_writes(tmp_path):
+    """The header sizes equal the decoded sizes (an independent reading: OpenCV's decoder)."""
+    import cv2
+
+    from prnet.inference.predictor import image_file_size
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    params = {".webp": [cv2.IMWRITE_WEBP_QUALITY, 101], ".jpg": [cv2.IMWRITE_JPEG_QUALITY, 90]}
+    for suffix in (".png", ".jpg", ".bmp", ".webp"):
+        path = tmp_path / f"x{suffix}"
+        assert cv2.imwrite(str(path), image, params.get(suffix, []))
+        decoded = cv2.imread(str(path))
+        assert image_file_size(path) == (decoded.shape[1], decoded.shape[0]) == (53, 37), suffix
+    lossy = tmp_path / "lossy.webp"
+    cv2.imwrite(str(lossy), image, [cv2.IMWRITE_WEBP_QUALITY, 80])
+    assert image_file_size(lossy) == (53, 37)
+    gif = tmp_path / "x.gif"  # a GIF header (logical screen 300 x 200)
+    gif.write_bytes(b"GIF89a" + (300).to_bytes(2, "little") + (200).to_bytes(2, "little") + b"\0" * 20)
+    assert image_file_size(gif) == (300, 200)
+    (tmp_path / "x.txt").write_text("not an image")
+    assert image_file_size(tmp_path / "x.txt") is None and image_file_size(tmp_path / "missing.png") is None
+
+
+def test_images_over_the_pixel_cap_are_refused_before_decoding(uv_template, tmp_path):
+    """A PNG header claiming 20000 x 20000 pixels (400 MP) with no pixel data: refused by size from the
+    header (a decode would fail differently, or cost gigabytes for a real one)."""
+    import struct
+    import zlib
+
+    from prnet.inference.predictor import DEFAULT_MAX_PIXELS, read_image_within
+    from prnet.serving.limits import DEFAULT_MAX_IMAGE_PIXELS
+
+    assert DEFAULT_MAX_PIXELS == DEFAULT_MAX_IMAGE_PIXELS  # the SavedModel's cap
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+                     + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
+    predictor = Predictor(ConstantBackend(np.zeros((256, 256, 3))), detector=None, template=uv_template)
+    with pytest.raises(ImageReadError, match=r"20000x20000 pixels \(400,000,000\) is larger than the limit on "
+                                             r"pixels per image \(40,000,000"):
+        predictor.reconstruct(bomb, boxes=[[0, 0, 10, 10]])
+    # arrays by their shape, files after decoding where the header is not read; None: no cap
+    small = Predictor(ConstantBackend(np.zeros((256, 256, 3))), detector=None, template=uv_template,
+                      max_pixels=30 * 40 - 1)
+    image = np.zeros((30, 40, 3), np.uint8)
+    with pytest.raises(ImageReadError, match="40x30 pixels"):
+        small.prepare(image, boxes=[[0, 0, 10, 10]])
+    assert Predictor(ConstantBackend(np.zeros((256, 256, 3))), detector=None, template=uv_template,
+                     max_pixels=1200).prepare(image, boxes=[[0, 0, 10, 10]]).image.shape == (30, 40, 3)
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "photo.ppm"), image)  # a format whose header is not read: checked after decoding
+    with pytest.raises(ImageReadError, match="photo.ppm: 40x30 pixels"):
+        read_image_within(tmp_path / "photo.ppm", 1199)
+    assert read_image_within(tmp_path / "photo.ppm", None).shape == (30, 40, 3)

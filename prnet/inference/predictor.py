@@ -20,7 +20,7 @@ import numpy as np
 from prnet.core import crop as cropping
 from prnet.core.images import as_rgb, read_image
 from prnet.core.uv import landmarks_from_posmap, load_uv_template, vertices_from_posmap
-from prnet.errors import NoFaceFoundError
+from prnet.errors import ImageReadError, NoFaceFoundError
 from prnet.inference.backends import official_backend
 from prnet.inference.detect import make_detector
 from prnet.inference.results import FaceResult
@@ -34,8 +34,97 @@ from prnet.model.runtime import (
     check_precision,
     random_weights_backend,
 )
+from prnet.serving.limits import DEFAULT_MAX_IMAGE_PIXELS
 from prnet.weights.formats import check_backend, load_backend
 from prnet.weights.official import ensure_uv_template
+
+#: Default cap on the pixels (width x height) of one image :class:`Predictor` (and ``prnet-demo --max_pixels``)
+#: processes: the SavedModel's request limit (:data:`prnet.serving.limits.DEFAULT_MAX_IMAGE_PIXELS`, 40 MP).
+DEFAULT_MAX_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
+#: JPEG start-of-frame markers (they carry the image size); C4 (DHT), C8 (JPG), CC (DAC) are not frames.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(f):
+    f.seek(2)
+    while True:
+        byte = f.read(1)
+        while byte == b"\xff":  # fill bytes before a marker
+            byte = f.read(1)
+        if not byte:
+            return None
+        marker = byte[0]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            continue
+        head = f.read(2)
+        if len(head) < 2:
+            return None
+        length = int.from_bytes(head, "big")
+        if marker in _JPEG_SOF:
+            data = f.read(5)
+            return (int.from_bytes(data[3:5], "big"), int.from_bytes(data[1:3], "big")) if len(data) == 5 else None
+        if marker == 0xDA or length < 2:  # image data before any frame header: not a JPEG we can size
+            return None
+        f.seek(length - 2, 1)
+        if f.read(1) != b"\xff":
+            return None
+
+
+def image_file_size(path):
+    """``(width, height)`` in pixels as stored, read from the header of a PNG, JPEG, GIF, BMP or WebP
+    file without decoding it (at most a few reads); None for other formats or an unreadable header.
+    (EXIF orientation may swap the two; the pixel count is the same.)"""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+                return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+            if head[:6] in (b"GIF87a", b"GIF89a"):
+                return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+            if head[:2] == b"BM" and len(head) >= 26:
+                if int.from_bytes(head[14:18], "little") == 12:  # BITMAPCOREHEADER: 16-bit sides
+                    return int.from_bytes(head[18:20], "little"), int.from_bytes(head[20:22], "little")
+                return (abs(int.from_bytes(head[18:22], "little", signed=True)),
+                        abs(int.from_bytes(head[22:26], "little", signed=True)))
+            if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+                chunk, data = head[12:16], head[20:32]
+                if chunk == b"VP8X":
+                    return 1 + int.from_bytes(data[4:7], "little"), 1 + int.from_bytes(data[7:10], "little")
+                if chunk == b"VP8L" and data[0] == 0x2F:
+                    bits = int.from_bytes(data[1:5], "little")
+                    return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+                if chunk == b"VP8 ":
+                    return int.from_bytes(data[6:8], "little") & 0x3FFF, int.from_bytes(data[8:10], "little") & 0x3FFF
+                return None
+            if head[:3] == b"\xff\xd8\xff":
+                return _jpeg_size(f)
+    except OSError:
+        return None
+    return None
+
+
+def check_pixels(width: int, height: int, max_pixels, name: str = "image") -> None:
+    """:class:`ImageReadError` when ``width x height`` exceeds ``max_pixels`` (None: no cap), with the
+    serving limit's advice: downscale it (or raise the cap)."""
+    if max_pixels is not None and int(width) * int(height) > max_pixels:
+        raise ImageReadError(
+            f"{name}: {width}x{height} pixels ({int(width) * int(height):,}) is larger than the limit on pixels per "
+            f"image ({int(max_pixels):,}; prnet-demo --max_pixels, Predictor(max_pixels=...), as the SavedModel's "
+            "export.py --max_image_pixels); downscale it, or raise the limit")
+
+
+def read_image_within(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """:func:`prnet.core.images.read_image` with a pixel cap: the size is checked from the file's header
+    before decoding where the format allows (:func:`image_file_size`), else after decoding; an image
+    over ``max_pixels`` raises :class:`ImageReadError` (None: no cap)."""
+    if max_pixels is not None:
+        size = image_file_size(Path(path).expanduser())
+        if size is not None:
+            check_pixels(*size, max_pixels, str(path))
+    image = read_image(path)
+    if max_pixels is not None:
+        check_pixels(image.shape[1], image.shape[0], max_pixels, str(path))
+    return image
 
 
 def _template_kpt_ind(template):
@@ -83,10 +172,17 @@ class Predictor:
         a face keeps its previous result when the new crop is implausible (see
         :data:`REFINE_MAX_SHIFT`). Applies to faces found by the detector; given boxes only with
         ``reconstruct(..., refine=True)``; given landmarks never (they already give the x1.6 crop).
+      max_pixels: the largest image (width x height) processed, :data:`DEFAULT_MAX_PIXELS` (40 MP, the
+        SavedModel's default limit) unless given; None: no cap. A file is checked from its header before
+        decoding where the format allows (:func:`read_image_within`), an array by its shape; a larger
+        image raises :class:`ImageReadError` (the pipeline's memory is several times the image's).
     """
 
     def __init__(self, backend, *, detector="auto", template=None, batch_size: int = 8, download: bool = True,
-                 refine=True):
+                 refine=True, max_pixels=DEFAULT_MAX_PIXELS):
+        if max_pixels is not None and int(max_pixels) < 1:
+            raise ValueError(f"max_pixels must be a number of pixels >= 1 or None, got {max_pixels!r}")
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if int(refine) < 0:
@@ -259,7 +355,12 @@ class Predictor:
         the crops. Same arguments and errors; finish with :meth:`complete` / :meth:`complete_many`
         (e.g. to detect the next image while the previous one's files are written, or to batch the
         crops of several images into one network call)."""
-        image = read_image(image) if isinstance(image, (str, Path)) else as_rgb(image)
+        if isinstance(image, (str, Path)):
+            image = read_image_within(image, self.max_pixels)
+        else:
+            image = as_rgb(image)
+            if self.max_pixels is not None:
+                check_pixels(image.shape[1], image.shape[0], self.max_pixels)
         self.template  # noqa: B018  (fail on a missing UV template before running the network)
         crops_info = self.face_crops(image, boxes=boxes, landmarks=landmarks, max_faces=max_faces)
         if refine is None:

@@ -136,13 +136,18 @@ def write_depth(folder: Path, stem: str, face, image_name: str, textures: Textur
     return [write_image(folder / f"{stem}_depth.png", depth_to_uint8(face.depth_image()))]
 
 
-def write_overlay(folder: Path, stem: str, face, image_name: str, textures: TextureOptions) -> list:
-    image = face.image
-    over = draw_landmarks(draw_mesh_overlay(image, face.vertices, face.triangles), face.landmarks)
+def _mark_random(image, face):
+    """Draw the random-weights warning on ``image`` (a picture of ``face`` over its photo) in place when
+    the face comes from an untrained network: red text in the top-left corner, sized to the width."""
     if face.random_weights:
         scale = max(0.5, image.shape[1] / 800)
-        draw_warning(over, warning_text(ascii_only=True), scale=scale, baseline=int(30 * scale))
-    return [write_image(folder / f"{stem}_overlay.png", over)]
+        draw_warning(image, warning_text(ascii_only=True), scale=scale, baseline=int(30 * scale))
+    return image
+
+
+def write_overlay(folder: Path, stem: str, face, image_name: str, textures: TextureOptions) -> list:
+    over = draw_landmarks(draw_mesh_overlay(face.image, face.vertices, face.triangles), face.landmarks)
+    return [write_image(folder / f"{stem}_overlay.png", _mark_random(over, face))]
 
 
 def write_texture(folder: Path, stem: str, face, image_name: str, textures: TextureOptions) -> list:
@@ -162,7 +167,7 @@ def write_front(folder: Path, stem: str, face, image_name: str, textures: Textur
 
 def write_pose_box(folder: Path, stem: str, face, image_name: str, textures: TextureOptions) -> list:
     shown = draw_pose_box(draw_landmarks(face.image, face.landmarks, lines=False), face.pose_box())
-    return [write_image(folder / f"{stem}_pose_box.png", shown)]
+    return [write_image(folder / f"{stem}_pose_box.png", _mark_random(shown, face))]
 
 
 def write_npz_file(folder: Path, stem: str, face, image_name: str, textures: TextureOptions) -> list:
