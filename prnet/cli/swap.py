@@ -23,10 +23,11 @@ Face crops: as prnet-demo (--detector and --refine, or a sibling <name>.pts / <n
 annotation with --annotations auto). --face picks the target face (0 = largest); the reference's largest
 face is used.
 
-Exit status: 0 written; 1 a photo failed (unreadable, no face found in it, --face out of range);
-2 setup error (flags, weights, UV template, an unreadable or wrongly sized --mode mask or
---reference_texture, an output that cannot be written), checked before the photos are
-reconstructed. Nothing is written on any error (the output appears whole or not at all).
+Exit status: 0 written; 1 a photo failed (unreadable, no face found in it, --face out of range, or
+nothing painted: no visible pixel of the face in the region); 2 setup error (flags, weights, UV
+template, an unreadable, wrongly sized or all-zero --mode mask, an unreadable --reference_texture,
+an output that cannot be written), checked before the photos are reconstructed. Nothing is
+written on any error (the output appears whole or not at all).
 """
 
 import sys
@@ -70,6 +71,48 @@ def parse_mode(mode: str):
     if mode.startswith("mask:") and mode[5:].strip():
         return "mask", Path(mode[5:].strip()).expanduser()
     raise ValueError(f"--mode {mode!r}: use face, eyes or mask:PATH (a 256x256 UV mask image)")
+
+
+def load_region(region: str, mask_path=None):
+    """The ``region`` argument of :func:`prnet.inference.results.swap_faces` for ``--mode``: ``"face"``,
+    ``"eyes"``, or the ``(256, 256)`` float32 UV mask read from ``mask_path`` (nonzero = edit).
+    Raises :class:`prnet.errors.PRNetError` (unreadable, wrongly sized or empty mask)."""
+    from prnet.errors import UVInputError
+    from prnet.mesh.swap import check_uv_mask
+
+    if region != "mask":
+        return region
+    what = f"--mode mask:{mask_path}"
+    mask = check_uv_mask(_read_uv_image(Path(mask_path), "--mode mask"), what)
+    if not mask.any():
+        raise UVInputError(f"{what}: the mask is all zero: nothing to edit (nonzero pixels mark the region)")
+    return mask
+
+
+def nothing_painted_reason(target, region, random_weights: bool = False) -> str:
+    """Why :func:`prnet.inference.results.swap_faces` painted no pixel of ``target`` (a FaceResult)
+    for ``region`` (``"face"``, ``"eyes"`` or a UV mask): one line for the error message."""
+    import numpy as np
+
+    from prnet.mesh.swap import eyes_region_mask
+
+    template = target.template
+    if isinstance(region, str):
+        uv = template.face_mask if region == "face" else eyes_region_mask(template.directory) * template.face_mask
+    else:
+        uv = np.asarray(region) * template.face_mask
+    in_region = uv.reshape(-1)[template.face_ind] > 0
+    mode = "mask" if not isinstance(region, str) else region
+    if not target.visible.any():
+        why = "no part of the reconstructed face is visible in the photo (inside it and facing the camera)"
+    elif not (target.visible & in_region).any():
+        why = (f"no visible part of the face lies in the --mode {mode} region (the region is hidden, turned "
+               "away from the camera or outside the photo)")
+    else:
+        why = "the face's visible surface covers no whole pixel of the region (the face is too small)"
+    if random_weights:
+        why += "; random weights (--smoke_test_random_weights) give no real face"
+    return f"nothing painted: {why}"
 
 
 def _read_uv_image(path: Path, what: str):
@@ -126,12 +169,12 @@ def main(argv):
 
     from prnet.core.files import ensure_writable_folder
     from prnet.errors import ImageReadError, NoFaceFoundError, PRNetError
-    from prnet.mesh.swap import check_uv_mask, check_uv_texture
+    from prnet.mesh.swap import check_uv_texture
 
-    # Setup checks before any (slow) reconstruction.
+    # Setup checks before any (slow) reconstruction. `region` stays the mode's name; `edit` is what
+    # swap_faces takes (the name, or the mask array for mask:PATH).
     try:
-        if region == "mask":
-            region = check_uv_mask(_read_uv_image(mask_path, "--mode mask"), f"--mode mask {mask_path}")
+        edit = load_region(region, mask_path)
         texture = None
         if FLAGS.reference_texture is not None:
             texture = check_uv_texture(_read_uv_image(Path(FLAGS.reference_texture).expanduser(),
@@ -160,7 +203,7 @@ def main(argv):
             eyes_region_mask(predictor.template.directory)  # missing eye images: a setup error
     except PRNetError as e:
         _fail(str(e))
-    print(f"prnet-swap: using weights: {predictor.source} (backend: {predictor.backend_name})", file=sys.stderr)
+    print(f"prnet-swap: using weights: {predictor.source} (backend: {predictor.backend_summary})", file=sys.stderr)
     if predictor.random_weights:
         print(f"prnet-swap: WARNING: {RANDOM_WEIGHTS_WARNING} (--smoke_test_random_weights): the result only "
               "checks the pipeline.", file=sys.stderr)
@@ -169,11 +212,14 @@ def main(argv):
         if FLAGS.reference is not None:
             reference = _load_face(predictor, Path(FLAGS.reference).expanduser(), 0, "--reference")
         target = _load_face(predictor, target_path, FLAGS.face, "--input")
-        image, painted = swap_faces(target, reference, texture=texture, region=region, blend=FLAGS.blend)
+        image, painted = swap_faces(target, reference, texture=texture, region=edit, blend=FLAGS.blend)
     except (ImageReadError, NoFaceFoundError) as e:
         _fail(str(e), 1)
     except PRNetError as e:
         _fail(str(e))
+    if not painted.any():  # the photo would come back unchanged: a failure of this photo, nothing written
+        _fail(f"--input {target_path}: {nothing_painted_reason(target, edit, predictor.random_weights)}; "
+              "nothing written", 1)
     from prnet.core.images import write_image
     from prnet.outputs.naming import tagged_path
 

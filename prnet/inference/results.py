@@ -130,7 +130,9 @@ def swap_faces(target: FaceResult, reference=None, *, texture=None, region="face
       texture: a ``(S, S, 3)`` uint8 RGB UV texture (e.g. ``prnet-demo``'s ``_texture.png``, edited).
       region: ``"face"`` (the whole face), ``"eyes"`` (the UV template's eyes region,
         :func:`prnet.mesh.swap.eyes_region_mask`) or a ``(256, 256)`` UV mask (nonzero = edit).
-      blend: ``"poisson"`` (``cv2.seamlessClone``), ``"alpha"`` (feathered edge) or ``"none"``.
+      blend: ``"poisson"`` (``cv2.seamlessClone``; a region smaller than the face is cloned with a
+        ring of the target's own texture around it, so it keeps its edit:
+        :func:`prnet.mesh.swap.edit_face`), ``"alpha"`` (feathered edge) or ``"none"``.
 
     Returns ``(image (H, W, 3) uint8 RGB, painted mask (H, W) bool)``: the painted pixels are the
     target's visible (z-buffered) surface inside ``region``; no other pixel changes.
@@ -157,6 +159,6 @@ def swap_faces(target: FaceResult, reference=None, *, texture=None, region="face
         new = np.where(use, new, own)
     else:
         new = swapping.check_uv_texture(texture, "texture")
-    painted = swapping.paint_texture(target.image, target.vertices, target.triangles,
-                                     swapping.template_uv_pixels(template.face_ind), new, region_mask)
-    return swapping.blend(target.image, painted.image, painted.mask, blend), painted.mask
+    return swapping.edit_face(target.image, target.vertices, target.triangles,
+                              swapping.template_uv_pixels(template.face_ind), own, new, region_mask, face_mask,
+                              blend)
