@@ -63,7 +63,7 @@ def test_corrupt_image_fails_without_partial_files(tmp_path, assets_dir):
                   {"PRNET_ASSETS_DIR": str(assets_dir)})
     assert result.returncode == 1
     assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # nothing written: the output folder this run made is removed (issue 20)
 
 
 @pytest.mark.slow
@@ -119,7 +119,7 @@ def test_default_weights_are_exported_once_and_run_as_saved_model(tmp_path, samp
     write_official_stamp(cache / "resfcn256.weights.h5", "stand-in")  # as a conversion would: called official
     out = tmp_path / "out"
     result = _run(["--input", str(samples_dir / "faces" / "prnet_test_0.jpg"), "--output", str(out), "--nodownload",
-                   "--max_faces", "1", "--outputs", "landmarks"],
+                   "--max_faces", "1", "--outputs", "landmarks", "--backend", "saved_model", "--precision", "float32"],
                   {"PRNET_CACHE_DIR": str(cache), "PRNET_ASSETS_DIR": str(assets_dir)})
     assert result.returncode == 0, result.stderr
     assert "exporting resfcn256.weights.h5 as a SavedModel" in result.stderr
@@ -209,7 +209,7 @@ def test_annotations_never_on_einstein_is_a_clean_no_face_error(tmp_path, sample
     assert result.returncode == 1, result.stderr
     assert "einstein.jpg: no face found" in result.stderr and "Traceback" not in result.stderr
     assert "crop from" not in result.stderr
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # nothing written: the output folder this run made is removed (issue 20)
 
 
 # ----------------------------------------------------------------------------- reliability (issue 14)
@@ -402,3 +402,88 @@ def test_ctrl_c_prints_a_summary_exits_130_and_leaves_no_partial_outputs(tmp_pat
     assert 1 <= len(stems) < 30
     assert f"{len(stems)}/30 images done, {len(names)} files written" in err
     assert f"{30 - len(stems)} image(s) not processed" in err
+
+
+# ----------------------------------------------------------------------------- issue 20
+def test_box_text_and_sidecar_parsing(tmp_path):
+    from prnet.cli.demo import parse_boxes, sidecar_boxes
+
+    np.testing.assert_array_equal(parse_boxes("10,20,110,140", "--box"), [[10, 20, 110, 140]])
+    np.testing.assert_array_equal(parse_boxes("# faces\n1 2 30 40  # left\n\n50, 2, 90, 40\n", "f"),
+                                  [[1, 2, 30, 40], [50, 2, 90, 40]])
+    for bad in ("1,2,3", "1,2,3,4,5", "10,20,5,40", "0,0,nan,1", "a,b,c,d", "# only a comment"):
+        with pytest.raises(ValueError, match="--box"):
+            parse_boxes(bad, "--box")
+    assert sidecar_boxes(tmp_path / "photo.jpg") is None
+    (tmp_path / "photo.box.txt").write_text("3 4 50 60\n")
+    boxes, path = sidecar_boxes(tmp_path / "photo.jpg")
+    assert path == tmp_path / "photo.box.txt" and boxes.tolist() == [[3, 4, 50, 60]]
+
+
+def test_a_given_box_is_cropped_by_the_x16_rule_instead_of_the_detector(tmp_path, assets_dir, capsys):
+    """Section 4: --box / <name>.box.txt when the detector misses: the crop of box_from_bbox (the rule of
+    landmark boxes and the calibrated detectors), not the detector's box."""
+    from prnet.cli.demo import make_jobs, parse_boxes, process_jobs
+    from prnet.core.crop import box_from_bbox, crop_transform, warp_crop
+    from prnet.core.images import read_image
+
+    inp = _folder_of_images(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    (inp / "a.box.txt").write_text("12, 8, 44, 40\n")
+    (inp / "c.box.txt").write_text("12, 8, 4, 40\n")  # malformed: that image fails, named
+
+    def expected(path, box):
+        return warp_crop(read_image(path), crop_transform(*box_from_bbox(box)))
+
+    predictor = _fake_predictor(assets_dir)  # its detector says [10, 10, 50, 50]
+    code = process_jobs(predictor, make_jobs(str(inp)), tmp_path / "out", ["landmarks"])
+    err = capsys.readouterr().err
+    assert code == 1 and "crop from a.box.txt (1 face box(es)" in err and "c.box.txt: line 1" in err
+    crops = predictor.backend.crops  # a: its box (refine keeps it: flat maps), b: the detector's box
+    np.testing.assert_allclose(crops[0], expected(inp / "a.png", [12, 8, 44, 40]), atol=1e-6)
+    assert not np.allclose(crops[0], expected(inp / "a.png", [10, 10, 50, 50]), atol=1e-3)
+    assert len(crops) == 2 and sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_0_landmarks.txt", "b_0_landmarks.txt"]
+
+    predictor = _fake_predictor(assets_dir)  # --box wins over the sidecar and the detector
+    jobs = make_jobs(str(inp / "a.png"))
+    assert process_jobs(predictor, jobs, tmp_path / "out2", ["landmarks"], boxes=parse_boxes("5,6,40,50", "--box")) == 0
+    np.testing.assert_allclose(predictor.backend.crops[0], expected(inp / "a.png", [5, 6, 40, 50]), atol=1e-6)
+
+
+def test_a_folder_in_the_way_of_one_name_leaves_none_of_the_faces_files(tmp_path, assets_dir, capsys):
+    """Battery row 11: a folder at <name>_0_overlay.png left the .obj, depth and landmarks in place while
+    the summary said 0 files written. Every name is checked before any file moves."""
+    from prnet.cli.demo import make_jobs, process_jobs
+
+    inp = _folder_of_images(tmp_path / "in", ["a.png", "b.png"])
+    out = tmp_path / "out"
+    (out / "a_0_pose.txt").mkdir(parents=True)
+    (out / "a_0_pose.txt" / "keep.txt").write_text("mine")
+    code = process_jobs(_fake_predictor(assets_dir), make_jobs(str(inp)), out, ["landmarks", "pose"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"cannot write {out / 'a_0_pose.txt'} (the files of {inp / 'a.png'}): it is a folder" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_0_pose.txt", "b_0_landmarks.txt", "b_0_pose.txt"]
+    assert (out / "a_0_pose.txt" / "keep.txt").read_text() == "mine"
+    assert f"1/2 images done, 2 files written to {out}" in err  # what is on disk
+
+
+@pytest.mark.slow  # two demo subprocesses that stop before TensorFlow loads, and one that stops at the weights
+def test_box_flag_errors_and_first_run_offline_lists_everything_missing(tmp_path, samples_dir):
+    photo = samples_dir / "faces" / "prnet_test_0.jpg"
+    for args, text in ((["--input", photo, "--box", "10,20,5,40"], "--box 10,20,5,40: line 1"),
+                       (["--input", samples_dir / "faces", "--box", "1,2,30,40"], "--box gives the face box of one")):
+        result = _run([*map(str, args), "--output_dir", str(tmp_path / "o")])
+        assert result.returncode == 2 and text in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert not (tmp_path / "o").exists()
+    # first run offline: no weights, no template; the mirrors point at a closed port (refused at once)
+    cache, out = tmp_path / "cache", tmp_path / "out" / "run1"
+    result = _run(["--input", str(photo), "--output_dir", str(out)],
+                  {"PRNET_CACHE_DIR": str(cache), "PRNET_ASSETS_DIR": None,
+                   "PRNET_WEIGHTS_BASE_URL": "http://127.0.0.1:9/", "PRNET_UV_BASE_URL": "http://127.0.0.1:9/"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "2 things this run needs are missing" in result.stderr
+    assert "the UV template" in result.stderr and "PRNET_ASSETS_DIR" in result.stderr
+    assert "--assets_dir" in result.stderr
+    assert "the official PRNet weights" in result.stderr and "prnet-convert" in result.stderr
+    assert not cache.exists() and not (tmp_path / "out").exists()  # no empty folders left behind

@@ -36,8 +36,17 @@ an image with a sibling 68-landmark annotation is cropped from it instead (--ann
 <name>.pts (menpo / iBUG, 1-based) or <name>.mat (300W-LP pt2d / AFLW2000-3D pt3d_68), with the
 original x1.6 landmark rule; the demo says so ("crop from einstein.pts"). --annotations never
 always uses the detector. A malformed annotation file fails that image (use --annotations never).
+A face box given by hand, when the detector misses a face: --box x0,y0,x1,y1 (image pixels, one
+photo), or a sidecar <name>.box.txt beside the photo (--annotations auto; one box a line, "x0 y0 x1 y1"
+or with commas, # comments; after <name>.pts / <name>.mat). Draw the box around the face as its 68
+landmarks span it (eyebrows to chin, ear to ear): it is cropped by the same x1.6 rule as the
+detectors' calibrated boxes and the landmark annotations (prnet.core.crop.box_from_bbox), then
+re-cropped from the predicted landmarks (--refine).
 Detected faces are cropped twice (--refine, the default): the detector's crop, then the x1.6 crop of
 the landmarks the first pass predicted (the evaluation protocol's crop).
+Images larger than --max_pixels (default 40,000,000 pixels, the SavedModel's limit) are refused from
+their header where the format allows (PNG, JPEG, GIF, BMP, WebP), before decoding: the pipeline's
+memory is several times the image's.
 Video (--input with a video suffix, any container OpenCV reads; or --video: the file as a video, or
 a folder's images as frames in name order; without --video a folder is a folder of photos): faces
 are followed from frame to frame, each cropped by the x1.6 landmark rule from the landmarks of the
@@ -83,6 +92,7 @@ from prnet.cli import common
 from prnet.core.images import IMAGE_SUFFIXES
 from prnet.outputs.faces import DEFAULT_OUTPUTS, OUTPUT_KINDS, TextureOptions, write_image_outputs
 from prnet.outputs.naming import output_names
+from prnet.serving.limits import DEFAULT_MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE
 
 common.define_flag(flags.DEFINE_string, "input", None, "Image file, folder of images (not recursive) or video "
                    "(see --video). Default: the astronaut photo bundled with scikit-image (skimage.data.astronaut()).")
@@ -113,7 +123,53 @@ flags.DEFINE_integer("detect_every", 10, "Video: run the face detector every thi
 flags.DEFINE_float("fps", 25.0, "Video from a folder of frames: frames per second of the annotated video written "
                    "(a video file keeps its own rate), 0.01 to 1000.", lower_bound=0.01, upper_bound=1000.0)
 
+flags.DEFINE_integer("max_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Largest image (width x height pixels) processed; a "
+                     "larger one fails (exit 1), refused from its header before decoding where the format allows "
+                     "(the SavedModel's limit, export.py --max_image_pixels, has the same default). A video whose "
+                     "frames are larger is refused before any work (exit 2).", lower_bound=MIN_IMAGE_SIDE ** 2)
+flags.DEFINE_string("box", None, "Face box x0,y0,x1,y1 (image pixels) of the one --input photo, instead of the "
+                    "detector: around the face as its 68 landmarks span it, cropped by the x1.6 rule (see the "
+                    "module help; for a folder, a <name>.box.txt beside each photo).")
+
 FLAGS = flags.FLAGS
+
+#: Suffix of a face-box sidecar file: ``<name>.box.txt`` beside ``<name>.jpg``.
+BOX_SIDECAR_SUFFIX = ".box.txt"
+
+
+def parse_boxes(text: str, what: str):
+    """Face boxes from ``text``: one ``x0 y0 x1 y1`` a line (commas or spaces; ``#`` starts a comment) ->
+    ``(K, 4)`` float64 image px. ``ValueError`` naming ``what`` for anything else (4 finite numbers with
+    x1 > x0 and y1 > y0 a line, at least one line)."""
+    import numpy as np
+
+    from prnet.core.crop import box_from_bbox
+
+    boxes = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].replace(",", " ").strip()
+        if not line:
+            continue
+        try:
+            box = [float(v) for v in line.split()]
+            if len(box) != 4:
+                raise ValueError("not 4 numbers")
+            box_from_bbox(box)  # finite, x1 > x0, y1 > y0
+        except ValueError:
+            raise ValueError(f"{what}: line {number} {line!r} is not a face box x0,y0,x1,y1 (4 finite image-pixel "
+                             "numbers, x1 > x0, y1 > y0)") from None
+        boxes.append(box)
+    if not boxes:
+        raise ValueError(f"{what}: no face box in it (expected x0,y0,x1,y1)")
+    return np.array(boxes, np.float64)
+
+
+def sidecar_boxes(image_path):
+    """``(boxes (K, 4), path)`` from ``<name>.box.txt`` beside ``image_path``, or None when there is none."""
+    path = Path(image_path).with_name(Path(image_path).stem + BOX_SIDECAR_SUFFIX)
+    if not path.is_file():
+        return None
+    return parse_boxes(path.read_text(encoding="utf-8", errors="replace"), str(path)), path
 
 
 def list_inputs(path) -> list:
@@ -131,16 +187,21 @@ def _fail(message: str, code: int = 2):
     common.fail(message, code)
 
 
-def make_jobs(input_path) -> list:
-    """``[(output name, display name, load() -> RGB image, path or None)]`` for ``--input``."""
-    from prnet.core.images import read_image
+def _read_within(path, max_pixels):
+    from prnet.inference.predictor import read_image_within  # imports TensorFlow: only once images are read
 
+    return read_image_within(path, max_pixels)
+
+
+def make_jobs(input_path, max_pixels=DEFAULT_MAX_IMAGE_PIXELS) -> list:
+    """``[(output name, display name, load() -> RGB image, path or None)]`` for ``--input``; ``load``
+    refuses an image over ``max_pixels`` (from its header where possible: :func:`read_image_within`)."""
     if input_path is None:
         import skimage.data
 
         return [("astronaut", "skimage.data.astronaut()", lambda: skimage.data.astronaut(), None)]
     files = list_inputs(input_path)
-    return [(name, str(f), (lambda f=f: read_image(f)), f) for name, f in zip(output_names(files), files)]
+    return [(name, str(f), (lambda f=f: _read_within(f, max_pixels)), f) for name, f in zip(output_names(files), files)]
 
 
 def make_video_source(input_path, fps: float):
@@ -189,7 +250,7 @@ def process_video_input(predictor, source, out_dir: Path, *, detect_every: int, 
 
 
 def process_jobs(predictor, jobs, out_dir: Path, outputs, *, texture: TextureOptions = TextureOptions(),
-                 max_faces=None, annotations: str = "auto", detector_name: str = "") -> int:
+                 max_faces=None, annotations: str = "auto", detector_name: str = "", boxes=None) -> int:
     """Process every job of :func:`make_jobs` into ``out_dir`` (the ``outputs`` kinds of
     :mod:`prnet.outputs.faces`, UV textures as ``texture`` says), report each failure and a summary on
     stderr; returns the exit status (0 all done, 1 some failed, 2 the output folder became
@@ -198,7 +259,8 @@ def process_jobs(predictor, jobs, out_dir: Path, outputs, *, texture: TextureOpt
     Pipelined: an image's files are rendered and written on a background thread while the next
     image is read, its faces detected and cropped; that image goes to the network only once the
     previous one's files are in place, so a full disk stops the run before any further network
-    work, and Ctrl-C lets the image being written finish (whole) before the summary."""
+    work, and Ctrl-C lets the image being written finish (whole) before the summary. ``boxes``
+    (``(K, 4)`` image px, ``--box``) crop every job's faces instead of the sidecars and the detector."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -243,13 +305,20 @@ def process_jobs(predictor, jobs, out_dir: Path, outputs, *, texture: TextureOpt
     try:
         for name, display, load, path in progress:
             try:
-                landmarks = None
-                annotation = sidecar_landmarks(path) if path is not None and annotations == "auto" else None
+                landmarks, given = None, boxes
+                sidecars = given is None and path is not None and annotations == "auto"
+                annotation = sidecar_landmarks(path) if sidecars else None
                 if annotation is not None:
                     landmarks, ann_path = annotation
                     tqdm.write(f"prnet-demo: {display}: crop from {ann_path.name} (68 annotated landmarks; "
                                "--annotations never to use the face detector)", file=sys.stderr)
-                prepared = predictor.prepare(load(), landmarks=landmarks, max_faces=max_faces)
+                elif sidecars and (found := sidecar_boxes(path)) is not None:
+                    given, box_path = found
+                    tqdm.write(f"prnet-demo: {display}: crop from {box_path.name} ({len(given)} face box(es); "
+                               "--annotations never to use the face detector)", file=sys.stderr)
+                # a given box is re-cropped from its landmarks like a detector's (predictor.refine_passes)
+                prepared = predictor.prepare(load(), landmarks=landmarks, boxes=given, max_faces=max_faces,
+                                             refine=True if given is not None else None)
             except (PRNetError, OSError, ValueError) as e:
                 prepared = e
             stopped = settle()  # the previous image's files, written meanwhile
@@ -290,8 +359,26 @@ def process_jobs(predictor, jobs, out_dir: Path, outputs, *, texture: TextureOpt
 
 
 def main(argv):
+    """The tool; a run that ends without writing anything leaves no output folder it created behind."""
+    from prnet.core.files import remove_empty_folders
+
+    out = Path(FLAGS.output_dir).expanduser().absolute()
+    created = [p for p in (out, *out.parents) if not os.path.lexists(p)]
+    try:
+        return _run(argv)
+    finally:
+        remove_empty_folders(created)
+
+
+def _run(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --input PATH")
+    boxes = None
+    if FLAGS.box is not None:
+        try:
+            boxes = parse_boxes(FLAGS.box, f"--box {FLAGS.box}")
+        except ValueError as e:
+            _fail(str(e))
     outputs = [o.strip() for o in FLAGS.outputs if o.strip()]
     unknown = sorted(set(outputs) - set(OUTPUT_KINDS))
     if unknown or not outputs:
@@ -314,7 +401,15 @@ def main(argv):
             video = make_video_source(FLAGS.input, FLAGS.fps)
         except PRNetError as e:
             _fail(str(e))
-    jobs = make_jobs(FLAGS.input) if video is None else [video]
+        width, height = video.size
+        if width * height > FLAGS.max_pixels:
+            _fail(f"{FLAGS.input}: its frames are {width}x{height} pixels ({width * height:,}), more than --max_pixels "
+                  f"{FLAGS.max_pixels:,}; downscale the video, or raise --max_pixels")
+    jobs = make_jobs(FLAGS.input, FLAGS.max_pixels) if video is None else [video]
+    if boxes is not None and (video is not None or FLAGS.input is None or len(jobs) != 1
+                              or Path(FLAGS.input).expanduser().is_dir()):
+        _fail("--box gives the face box of one photo (--input FILE); for a folder, put a <name>.box.txt with "
+              "x0,y0,x1,y1 beside each photo (read with --annotations auto)")
     if FLAGS.input is None:
         print("prnet-demo: no --input given: using the astronaut photo bundled with scikit-image "
               "(skimage.data.astronaut()).", file=sys.stderr)
@@ -334,13 +429,16 @@ def main(argv):
     import_tensorflow_quietly()
     from prnet.inference.predictor import Predictor
     from prnet.model.runtime import RANDOM_WEIGHTS_WARNING
+    from prnet.weights.official import ensure_run_files
 
-    try:
+    try:  # every missing cached file (official weights, UV template) named in one message
+        ensure_run_files(weights=FLAGS.weights is None and not FLAGS.smoke_test_random_weights,
+                         template=FLAGS.assets_dir is None, download=FLAGS.download)
         predictor = Predictor.from_weights(FLAGS.weights, backend=FLAGS.backend, precision=FLAGS.precision,
                                            smoke_test_random_weights=FLAGS.smoke_test_random_weights,
                                            download=FLAGS.download, detector=FLAGS.detector,
                                            template=FLAGS.assets_dir, batch_size=FLAGS.batch_size,
-                                           refine=FLAGS.refine)
+                                           refine=FLAGS.refine, max_pixels=FLAGS.max_pixels)
         predictor.template  # noqa: B018  (fail early on missing / corrupt UV template files)
         predictor.detector  # noqa: B018  (fail early when the detector cannot run here)
     except PRNetError as e:
@@ -354,7 +452,7 @@ def main(argv):
                                    max_faces=FLAGS.max_faces)
     textures = TextureOptions(obj=FLAGS.texture, size=FLAGS.texture_size, visible_only=FLAGS.mask_texture)
     return process_jobs(predictor, jobs, out_dir, outputs, texture=textures, max_faces=FLAGS.max_faces,
-                        annotations=FLAGS.annotations,
+                        annotations=FLAGS.annotations, boxes=boxes,
                         detector_name=getattr(predictor.detector, "name", FLAGS.detector))
 
 

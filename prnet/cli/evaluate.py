@@ -23,10 +23,19 @@ must agree with each other), the UV template and the weights. Each output file i
 atomically (``results.json`` last: its presence means a complete set) with the usual permissions
 (``0o644`` under umask 022).
 
+Images of --dataset_dir without a .mat beside them cannot be scored: they are left out, counted and
+named (a warning, the table's header, ``results.json`` ``data.images_without_mat``). The official
+weights are called official (``"official": true``) only when the cache's converted file carries its
+conversion stamp (prnet-convert writes it); otherwise "weights at PATH (not verified as the official
+conversion)". A folder named like an output (``results.json``, ...) is refused before any work, never replaced.
+
 Exit status: 0 done; 2 usage or setup error (flags, output folder, dataset, ground truth, weights,
 UV template; also a write failure such as a full disk); 1 an image failed during the run (e.g.
 unreadable); 130 interrupted (Ctrl-C). Errors are one line on stderr; nothing is reported as done.
 """
+
+import os
+from pathlib import Path
 
 from absl import flags
 
@@ -81,18 +90,18 @@ def main(argv):
     if (FLAGS.bfm is None) != (FLAGS.bfm_uv is None):
         common.fail("--bfm and --bfm_uv go together")
     import_tensorflow_quietly("tfds_builders")  # no start-up banners; registers the builders for --dataset
+    from prnet.core.files import remove_empty_folders
     from prnet.errors import ImageReadError, PRNetError
     from prnet.evaluation.protocol import EvalConfig, evaluate
-    from prnet.weights.official import ensure_official_weights, ensure_uv_template
+    from prnet.weights.official import ensure_run_files
 
-    if not FLAGS.download:  # --nodownload: what would be downloaded must be in the cache already
-        try:
-            if FLAGS.weights is None and not FLAGS.smoke_test_random_weights:
-                ensure_official_weights(download=False)
-            if FLAGS.assets_dir is None:
-                ensure_uv_template(download=False)
-        except PRNetError as e:
-            common.fail(e)
+    try:  # every missing cached file (official weights, UV template) in one message, before any work
+        ensure_run_files(weights=FLAGS.weights is None and not FLAGS.smoke_test_random_weights,
+                         template=FLAGS.assets_dir is None, download=FLAGS.download)
+    except PRNetError as e:
+        common.fail(e)
+    out = Path(FLAGS.output_dir).expanduser().absolute()
+    created = [p for p in (out, *out.parents) if not os.path.lexists(p)]  # removed again if left empty
     config = EvalConfig(
         weights=FLAGS.weights, random_weights=FLAGS.smoke_test_random_weights, precision=FLAGS.precision,
         backend=FLAGS.backend,
@@ -107,6 +116,8 @@ def main(argv):
         common.fail(e, common.EXIT_PARTIAL)
     except (PRNetError, ValueError, OSError) as e:  # setup: flags, folders, data, weights, template
         common.fail(e)
+    finally:
+        remove_empty_folders(created)
     print(results["table"])
     print(f"Wrote {', '.join(str(p) for p in results['outputs'].values())}")
     return 0

@@ -27,6 +27,12 @@ UV_TEMPLATE_FILES = (
 )
 
 
+#: How to provide the UV template, in every message about a missing one.
+HOWTO = ("Set PRNET_ASSETS_DIR to a copy of the original repository's Data/uv-data folder (the tools also take "
+         "--assets_dir PATH; TFDS builders assets_dir=PATH), or run `prnet-convert --download` to fetch it (and the "
+         "official weights) into the cache.")
+
+
 def cache_dir() -> Path:
     """Root of the on-disk cache: ``$PRNET_CACHE_DIR`` or ``~/.cache/prnet``."""
     env = os.environ.get("PRNET_CACHE_DIR")
@@ -59,16 +65,9 @@ def assets_dir(explicit=None) -> Path:
     """Return the UV template directory, or raise :class:`AssetsNotFoundError` saying how to get it."""
     source, path = _located(explicit)
     if not path.is_dir():
-        raise AssetsNotFoundError(
-            f"PRNet UV template not found at {path} ({source}). Run `prnet-convert --download` "
-            "to fetch it (and the official weights) into the cache, or set PRNET_ASSETS_DIR to a "
-            "copy of the original repository's Data/uv-data folder."
-        )
+        raise AssetsNotFoundError(f"PRNet UV template not found at {path} ({source}). {HOWTO}")
     missing = [f for f in UV_TEMPLATE_FILES if not (path / f).is_file()]
     if missing:
-        raise AssetsNotFoundError(
-            f"PRNet UV template at {path} is incomplete: missing {', '.join(missing)}. "
-            "Re-run `prnet-convert --download` or copy the files from the original repository's "
-            "Data/uv-data folder."
-        )
+        raise AssetsNotFoundError(f"PRNet UV template at {path} ({source}) is incomplete: missing "
+                                  f"{', '.join(missing)}. {HOWTO}")
     return path

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from prnet.core.files import CHUNK, sha256_file
+from prnet.core.files import CHUNK, remove_empty_folders, sha256_file
 from prnet.errors import DownloadError
 
 USER_AGENT = "prnet-tf2-downloader/0.1 (+urllib)"
@@ -154,7 +154,17 @@ def download_file(urls, dest, sha256: str = None, size: int = None, *, gdrive: b
     urls = [urls] if isinstance(urls, str) else list(urls)
     if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256):
         return dest
+    created = [p for p in (dest.parent, *dest.parent.parents) if not os.path.lexists(p)]
     dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _download_into(urls, dest, sha256, size, gdrive=gdrive, timeout=timeout, progress=progress)
+    except BaseException:
+        remove_empty_folders(created)  # a failed first download leaves no empty cache folders behind
+        raise
+
+
+def _download_into(urls, dest: Path, sha256, size, *, gdrive: bool, timeout: float, progress: bool) -> Path:
+    """:func:`download_file` once ``dest``'s folder exists."""
     part = dest.with_name(dest.name + ".part")
     errors = []
     for url in urls:

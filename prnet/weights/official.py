@@ -230,18 +230,49 @@ def ensure_uv_template(download: bool = True) -> Path:
     missing = [f for f in UV_FILES if not (folder / f.name).is_file()]
     if missing and not download:
         raise AssetsNotFoundError(
-            f"PRNet UV template not found in {folder} (missing {', '.join(f.name for f in missing)}). Run "
-            "`prnet-convert --download`, or set PRNET_ASSETS_DIR to a copy of the original repository's "
-            "Data/uv-data folder.")
+            f"PRNet UV template not found in {folder} (missing {', '.join(f.name for f in missing)}).\n"
+            f"{UV_TEMPLATE_HOWTO}")
     try:
         for remote in missing:
             fetch(remote, folder)
     except DownloadError as e:
-        raise DownloadError(
-            f"{e}\nThe UV template is the Data/uv-data folder of https://github.com/{GITHUB_REPO} (MIT): copy "
-            f"its files into {folder}, or set PRNET_ASSETS_DIR to a copy of it, or {ENV_UV_BASE_URL} to a "
-            "mirror URL.") from e
+        raise DownloadError(f"{e}\n{UV_TEMPLATE_HOWTO}") from e
     return assets_dir(folder)
+
+
+#: How to provide the UV template (every message about a missing template ends with it).
+UV_TEMPLATE_HOWTO = (
+    f"The UV template is the Data/uv-data folder of https://github.com/{GITHUB_REPO} (MIT): set PRNET_ASSETS_DIR "
+    "to a copy of it (the tools also take --assets_dir PATH, formerly --uv_dir), or run `prnet-convert "
+    f"--download` where the internet is reachable (mirror: {ENV_UV_BASE_URL}) to put it in the cache.")
+
+
+def ensure_run_files(*, weights: bool = True, template: bool = True, download: bool = True) -> None:
+    """Get the cached files a run needs before any work, and report everything missing at once.
+
+    ``weights``: the converted official weights (:func:`ensure_official_weights`); ``template``: the UV
+    template from the cache (:func:`ensure_uv_template`; pass False when the caller has its own folder
+    or ``PRNET_ASSETS_DIR`` is set). When only one is missing its own error is raised; when both are,
+    one :class:`WeightsNotFoundError` lists both, each with how to provide it (first run offline: the
+    weights message alone used to hide that the template fails next). A checksum mismatch or a damaged
+    file is raised at once (it is not a missing file)."""
+    problems = []
+    if template and not os.environ.get("PRNET_ASSETS_DIR"):
+        try:
+            ensure_uv_template(download=download)
+        except (AssetsNotFoundError, DownloadError) as e:
+            problems.append(("the UV template", e))
+    if weights:
+        try:
+            ensure_official_weights(download=download)
+        except WeightsNotFoundError as e:
+            problems.append(("the official PRNet weights", e))
+    if len(problems) == 1:
+        raise problems[0][1]
+    if problems:
+        raise WeightsNotFoundError(
+            f"{len(problems)} things this run needs are missing (nothing was written):\n"
+            + "\n".join(f"{i}. {what}: {e}" for i, (what, e) in enumerate(problems, 1)))
 
 
 def _resume_incomplete(path: Path, remote: RemoteFile) -> bool:
