@@ -53,9 +53,10 @@ flags.DEFINE_string("calibration", "tfds:prnet_synthetic",
                     "'image' crops) or a folder of face photos (cropped by a sibling .pts/.mat's landmarks, "
                     "else taken whole).")
 flags.DEFINE_integer("num_calibration", 100, "Number of calibration crops for int8.")
-flags.DEFINE_string("check_images", None, "Optional folder of face photos (same rules as --calibration): after "
-                    "exporting, print each output's size and position-map error (max/mean abs crop px) against "
-                    "the Keras model on these crops.")
+flags.DEFINE_string("check_images", None, "Optional folder of face photos: after exporting, print each output's "
+                    "size and position-map error (max/mean abs crop px) against the Keras model on their face crops "
+                    "(from a sibling .pts/.mat's landmarks, else the largest face the default detector finds, as "
+                    "prnet-demo crops; photos without a face are left out and named).")
 common.define_assets_flags()
 flags.DEFINE_bool("optimize", True, "Export the BN-folded fast graph (numerically equal to the trained model); "
                   "--nooptimize exports the Keras training graph as is (saved_model_bf16 is always the BN-folded "
