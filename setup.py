@@ -40,6 +40,10 @@ setup(
         "tqdm>=4.60",
         # Plots: evaluation CED curves and dataset example figures (tfds.show_examples needs it too).
         "matplotlib>=3.7",
+        # The glb output kind (binary glTF); needs only numpy.
+        "trimesh>=4.0",
+        # Browser-playable H.264 video: an ffmpeg binary inside the wheel (no system ffmpeg, no other deps).
+        "imageio-ffmpeg>=0.5",
     ],
     extras_require={
         # dill: tfds.testing (DatasetBuilderTestCase) imports it; TFDS only declares it in its tests extra.

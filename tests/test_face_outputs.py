@@ -19,7 +19,7 @@ EXPECTED_FILES = {
     "obj": ["f.obj"], "landmarks": ["f_landmarks.txt"], "pose": ["f_pose.txt"], "depth": ["f_depth.png"],
     "overlay": ["f_overlay.png"], "texture": ["f_texture.png"], "texture_mask": ["f_texture_mask.png"],
     "front": ["f_front.obj"], "pose_box": ["f_pose_box.png"], "npz": ["f.npz"], "mat": ["f_mesh.mat"],
-    "ply": ["f.ply"], "depth_npy": ["f_depth.npy"], "crop": ["f_crop.png"],
+    "ply": ["f.ply"], "depth_npy": ["f_depth.npy"], "crop": ["f_crop.png"], "glb": ["f.glb"],
 }
 
 
@@ -275,7 +275,7 @@ def test_the_registry_has_one_writer_per_kind_writing_the_documented_files(turne
         for name in documented[kind][0]:  # the demo's help names each kind's files: <name>_<k> for the stem
             assert f"<name>_<k>{name[1:]}" in demo_help, name
     with pytest.raises(ValueError, match="unknown output kinds"):
-        write_face_outputs(tmp_path, "f", turned, "synthetic", ["obj", "glb"])
+        write_face_outputs(tmp_path, "f", turned, "synthetic", ["obj", "fbx"])
 
 
 def test_file_names_and_random_weights_marking(turned, tmp_path):

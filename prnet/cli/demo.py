@@ -24,6 +24,7 @@ Further --outputs kinds (the original demo.py's other outputs):
   ply           <name>_<k>.ply               binary PLY mesh with vertex colours
   depth_npy     <name>_<k>_depth.npy         float32 depth (image-px z, NaN = background), image size
   crop          <name>_<k>_crop.png          the 256x256 crop the network saw (original's isImage)
+  glb           <name>_<k>.glb               binary glTF mesh (vertex colours; --texture: UV texture material)
 The pose file also holds the 3x4 camera matrix. --texture_size and --mask_texture shape the UV
 textures (texture, textured .obj); see the README's output table for every shape, unit and frame.
 <name> is the input's file name without its extension, except when several inputs share it

@@ -20,6 +20,8 @@ mat             ``<stem>_mesh.mat``                   the same for MATLAB
 ply             ``<stem>.ply``                        binary PLY mesh with vertex colours
 depth_npy       ``<stem>_depth.npy``                  float32 depth (image-px z, NaN = background)
 crop            ``<stem>_crop.png``                   the 256x256 crop the network saw
+glb             ``<stem>.glb``                        binary glTF mesh, vertex colours (``--texture``: the
+                                                      UV texture as its material), y up (:mod:`prnet.mesh.gltf`)
 ==============  ====================================  =================================================
 
 Image pixels everywhere: x right, y down (pixel centres at integer coordinates), z toward the
@@ -38,6 +40,7 @@ from prnet.core.files import folder_error, staged_files
 from prnet.core.images import write_image
 from prnet.mesh.arrays import write_mat, write_npz
 from prnet.mesh.draw import draw_landmarks, draw_mesh_overlay, draw_pose_box
+from prnet.mesh.gltf import write_glb
 from prnet.mesh.obj import write_obj
 from prnet.mesh.ply import write_ply
 from prnet.mesh.render import depth_to_uint8
@@ -184,6 +187,17 @@ def write_ply_file(folder: Path, stem: str, face, image_name: str, textures: Tex
                       image_height=face.image.shape[0], comment=comment)]
 
 
+def write_glb_file(folder: Path, stem: str, face, image_name: str, textures: TextureOptions) -> list:
+    comment = warning_text(ascii_only=True) if face.random_weights else None
+    height = face.image.shape[0]
+    if textures.obj:
+        texture = face.uv_texture(textures.size, visible_only=textures.visible_only)
+        return [write_glb(folder / f"{stem}.glb", face.vertices, face.triangles, texture=texture,
+                          uv_coords=template_uv_coords(face.template), image_height=height, comment=comment)]
+    return [write_glb(folder / f"{stem}.glb", face.vertices, face.triangles, face.colors, image_height=height,
+                      comment=comment)]
+
+
 def write_depth_npy(folder: Path, stem: str, face, image_name: str, textures: TextureOptions) -> list:
     path = folder / f"{stem}_depth.npy"
     depth, covered = face.depth_image(with_mask=True)
@@ -201,7 +215,7 @@ WRITERS = {
     "obj": write_obj_file, "landmarks": write_landmarks, "pose": write_pose, "depth": write_depth,
     "overlay": write_overlay, "texture": write_texture, "texture_mask": write_texture_mask, "front": write_front,
     "pose_box": write_pose_box, "npz": write_npz_file, "mat": write_mat_file, "ply": write_ply_file,
-    "depth_npy": write_depth_npy, "crop": write_crop,
+    "depth_npy": write_depth_npy, "crop": write_crop, "glb": write_glb_file,
 }
 #: Every output kind.
 OUTPUT_KINDS = tuple(WRITERS)
