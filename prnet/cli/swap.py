@@ -181,6 +181,10 @@ def main(argv):
                                                       "--reference_texture"),
                                        f"--reference_texture {FLAGS.reference_texture}")
         ensure_writable_folder(output.parent)
+        from prnet.core.files import check_file_destination
+        from prnet.outputs.naming import tagged_path
+
+        check_file_destination(tagged_path(output, FLAGS.smoke_test_random_weights))  # a folder there: refused
     except PRNetError as e:
         _fail(str(e))
 
