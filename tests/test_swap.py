@@ -96,8 +96,10 @@ def test_mirrored_reference_paints_the_mirrored_texture(uv_template):
     both = face & face[:, ::-1]
     tex, ref_tex = target.uv_texture().astype(int), reference.uv_texture().astype(int)
     assert np.abs(ref_tex - tex[:, ::-1])[both].max() <= 1
-    vis, ref_vis = target.visibility_mask() > 0, reference.visibility_mask() > 0
+    # per vertex (the cleaned mask's 4x4 erosions are not left-right symmetric: half a pixel each)
+    vis, ref_vis = target.visibility_mask(clean=False) > 0, reference.visibility_mask(clean=False) > 0
     assert (ref_vis == vis[:, ::-1])[both].mean() > 0.98
+    ref_vis = reference.visibility_mask() > 0  # what the swap uses
 
     out, painted = swap_faces(target, reference, blend="none")
     expected_tex = np.where(ref_vis[..., None], tex[:, ::-1], tex).astype(np.float32)
@@ -196,7 +198,7 @@ def test_visibility_mask_properties(uv_template):
 
     image, pos = synthetic(8, uv_template, 60.0)
     face = oracle_face(image, pos, uv_template)
-    mask = face.visibility_mask()
+    mask = face.visibility_mask(clean=False)  # every visible vertex (the cleaned mask: tests/test_uv_mask.py)
     cols = np.divmod(uv_template.face_ind, 256)[1]
     vis = face.visible
     # yaw > 0 turns the nose toward the image's left: the UV right half (image right on a frontal
@@ -227,7 +229,7 @@ def test_visibility_mask_properties(uv_template):
     mirror = np.ascontiguousarray(image[:, ::-1])
     mirrored = oracle_face(mirror, mirrored_posmap(pos, uv_template.face_mask, image.shape[1]), uv_template)
     both = (uv_template.face_mask > 0) & (uv_template.face_mask[:, ::-1] > 0)
-    assert (mirrored.visibility_mask()[both] == mask[:, ::-1][both]).mean() > 0.98
+    assert (mirrored.visibility_mask(clean=False)[both] == mask[:, ::-1][both]).mean() > 0.98
 
 
 def test_texture_size_and_visible_only_texture(uv_template):

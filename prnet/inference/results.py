@@ -88,12 +88,13 @@ class FaceResult:
         h, w = self.image.shape[:2]
         return swapping.uv_visibility(self.vertices, self.triangles, h, w)
 
-    def visibility_mask(self, size: int = UV_SIZE) -> np.ndarray:
+    def visibility_mask(self, size: int = UV_SIZE, clean: bool = True) -> np.ndarray:
         """``(size, size)`` float32 UV mask: 1 where the face's surface point is visible in the
-        photo, 0 where it is hidden (z-buffer), faces away from the camera, or is not face."""
-        mask = np.zeros(UV_SIZE * UV_SIZE, np.float32)
-        mask[self.template.face_ind[self.visible]] = 1
-        mask = mask.reshape(UV_SIZE, UV_SIZE)
+        photo, 0 where it is hidden (z-buffer), faces away from the camera, or is not face.
+        ``clean`` (default): the original's ``isMask`` clean-up (the visible set grown twice over
+        the triangles, then ``get_uv_mask``'s closing and erosions, which trim ~6 UV px along the
+        visible part's edges: :func:`prnet.mesh.swap.uv_visibility_mask`); False: every visible vertex."""
+        mask = swapping.uv_visibility_mask(self.visible, self.template.face_ind, self.triangles, clean=clean)
         return mask if size == UV_SIZE else cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
 
     @property
