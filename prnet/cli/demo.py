@@ -53,7 +53,7 @@ a folder's images as frames in name order; without --video a folder is a folder 
 are followed from frame to frame, each cropped by the x1.6 landmark rule from the landmarks of the
 previous frame; the detector runs on the first frame, when a face is lost (implausible landmarks,
 too small, out of the frame) and every --detect_every frames. Face ids stay with their face. Written:
-  <name>_video.mp4    the frames with mesh, landmarks and face id (mp4v, the input's frame rate)
+  <name>_video.mp4    the frames with mesh, landmarks and face id (H.264, the input's frame rate)
   <name>_tracks.npz   per face per frame: frame, face_id, detected, crop_box (4), landmarks (68x3),
                       pose (yaw pitch roll, degrees), rotation (3x3), plus num_frames, fps, ...
   <name>_tracks.csv   the same rows as text

@@ -15,6 +15,7 @@ from prnet.core.files import folder_error, staged_files
 from prnet.errors import ImageReadError, NoFaceFoundError
 from prnet.inference.video import FaceTracker, crop_box
 from prnet.mesh.draw import draw_landmarks, draw_mesh_overlay
+from prnet.outputs.h264 import open_video_writer
 from prnet.outputs.naming import draw_warning, tag, warning_text
 
 #: Fields of the per-frame results ``.npz`` (one row per face per frame).
@@ -109,8 +110,9 @@ def process_video(predictor, source, out_dir, name: str, *, detect_every: int = 
     """Track the faces of every frame of ``source`` and write, all together or not at all (staged
     with :func:`prnet.core.files.staged_files`: an error or Ctrl-C leaves nothing), into ``out_dir``:
 
-    * ``<name>_video.mp4``: the frames with each face's mesh, landmarks and id (MPEG-4 part 2,
-      ``mp4v``, at the source's frame rate);
+    * ``<name>_video.mp4``: the frames with each face's mesh, landmarks and id (H.264, yuv420p,
+      faststart: plays in browsers; ``mp4v`` when the encoder is unavailable,
+      :func:`prnet.outputs.h264.open_video_writer`), at the source's frame rate;
     * ``<name>_tracks.npz``: one row per face per frame: ``frame`` (0-based index), ``face_id``,
       ``detected`` (crop from the detector on this frame), ``crop_box`` (N, 4) the crop square,
       ``landmarks`` (N, 68, 3), ``pose`` (N, 3) yaw, pitch, roll in degrees, ``rotation`` (N, 3, 3);
@@ -134,16 +136,13 @@ def process_video(predictor, source, out_dir, name: str, *, detect_every: int = 
     try:
         with staged_files(out_dir) as staging:
             video_tmp = staging / names["video"].name
-            writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(source.fps),
-                                     tuple(int(v) for v in source.size))
-            if not writer.isOpened():
-                raise OSError(f"OpenCV cannot write an mp4v video to {video_tmp.name}")
+            writer = open_video_writer(video_tmp, float(source.fps), tuple(int(v) for v in source.size))
             warning = warning_text(ascii_only=True) if random_weights else ""
             for frame in source:
                 tracked = tracker.update(frame)
                 table.add(tracked)
                 shown = annotate_frame(frame, tracked, mesh=mesh, warning=warning)
-                writer.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                writer.write(shown)
                 frames += 1
                 if progress is not None:
                     progress(len(tracked))
