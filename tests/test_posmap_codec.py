@@ -74,3 +74,31 @@ def test_feature_json_round_trip_and_shape_check():
     assert again.get_tensor_info() == feature.get_tensor_info()
     with pytest.raises(ValueError, match="shape"):
         feature.encode_example(np.zeros((16, 16, 3), np.float32))
+
+
+@pytest.mark.parametrize("bad, words", [
+    (np.zeros((0, 0, 3)), "empty"), (np.zeros((4, 0, 3), np.float32), "empty"),
+    (np.full((2, 2, 3), "1.0"), "real numbers"), (np.zeros((2, 2, 3), np.complex128), "complex"),
+    (np.zeros((2, 2, 3), bool), "real numbers"),
+])
+def test_unusable_maps_raise_dataset_error(bad, words):
+    """Empty, string, boolean and complex maps: the project's error with an accurate line, never NumPy's
+    ValueError nor a silently dropped imaginary part (reliability review row 27)."""
+    with pytest.raises(DatasetError, match=words):
+        posmap_codec.encode(bad)
+
+
+@pytest.mark.parametrize("value", [767.99, posmap_codec.HIGH + 1e-9, -256.001, 768.0])
+def test_out_of_range_message_is_consistent(value):
+    """The message's numbers agree with the rule: the offending value printed is outside the printed closed
+    range (767.99 was reported as "[768.0, 768.0] outside [-256, 768]")."""
+    import re
+
+    with pytest.raises(DatasetError) as err:
+        posmap_codec.encode(np.full((4, 4, 3), value))
+    text = str(err.value)
+    shown, lo, hi = (float(x) for x in re.search(r"value (\S+) crop px is outside the storable range (\S+) <= v <= "
+                                                  r"(\S+)", text).groups())
+    assert shown == value and not lo <= shown <= hi
+    assert (lo, hi) == (posmap_codec.LOW, posmap_codec.HIGH)
+    posmap_codec.encode(np.full((4, 4, 3), hi))  # the printed bound itself is storable

@@ -13,8 +13,9 @@ face), float32 ``(H, W, 3)``: 786,432 bytes at 256x256. Stored instead as:
 
 Decoding inverts each step exactly: two cumulative sums give ``q`` back modulo 2**16, which is
 ``q`` itself. Real 300W-LP maps take ~11 % of the float32 bytes (``benchmarks/bench_data.py``).
-Representable range: ``[LOW, HIGH]`` = [-256, 767.98] crop px; a map outside it (or with NaN /
-inf) is refused, never clipped.
+Representable range: the closed interval ``[LOW, HIGH]`` = [-256, 767.984375] crop px (``HIGH`` =
+65535 / 64 - 256); a map outside it (or with NaN / inf, complex, non-numeric or empty) is refused
+with :class:`prnet.errors.DatasetError`, never clipped.
 
 Byte layout of the zlib payload: ``[2, 3, H, W]`` uint8 (plane: high then low byte; channel x, y,
 z; rows; columns). The map's shape is not stored: the decoder is given it (the TFDS feature
@@ -39,18 +40,26 @@ ZLIB_LEVEL = 6
 
 
 def encode(posmap) -> bytes:
-    """``(H, W, 3)`` float position map (crop px) -> compressed bytes. Raises :class:`DatasetError`
-    when a value is not finite or outside ``[LOW, HIGH]``."""
-    p = np.asarray(posmap, np.float64)
+    """``(H, W, 3)`` real-valued position map (crop px; integer or float) -> compressed bytes. Raises
+    :class:`DatasetError` for an empty, complex, non-numeric or wrongly shaped map, and when a value is
+    not finite or outside the closed interval ``[LOW, HIGH]``."""
+    raw = np.asarray(posmap)
+    if raw.dtype.kind not in "iuf":
+        what = {"c": "complex", "b": "boolean"}.get(raw.dtype.kind, "non-numeric")
+        raise DatasetError(f"position map must hold real numbers (crop px), got {what} values (dtype {raw.dtype})")
+    p = raw.astype(np.float64)
     if p.ndim != 3 or p.shape[2] != 3:
         raise DatasetError(f"position map must be (H, W, 3), got shape {p.shape}")
+    if p.size == 0:
+        raise DatasetError(f"position map is empty (shape {p.shape}); a map needs at least one pixel")
     if not np.isfinite(p).all():
         raise DatasetError("position map holds NaN or inf values; check the fit that produced it")
     lo, hi = float(p.min()), float(p.max())
     if lo < LOW or hi > HIGH:
+        bad = lo if lo < LOW else hi
         raise DatasetError(
-            f"position map values span [{lo:.1f}, {hi:.1f}] crop px, outside the storable [{LOW:.0f}, {HIGH:.0f}]: "
-            "the mesh lies far outside its crop; check the sample's fit and crop box")
+            f"position map value {bad!r} crop px is outside the storable range {LOW:g} <= v <= {HIGH!r} "
+            f"(values span {lo!r} to {hi!r}): the mesh lies far outside its crop; check the sample's fit and crop box")
     q = np.round((p + OFFSET) / STEP).astype(np.int64).transpose(2, 0, 1)       # (3, H, W)
     d = np.diff(q, axis=1, prepend=0)
     r = np.diff(d, axis=2, prepend=0)
