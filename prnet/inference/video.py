@@ -20,6 +20,15 @@ runs only
 * every ``detect_every`` frames since the last detection (0: only the above), to pick up faces that
   entered the picture.
 
+Ending a face the detector no longer sees: on every frame the detector runs, a face followed into
+that frame whose crop no detection overlaps (crop-box IoU >= ``match_iou``) is checked once more by
+the detector on the frame's region around it (its crop square grown by :data:`RECHECK_SCALE`, where
+the face fills much of the detector's view); when the detector finds no face centred inside its
+landmark box there either, the face is gone (turned away, covered, or left behind an object: PRNet
+regresses a face from any crop, so the landmark checks above cannot tell) and is not reported from
+this frame on. So a face that disappears is dropped at the latest on the next scheduled detection
+(``detect_every`` frames), and never kept by the network's answers alone.
+
 Detected faces go through the predictor's usual detector crop and landmark re-cropping. A detection
 whose crop overlaps a face tracked on this frame (crop-box IoU >= ``match_iou``) is that face, and
 is dropped; one that overlaps the last crop of a face of the previous frame missing from this one (lost,
@@ -49,6 +58,9 @@ DEFAULT_FPS = 25.0
 MIN_FACE_PX = 16.0
 #: Default crop-box IoU at or above which a detection is the same face as a tracked one.
 MATCH_IOU = 0.3
+#: A followed face the detector misses on the whole frame is looked for again in the region of its
+#: crop square grown by this factor (about 2.4x its landmark box), before it is ended.
+RECHECK_SCALE = 1.5
 
 
 def is_video_path(path) -> bool:
@@ -161,7 +173,8 @@ class FaceTracker:
       min_face_px: a tracked face whose landmark box mean side is below this (image px) is lost.
       match_iou: crop-box IoU at or above which a detection is an already known face.
 
-    ``detector_frames`` lists the frame indices the detector ran on.
+    ``detector_frames`` lists the frame indices the detector ran on (on the whole frame);
+    ``ended`` lists ``(frame, face_id)`` of the faces ended because the detector no longer found them.
     """
 
     def __init__(self, predictor, *, detect_every: int = 10, max_faces=None, min_face_px: float = MIN_FACE_PX,
@@ -174,6 +187,7 @@ class FaceTracker:
         self.min_face_px = float(min_face_px)
         self.match_iou = float(match_iou)
         self.detector_frames = []
+        self.ended = []
         self._previous = []
         self._next_id = 0
         self._index = -1
@@ -208,11 +222,20 @@ class FaceTracker:
                     lost += 1
         due = self.detect_every > 0 and self._last_detection is not None and \
             index - self._last_detection >= self.detect_every
-        out = [TrackedFace(index, track.face_id, face, False) for track, face in kept]
+        found = []
         if not kept or lost or due:
-            present = {t.face_id for t in out}
-            out += self._detect(frame, index, [face for _, face in kept],
-                                [t for t in self._previous if t.face_id not in present])
+            present = {track.face_id for track, _ in kept}
+            found, seen = self._detect(frame, index, [face for _, face in kept],
+                                       [t for t in self._previous if t.face_id not in present])
+            # a followed face no detection overlaps: looked for around its crop, else it is gone
+            confirmed = []
+            for i, (track, face) in enumerate(kept):
+                if i in seen or self.seen_near(frame, face):
+                    confirmed.append((track, face))
+                else:
+                    self.ended.append((index, track.face_id))
+            kept = confirmed
+        out = [TrackedFace(index, track.face_id, face, False) for track, face in kept] + found
         out.sort(key=lambda t: t.face_id)
         # followed into the next frame: faces whose landmarks give a sound crop (a detected face whose
         # landmarks do not is still reported for this frame; the detector looks for it again next frame)
@@ -220,25 +243,50 @@ class FaceTracker:
                                  not t.detected or self.lost_reason(t.face, frame.shape) is None) for t in out]
         return out
 
-    def _detect(self, frame, index, kept, missing) -> list:
-        """Detector pass on ``frame`` -> new faces and faces of the previous frame found again
-        (``list[TrackedFace]``). ``kept``: the FaceResults followed into this frame (detections
-        overlapping them are dropped); ``missing``: the previous frame's other faces (``_Track``),
-        whose ids go to the detections overlapping their last crop."""
+    def seen_near(self, frame, face) -> bool:
+        """Whether the detector, run on the region of ``frame`` around ``face`` (its crop square grown
+        by :data:`RECHECK_SCALE`, clipped to the frame), finds a face whose box centre lies inside
+        ``face``'s 68-landmark box: the check before a followed face the whole-frame detector
+        missed is ended."""
+        c, half = np.asarray(face.center, np.float64), RECHECK_SCALE * float(face.size) / 2
+        h, w = frame.shape[:2]
+        x0, y0 = int(max(np.floor(c[0] - half), 0)), int(max(np.floor(c[1] - half), 0))
+        x1, y1 = int(min(np.ceil(c[0] + half), w)), int(min(np.ceil(c[1] + half), h))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return False
+        try:
+            boxes = self.predictor.detect(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+        except (NoFaceFoundError, ImageReadError):
+            return False
+        if not len(boxes):
+            return False
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2 + x0
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2 + y0
+        lx0, ly0, lx1, ly1 = cropping.landmarks_bbox(face.landmarks)
+        return bool(np.any((cx >= lx0) & (cx <= lx1) & (cy >= ly0) & (cy <= ly1)))
+
+    def _detect(self, frame, index, kept, missing):
+        """Detector pass on ``frame`` -> ``(new faces and faces of the previous frame found again
+        (list[TrackedFace]), indices of the ``kept`` faces a detection overlaps)``. ``kept``: the
+        FaceResults followed into this frame (detections overlapping them are dropped); ``missing``:
+        the previous frame's other faces (``_Track``), whose ids go to the detections overlapping
+        their last crop."""
         p = self.predictor
         self.detector_frames.append(index)
         self._last_detection = index
         try:
             crops_info = p.face_crops(frame)
         except NoFaceFoundError:
-            return []
+            return [], set()
         boxes = np.array([[c[0] - s / 2, c[1] - s / 2, c[0] + s / 2, c[1] + s / 2] for _, c, s, _ in crops_info])
         tracked = np.array([crop_box(face) for face in kept]).reshape(-1, 4)
-        fresh = [i for i in range(len(boxes)) if not len(tracked) or box_iou(boxes[i], tracked).max() < self.match_iou]
+        overlap = box_iou(boxes, tracked) if len(tracked) else np.zeros((len(boxes), 0))
+        seen = set(np.nonzero((overlap >= self.match_iou).any(axis=0))[0].tolist())
+        fresh = [i for i in range(len(boxes)) if not len(tracked) or overlap[i].max() < self.match_iou]
         room = None if self.max_faces is None else max(self.max_faces - len(kept), 0)
         fresh = fresh[:room]
         if not fresh:
-            return []
+            return [], seen
         infos = [crops_info[i] for i in fresh]
         faces = p.face_results(frame, infos, p.predict_posmaps(p.warp_crops(frame, infos)))
         (faces,) = p.refine_many([frame], [faces])
@@ -255,4 +303,4 @@ class FaceTracker:
             if face_id is None:
                 face_id, self._next_id = self._next_id, self._next_id + 1
             out.append(TrackedFace(index, face_id, face, True))
-        return out
+        return out, seen
