@@ -476,6 +476,10 @@ def test_box_flag_errors_and_first_run_offline_lists_everything_missing(tmp_path
         result = _run([*map(str, args), "--output_dir", str(tmp_path / "o")])
         assert result.returncode == 2 and text in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert not (tmp_path / "o").exists()
+    frames = _folder_of_images(tmp_path / "frames", ["f0.png", "f1.png"], size=(20, 30))  # 600 px > 599: refused
+    result = _run(["--input", str(frames), "--video", "--max_pixels", "599", "--output_dir", str(tmp_path / "o")])
+    assert result.returncode == 2 and "its frames are 30x20 pixels (600), more than --max_pixels 599" in result.stderr
+    assert not (tmp_path / "o").exists()
     # first run offline: no weights, no template; the mirrors point at a closed port (refused at once)
     cache, out = tmp_path / "cache", tmp_path / "out" / "run1"
     result = _run(["--input", str(photo), "--output_dir", str(out)],
