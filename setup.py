@@ -65,6 +65,9 @@ setup(
         # >=2025.1: 2024.0 cannot convert TF 2.21 SavedModels, 2024.2 / 2025.0 misread int8 .tflite files
         # (16 px mean error against TFLite's own int8 run); 2025.1, 2025.2, 2025.4, 2026.0, 2026.4 pass.
         "openvino": ["openvino>=2025.1"],
+        # ONNX: `export.py --formats=onnx` (tf2onnx converts the BN-folded graph; 1.17.0 works with TF 2.21,
+        # numpy 2 and protobuf 6) and `--backend onnxruntime` (ONNX Runtime runs prnet.onnx).
+        "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.17"],
     },
     entry_points={
         "console_scripts": [

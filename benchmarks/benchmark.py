@@ -13,8 +13,13 @@ int8 (XNNPACK, ``--threads`` threads; LiteRT's interpreter when installed, see
 sizes ``--batch_sizes``. OpenVINO (when installed: ``pip install -e ".[openvino]"``; else skipped with a
 line saying so): ``openvino_float32`` / ``openvino_bfloat16`` run the exported SavedModel at that
 inference precision (set explicitly), ``openvino_int8`` the int8 ``.tflite`` (its own quantisation);
-``--threads`` threads. End to end: ``Predictor.reconstruct`` on a
-sample photo (face detection + crop + network + vertices/landmarks in image pixels), one face.
+``--threads`` threads. ``onnxruntime_float32``: ``prnet.onnx`` (export.py's ONNX file) in ONNX Runtime,
+``--threads`` intra-op threads (skipped without the ``[onnx]`` extra). ``default``: what the tools run by
+default (``--backend auto --precision auto``), i.e. :func:`prnet.inference.backends.official_backend` with this
+run's weights standing in for the official ones in a temporary cache (the path
+:func:`prnet.model.runtime.auto_choice` picks for this machine, printed with its reason). End to end:
+``Predictor.reconstruct`` on a sample photo (face detection + crop + network + vertices/landmarks in image
+pixels), one face.
 
 Without ``--weights`` the network has random weights (with randomised BatchNorm statistics): speed
 does not depend on the values; int8 is calibrated on sample crops. Prints the machine description.
@@ -41,9 +46,9 @@ from machine import machine_description  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLES = REPO.parent / "shared" / "samples"
-BACKENDS = ("tf1_session", "keras", "optimized", "optimized_transpose", "optimized_bf16", "saved_model",
+BACKENDS = ("default", "tf1_session", "keras", "optimized", "optimized_transpose", "optimized_bf16", "saved_model",
             "saved_model_bf16", "tflite_float32", "tflite_float16", "tflite_int8", "openvino_float32",
-            "openvino_bfloat16", "openvino_int8")
+            "openvino_bfloat16", "openvino_int8", "onnxruntime_float32")
 #: Also available, not run by default: the Keras graph under the mixed_bfloat16 policy (speed only:
 #: its accuracy on trained weights is issue #13's section 2).
 OPTIONAL_BACKENDS = ("keras_bf16",)
@@ -109,6 +114,45 @@ def _openvino_backend(name, tmp, net, crops, threads):
         print(f"{name}: skipped: {e}")
         return None
     print(f"{name}: {backend.source}")
+    return backend
+
+
+def _default_backend(model, tmp):
+    """The tools' default path for ``model``: ``official_backend()`` on a temporary cache holding its weights
+    as the (stamped) official ones; prints the automatic choice and the export time."""
+    from prnet.inference import backends
+    from prnet.weights import official
+
+    os.environ["PRNET_CACHE_DIR"] = str(tmp / "cache")
+    weights = official.weights_path()
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    model.save_weights(str(weights))
+    official.write_official_stamp(weights, "benchmark stand-in")
+    start = time.perf_counter()
+    backend = backends.official_backend(download=False, kpt_ind=np.zeros((68, 2), np.int64))
+    print(f"default: {backend.choice} ({type(backend).__name__}; first start with its export: "
+          f"{time.perf_counter() - start:.1f} s)")
+    start = time.perf_counter()
+    backends.official_backend(download=False, kpt_ind=np.zeros((68, 2), np.int64))
+    print(f"default: second start (cache warm): {time.perf_counter() - start:.2f} s")
+    return backend
+
+
+def _onnx_backend(net, tmp, threads):
+    """``onnxruntime_float32``: the ONNX file of ``net`` in ONNX Runtime; None (with a line) without the extra."""
+    from prnet.errors import BackendUnavailableError
+
+    try:
+        from prnet.model.onnx_runtime import ONNXRuntimeBackend
+        from prnet.serving.onnx import convert_onnx
+
+        backend = ONNXRuntimeBackend(convert_onnx(net, tmp / "prnet.onnx"), num_threads=threads)
+    except BackendUnavailableError as e:  # ONNXRuntimeNotInstalledError
+        print(f"onnxruntime_float32: skipped: {e}")
+        return None
+    import onnxruntime
+
+    print(f"onnxruntime_float32: ONNX Runtime {onnxruntime.__version__}, {backend.source}")
     return backend
 
 
@@ -199,7 +243,13 @@ def main(argv):
     keras_fn = tf.function(lambda x: to_posmap(model(x, training=False)))
     runners = {}  # name -> (batch -> callable(x))
     for name in FLAGS.backends:
-        if name == "tf1_session":
+        if name == "default":
+            runners[name] = lambda b, backend=_default_backend(model, tmp): backend
+        elif name == "onnxruntime_float32":
+            backend = _onnx_backend(net, tmp, FLAGS.threads)
+            if backend is not None:
+                runners[name] = lambda b, backend=backend: backend
+        elif name == "tf1_session":
             runners[name] = lambda b: _tf1_session_runner(keras_fn)
         elif name == "keras":
             runners[name] = lambda b: keras_fn
@@ -247,7 +297,8 @@ def main(argv):
         x = np.ascontiguousarray(np.resize(crops, (batch, 256, 256, 3)))
         jobs = {}
         for name, make in runners.items():
-            run, xt = make(batch), (x if "tflite" in name or name.startswith("openvino") else tf.constant(x))
+            numpy_in = "tflite" in name or name.startswith(("openvino", "onnxruntime", "default"))
+            run, xt = make(batch), (x if numpy_in else tf.constant(x))
             jobs[name] = lambda run=run, xt=xt: np.asarray(run(xt))
         for name, result in _interleaved(jobs, FLAGS.repeats).items():
             rows.append((name, "network", batch, result))
@@ -266,8 +317,8 @@ def main(argv):
                     "saved_model_bf16": lambda: SavedModelBackend(tmp / "saved_model_bf16"),
                     "tflite_float32": lambda: TFLiteBackend(tmp / "float32.tflite", num_threads=FLAGS.threads),
                     "tflite_int8": lambda: TFLiteBackend(tmp / "int8.tflite", num_threads=FLAGS.threads)}
-        backends.update({name: (lambda name=name: runners[name](1))  # the OpenVINO backends built above
-                         for name in runners if name.startswith("openvino_")})
+        backends.update({name: (lambda name=name: runners[name](1))  # the backends built above
+                         for name in runners if name.startswith(("openvino_", "onnxruntime_", "default"))})
         jobs = {}
         for name, make in backends.items():
             if name in runners:

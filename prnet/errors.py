@@ -92,3 +92,8 @@ class BackendUnavailableError(PRNetError, RuntimeError):
 
 class OpenVINONotInstalledError(BackendUnavailableError, ImportError):
     """The optional OpenVINO runtime is not installed (``pip install -e ".[openvino]"``)."""
+
+
+class ONNXRuntimeNotInstalledError(BackendUnavailableError, ImportError):
+    """The optional ONNX Runtime (or tf2onnx, which writes ``.onnx`` files) is not installed
+    (``pip install -e ".[onnx]"``)."""

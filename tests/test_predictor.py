@@ -394,12 +394,15 @@ def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_pat
     crops = np.random.default_rng(2).random((3, 256, 256, 3), dtype=np.float32)
     expected = model(crops, training=False).numpy() * POSMAP_SCALE
 
-    predictor = Predictor.from_weights(None, detector=None, template=uv_template, download=False, batch_size=2)
+    # The default path depends on the machine (tests/test_auto_backend.py); this test names the SavedModel.
+    predictor = Predictor.from_weights(None, backend="saved_model", precision="float32", detector=None,
+                                       template=uv_template, download=False, batch_size=2)
     assert isinstance(predictor.backend, SavedModelBackend) and predictor.backend_name == "SavedModel"
     assert exports == [1] and (cache / "resfcn256_saved_model" / "saved_model.pb").is_file()
     assert str(weights) in predictor.source and "resfcn256_saved_model" in predictor.source
     np.testing.assert_allclose(predictor.predict_posmaps(crops), expected, atol=1e-3)
-    again = Predictor.from_weights(None, detector=None, template=uv_template, download=False)
+    again = Predictor.from_weights(None, backend="saved_model", precision="float32", detector=None,
+                                   template=uv_template, download=False)
     assert exports == [1]  # reused
     np.testing.assert_allclose(again.predict_posmaps(crops[:1]), expected[:1], atol=1e-3)
 
@@ -409,7 +412,8 @@ def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_pat
 
     # A damaged export (unreadable graph) is rebuilt once, transparently.
     (cache / "resfcn256_saved_model" / "saved_model.pb").write_bytes(b"not a SavedModel")
-    rebuilt = Predictor.from_weights(None, detector=None, template=uv_template, download=False)
+    rebuilt = Predictor.from_weights(None, backend="saved_model", precision="float32", detector=None,
+                                     template=uv_template, download=False)
     assert exports == [1, 1] and rebuilt.backend_name == "SavedModel"
     np.testing.assert_allclose(rebuilt.predict_posmaps(crops[:1]), expected[:1], atol=1e-3)
 
@@ -430,8 +434,9 @@ def test_unwritable_cache_falls_back_to_the_keras_model(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(tmp_path / "resfcn256_saved_model"))
 
     monkeypatch.setattr(prnet.inference.backends, "ensure_official_saved_model", read_only)
+    monkeypatch.setattr(prnet.inference.backends, "ensure_official_export", read_only)  # every cached export
     with pytest.warns(RuntimeWarning, match="Permission denied"):
-        predictor = Predictor.from_weights(None, detector=None, download=False)
+        predictor = Predictor.from_weights(None, precision="float32", detector=None, download=False)
     assert predictor.backend_name == "Keras" and "resfcn256.weights.h5" in predictor.source
     crops = np.random.default_rng(3).random((1, 256, 256, 3), dtype=np.float32)
     np.testing.assert_allclose(predictor.predict_posmaps(crops), model(crops, training=False).numpy() * POSMAP_SCALE,

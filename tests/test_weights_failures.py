@@ -130,7 +130,7 @@ def test_read_only_cache_with_the_checkpoint_converts_in_memory(tmp_path, monkey
 
     monkeypatch.setattr(official, "convert_checkpoint", read_only)
     with pytest.warns(RuntimeWarning, match="converted in memory"):
-        predictor = Predictor.from_weights(None, detector=None, download=False)
+        predictor = Predictor.from_weights(None, precision="float32", detector=None, download=False)
     assert predictor.backend_name == "Keras" and "converted in memory" in predictor.source
     crops = np.random.default_rng(5).random((1, 256, 256, 3), dtype=np.float32)
     np.testing.assert_allclose(predictor.predict_posmaps(crops), model(crops, training=False).numpy() * POSMAP_SCALE,

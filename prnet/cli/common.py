@@ -151,19 +151,26 @@ WEIGHTS_HELP = ("Network weights: a Keras .weights.h5 (or .keras) file, a SavedM
                 "training checkpoint folder (prnet-train's <output_dir>/checkpoints) or a TF2 / official TF1 "
                 "checkpoint prefix (prnet-export: the Keras formats and checkpoints). Default: the official weights "
                 "from the cache ($PRNET_CACHE_DIR or ~/.cache/prnet), downloaded and converted on first use, then "
-                "run through a SavedModel exported once into the cache (see --backend).")
-BACKEND_HELP = ("How to run the network. auto: the official weights through their cached SavedModel export, any "
-                "--weights in its own format; saved_model: require a SavedModel (official export or a --weights "
-                "SavedModel folder); keras: require a Keras model (official Keras weights, or --weights "
-                ".weights.h5 / .keras / checkpoint); openvino: run any --weights (SavedModel, .tflite, Keras "
-                "weights; the official weights converted in memory) in OpenVINO at --precision, set explicitly "
+                "run through the fastest accurate export for this machine, made once into the cache (see --backend).")
+BACKEND_HELP = ("How to run the network. auto: the official weights through the fastest path of float32 accuracy "
+                "for this machine (TFLite float32 on CPUs without bf16 units; the bf16 SavedModel, within the bf16 "
+                "bound, on CPUs with AVX512_BF16/AMX and on bf16 GPUs; exported once into the cache; the "
+                "'using weights:' line says what was chosen and why), any --weights in its own format; "
+                "saved_model / tflite / onnxruntime: require that runtime (the official weights' cached export, or "
+                "a --weights SavedModel folder / .tflite / .onnx; onnxruntime: pip install -e \".[onnx]\"); keras: "
+                "require a Keras model (official Keras weights, or --weights .weights.h5 / .keras / checkpoint); "
+                "openvino: run any --weights (SavedModel, .tflite, Keras "
+                "weights; the official weights converted in memory) in OpenVINO at --precision "
                 "(optional: pip install -e \".[openvino]\"). prnet-export always reads the weights into Keras "
                 "(auto or keras).")
-PRECISION_HELP = ("Network precision. float32: as trained. bfloat16: bf16 weights and activations (the output "
-                  "layer in float32), faster on CPUs with bf16 units (AVX512_BF16, AMX) and GPUs; Keras weights, "
-                  "checkpoints and the official weights run their bf16 graph in-process, a SavedModel must be a "
-                  "bf16 export (prnet-export --formats=saved_model_bf16, which is also how prnet-export writes "
-                  "bf16). An exported file's own precision must match.")
+PRECISION_HELP = ("Network precision. auto: bfloat16 where the hardware has bf16 units (AVX512_BF16 or AMX in "
+                  "/proc/cpuinfo, a GPU of compute capability >= 8.0) with --backend auto, saved_model or openvino, "
+                  "else float32; an exported file's own precision. float32: as trained. bfloat16: bf16 weights and "
+                  "activations (the output layer in float32), faster on CPUs with bf16 units and GPUs, within the "
+                  "measured bf16 bound (+-0.1 % NME); the official weights run their cached bf16 SavedModel, Keras "
+                  "weights and checkpoints their bf16 graph in-process, a SavedModel must be a bf16 export "
+                  "(prnet-export --formats=saved_model_bf16, which is also how prnet-export writes bf16). An "
+                  "exported file's own precision must match.")
 DOWNLOAD_HELP = ("Download the official weights / UV template into the cache when they are missing there "
                  "(SHA-256 checked; mirrors: PRNET_WEIGHTS_BASE_URL, PRNET_UV_BASE_URL); --nodownload: fail with "
                  "instructions instead. prnet-convert: off by default, and --download fetches and converts now.")
@@ -199,9 +206,9 @@ def define_weights_flags(**defaults):
     m = _caller_module()
     define_flag(flags.DEFINE_string, "weights", defaults.get("weights"), WEIGHTS_HELP, module=m)
     define_flag(flags.DEFINE_enum, "backend", defaults.get("backend", "auto"), BACKEND_HELP, module=m,
-                enum_values=["auto", "saved_model", "keras", "openvino"])
-    define_flag(flags.DEFINE_enum, "precision", defaults.get("precision", "float32"), PRECISION_HELP, module=m,
-                enum_values=["float32", "bfloat16"])
+                enum_values=["auto", "saved_model", "tflite", "keras", "openvino", "onnxruntime"])
+    define_flag(flags.DEFINE_enum, "precision", defaults.get("precision", "auto"), PRECISION_HELP, module=m,
+                enum_values=["auto", "float32", "bfloat16"])
     define_download_flag(m, defaults.get("download", True))
     define_flag(flags.DEFINE_bool, "smoke_test_random_weights", False, RANDOM_HELP, module=m)
 

@@ -444,7 +444,7 @@ def _run(argv):
         predictor.detector  # noqa: B018  (fail early when the detector cannot run here)
     except PRNetError as e:
         _fail(str(e))
-    print(f"prnet-demo: using weights: {predictor.source} (backend: {predictor.backend_name})", file=sys.stderr)
+    print(f"prnet-demo: using weights: {predictor.source} (backend: {predictor.backend_summary})", file=sys.stderr)
     if predictor.random_weights:
         print(f"prnet-demo: WARNING: {RANDOM_WEIGHTS_WARNING} (--smoke_test_random_weights): outputs only "
               "check the pipeline.", file=sys.stderr)

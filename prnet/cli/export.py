@@ -25,7 +25,8 @@ With --smoke_test_random_weights the network is untrained (seed 0, --model_size,
 folder written is --output_dir with _RANDOM_WEIGHTS appended (exported -> exported_RANDOM_WEIGHTS),
 as every output of a random network is marked in its name, and the run says so on stderr.
 --backend is auto or keras (the weights are read into the Keras model); a bf16 export is
---formats=saved_model_bf16 (--precision stays float32).
+--formats=saved_model_bf16 (--precision stays auto or float32). ``--formats=...,onnx`` also writes
+``<output_dir>/prnet.onnx`` (the TFLite files' input/output contract, dynamic batch; needs the ``[onnx]`` extra).
 
 Exit status: 0 written; 2 usage or setup error found before writing (unknown format, output exists,
 weights or calibration data missing; nothing written); 1 the export failed while writing (nothing
@@ -47,7 +48,9 @@ common.define_output_dir_flag(help="Folder to write saved_model/ and prnet_<quan
 flags.DEFINE_list("formats", ["saved_model", "float32", "float16", "int8"],
                   "Comma-separated outputs: saved_model; saved_model_bf16 (the same SavedModel, signatures and "
                   "float32 inputs/outputs, with the network in bfloat16 and its output layer in float32: for CPUs "
-                  "with bf16 units and GPUs; not written by default); float32, float16, int8 (TFLite).")
+                  "with bf16 units and GPUs; not written by default); float32, float16, int8 (TFLite); onnx (prnet.onnx, "
+                  "opset 17, dynamic batch, the TFLite files' input/output; pip install -e \".[onnx]\"; not "
+                  "written by default).")
 flags.DEFINE_string("calibration", "tfds:prnet_synthetic",
                     "Representative crops for int8 calibration: tfds:NAME (a built TFDS dataset with 256x256 "
                     "'image' crops) or a folder of face photos (cropped by a sibling .pts/.mat's landmarks, "
@@ -82,9 +85,9 @@ def _check_flags():
     if FLAGS.backend not in ("auto", "keras"):
         common.fail(f"--backend {FLAGS.backend}: prnet-export reads the weights into the Keras model (auto or "
                     "keras); run the exported files with prnet-demo --backend")
-    if FLAGS.precision != "float32":
+    if FLAGS.precision not in ("auto", "float32"):
         common.fail(f"--precision {FLAGS.precision}: prnet-export writes bf16 as its own format: "
-                    "--formats=saved_model_bf16 (with --precision float32)")
+                    "--formats=saved_model_bf16 (with --precision auto or float32)")
     if FLAGS.detector not in GRAPH_DETECTORS:
         common.fail(f"--detector {FLAGS.detector}: the SavedModel's detector is auto (= blazeface), blazeface or "
                     "none (no predict_images_detect signature)")

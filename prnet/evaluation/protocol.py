@@ -228,7 +228,7 @@ class EvalConfig:
     output_dir: str
     weights: str | None = None
     random_weights: bool = False
-    precision: str = "float32"
+    precision: str = "auto"
     backend: str = "auto"
     dataset_dir: str | None = None
     tfds_name: str | None = None

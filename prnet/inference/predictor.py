@@ -24,6 +24,7 @@ from prnet.errors import ImageReadError, NoFaceFoundError
 from prnet.inference.backends import official_backend
 from prnet.inference.detect import make_detector
 from prnet.inference.results import FaceResult
+from prnet.model.onnx_runtime import ONNXRuntimeBackend
 from prnet.model.openvino_runtime import OpenVINOBackend
 from prnet.model.runtime import (
     FastGraphBackend,
@@ -215,25 +216,28 @@ class Predictor:
 
     @classmethod
     def from_weights(cls, path=None, *, backend: str = "auto", smoke_test_random_weights: bool = False,
-                     download: bool = True, num_threads=None, precision: str = "float32",
+                     download: bool = True, num_threads=None, precision: str = "auto",
                      **kwargs) -> "Predictor":
         """Build a predictor from any weights, as ``prnet-demo`` and ``evaluate.py`` do.
 
         * ``path=None``: the official weights (:func:`prnet.inference.backends.official_backend`): converted
           Keras weights in the cache (downloaded and converted on first use unless ``download=False``),
-          run through a SavedModel exported from them once into the cache (``backend="keras"``: the
-          Keras model);
+          run through the export that is fastest on this machine at float32 accuracy (or within the
+          bf16 bound where bf16 units exist), made once into the cache: TFLite float32, or the bf16
+          SavedModel (``backend="keras"``: the Keras model);
         * any other path: the format is recognised by :func:`prnet.weights.formats.load_backend`
           (``.weights.h5``, ``.keras``, a training checkpoint folder, a TF2 / official TF1 checkpoint
           prefix or its ``.index`` / ``.data-*`` file, a SavedModel folder, a ``.tflite`` file).
 
         ``backend``: ``"auto"`` (the above), ``"keras"`` (require a Keras model: the official weights
-        or a Keras/checkpoint file are not exported) or ``"saved_model"`` (require a SavedModel: the
-        official export or a SavedModel folder) or ``"openvino"`` (any of them, run by OpenVINO at
+        or a Keras/checkpoint file are not exported) or ``"saved_model"`` / ``"tflite"`` /
+        ``"onnxruntime"`` (require that runtime: the official weights' cached export or such a file) or
+        ``"openvino"`` (any of them, run by OpenVINO at
         ``precision``: optional package, ``pip install -e ".[openvino]"``; see
         :class:`prnet.model.openvino_runtime.OpenVINOBackend`). ``num_threads``: TFLite interpreter
         (or OpenVINO) threads.
-        ``precision``: ``"float32"`` (default) or ``"bfloat16"`` (:data:`prnet.model.fast.PRECISIONS`):
+        ``precision``: ``"auto"`` (default: bfloat16 on CPUs with bf16 units and bf16 GPUs, else float32;
+        an exported file's own), ``"float32"`` or ``"bfloat16"`` (:data:`prnet.model.fast.PRECISIONS`):
         Keras weights, checkpoints and the official weights run their BN-folded bf16 graph in-process;
         an exported file runs at its own precision, which must be the one asked for (a bf16
         SavedModel comes from ``export.py --formats=saved_model_bf16``; see
@@ -263,9 +267,19 @@ class Predictor:
         """``"Keras"``, ``"SavedModel"``, ``"TFLite"`` or ``"BN-folded graph"``, plus ``" bfloat16"`` when
         the backend runs in bf16; else the backend's class name."""
         names = {KerasBackend: "Keras", SavedModelBackend: "SavedModel", TFLiteBackend: "TFLite",
-                 FastGraphBackend: "BN-folded graph", OpenVINOBackend: "OpenVINO"}
+                 FastGraphBackend: "BN-folded graph", OpenVINOBackend: "OpenVINO", ONNXRuntimeBackend: "ONNX Runtime"}
         name = names.get(type(self.backend), type(self.backend).__name__)
         return f"{name} bfloat16" if getattr(self.backend, "precision", None) == "bfloat16" else name
+
+    @property
+    def choice(self) -> str:
+        """Why this backend and precision run when ``"auto"`` chose them (``""`` when both were explicit)."""
+        return str(getattr(self.backend, "choice", ""))
+
+    @property
+    def backend_summary(self) -> str:
+        """:attr:`backend_name`, plus :attr:`choice` when there is one: what the ``using weights:`` lines print."""
+        return f"{self.backend_name}; {self.choice}" if self.choice else self.backend_name
 
     @property
     def source(self) -> str:

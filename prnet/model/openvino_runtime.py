@@ -126,7 +126,7 @@ class OpenVINOBackend:
 
     def __init__(self, weights, *, precision: str = "float32", num_threads=None, random_weights: bool = False,
                  name: str | None = None, device: str = "CPU"):
-        check_precision(precision)
+        check_precision(precision, auto=False)
         ov = import_openvino()
         core = ov.Core()
         if precision == "bfloat16":

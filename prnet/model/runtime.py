@@ -17,6 +17,7 @@ camera, same scale; see :func:`prnet.core.crop.crop_to_image`).
 """
 
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -81,11 +82,120 @@ class KerasBackend:
 ACCURACY_BOUNDS = {"float32": (0.01, 0.001), "float16": (1.0, 0.02), "bfloat16": (5.0, 0.02), "int8": (25.0, 0.20)}
 
 
-def check_precision(precision: str) -> str:
-    """Return ``precision`` if it is one of :data:`prnet.model.fast.PRECISIONS`; raise ValueError otherwise."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+#: What ``precision=`` / ``--precision`` accept: ``"auto"`` (:func:`auto_precision`) or one of
+#: :data:`prnet.model.fast.PRECISIONS`.
+PRECISION_CHOICES = ("auto",) + PRECISIONS
+
+
+def check_precision(precision: str, *, auto: bool = True) -> str:
+    """Return ``precision`` if it is one of :data:`PRECISION_CHOICES` (without ``"auto"`` when
+    ``auto`` is false: :data:`prnet.model.fast.PRECISIONS`); raise ValueError otherwise."""
+    choices = PRECISION_CHOICES if auto else PRECISIONS
+    if precision not in choices:
+        raise ValueError(f"precision must be one of {choices}, got {precision!r}")
     return precision
+
+
+# ----------------------------------------------------------------------------- the automatic choice
+
+#: ``/proc/cpuinfo`` flags of CPU units that compute in bf16 (oneDNN uses them for bf16 convolutions).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (or the text ``cpuinfo``); empty when unreadable."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return frozenset()
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return frozenset(flags)
+
+
+def gpu_names() -> list:
+    """``["NVIDIA H100 80GB HBM3 (compute 9.0)", ...]``: the GPUs TensorFlow sees (empty on CPU-only machines)."""
+    names = []
+    for device in tf.config.list_physical_devices("GPU"):
+        try:
+            details = tf.config.experimental.get_device_details(device)
+        except (ValueError, RuntimeError):
+            details = {}
+        name = details.get("device_name", device.name)
+        cc = details.get("compute_capability")
+        names.append(f"{name} (compute {cc[0]}.{cc[1]})" if cc else name)
+    return names
+
+
+def _gpu_has_bf16(name: str) -> bool:
+    """bf16 tensor cores: NVIDIA compute capability 8.0 (Ampere) and later."""
+    try:
+        major = int(name.rsplit("(compute ", 1)[1].split(".")[0])
+    except (IndexError, ValueError):
+        return False
+    return major >= 8
+
+
+class AutoChoice(NamedTuple):
+    """What ``backend="auto"`` / ``precision="auto"`` resolved to, and why (for the ``using weights:`` line)."""
+
+    backend: str  #: ``"tflite"`` or ``"saved_model"`` (a :data:`prnet.weights.formats.BACKENDS` value)
+    precision: str  #: ``"float32"`` or ``"bfloat16"``
+    hardware: str  #: what was seen, e.g. ``"CPU without bf16 units (AVX2)"``
+    reason: str  #: why that path: the measurement behind the rule
+
+    @property
+    def text(self) -> str:
+        """E.g. ``"auto: TFLite float32 on a CPU without bf16 units (AVX2): ..."``."""
+        name = {"tflite": "TFLite", "saved_model": "SavedModel"}.get(self.backend, self.backend)
+        return f"auto: {name} {self.precision} on a {self.hardware}: {self.reason}"
+
+
+def auto_choice(*, flags=None, gpus=None) -> AutoChoice:
+    """The fastest path of float32 accuracy (or within the bf16 bound, where bf16 units exist) for this
+    machine, by a rule measured on both CPU kinds (docs/performance.md, "The default path"):
+
+    * a GPU: the SavedModel, bf16 on compute capability >= 8.0 (bf16 tensor cores), else float32
+      (TFLite would run on the CPU);
+    * a CPU with bf16 units (``avx512_bf16`` / ``amx_bf16`` in ``/proc/cpuinfo``): the frozen bf16 graph
+      as a SavedModel, 1.6-1.8x faster than any float32 path there (AVX-512 EPYC: 19.5 / 12.6 ms/image
+      at batch 1 / 8 against 22.7 / 21.8 for TFLite float32); its accuracy is within
+      ``ACCURACY_BOUNDS["bfloat16"]`` (+-0.1 % NME on the trained reference model);
+    * any other CPU: TFLite float32 (XNNPACK), the fastest float32 runtime measured on both CPU kinds
+      (AVX2 EPYC: 50 vs 80 ms/image for the SavedModel, 61 for OpenVINO float32; AVX-512: 22.7 vs 31.4 and 24.7).
+
+    int8 and float16 are never chosen. ``flags`` (a set of CPU flags) and ``gpus`` (:func:`gpu_names`)
+    default to this machine's.
+    """
+    flags = cpu_flags() if flags is None else frozenset(flags)
+    gpus = gpu_names() if gpus is None else list(gpus)
+    if gpus:
+        if all(_gpu_has_bf16(g) for g in gpus):
+            return AutoChoice("saved_model", "bfloat16", f"GPU {gpus[0]} with bf16 tensor cores",
+                              "bf16, within the bf16 accuracy bound (+-0.1 % NME)")
+        return AutoChoice("saved_model", "float32", f"GPU {gpus[0]} without bf16", "float32 on the GPU")
+    units = [f for f in BF16_CPU_FLAGS if f in flags]
+    if units:
+        return AutoChoice("saved_model", "bfloat16", f"CPU with bf16 units ({', '.join(units)})",
+                          "bf16 measured 1.6-1.8x faster than every float32 path there, within the bf16 accuracy "
+                          "bound (+-0.1 % NME)")
+    kind = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return AutoChoice("tflite", "float32", f"CPU without bf16 units ({kind})",
+                      "XNNPACK measured the fastest float32 path on CPUs (1.4-1.6x the SavedModel at batch 1)")
+
+
+def auto_precision(precision: str, *, can_bf16: bool = True, choice: AutoChoice | None = None) -> str:
+    """``precision`` itself, or for ``"auto"`` the precision of :func:`auto_choice` (``"float32"`` when the
+    runtime asked for cannot run bf16: ``can_bf16=False``)."""
+    check_precision(precision)
+    if precision != "auto":
+        return precision
+    precision = (choice or auto_choice()).precision
+    return precision if can_bf16 else "float32"
 
 
 class FastGraphBackend:
@@ -104,7 +214,7 @@ class FastGraphBackend:
                  random_weights: bool = False):
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-        self.precision = check_precision(precision)
+        self.precision = check_precision(precision, auto=False)
         net = build_inference_model(model, precision=precision)
         frozen = convert_variables_to_constants_v2(net.__call__.get_concrete_function())
         self.fn = lambda images: tf.nest.flatten(frozen(images))[0]
@@ -131,10 +241,11 @@ def saved_model_precision(path) -> str:
 class SavedModelBackend:
     """Run an exported SavedModel directory (signature ``serving_default``: ``images`` -> ``posmap``).
 
-    ``precision``: the file's own (:func:`saved_model_precision`). ``source`` defaults to
+    ``precision``: the file's own (:func:`saved_model_precision`; pass it for a SavedModel whose weights
+    are frozen into its graph, which has no variables to read it from). ``source`` defaults to
     ``"SavedModel <path>"``, plus ``" (bfloat16)"`` for a bf16 export."""
 
-    def __init__(self, path, random_weights: bool = False, source: str | None = None):
+    def __init__(self, path, random_weights: bool = False, source: str | None = None, precision: str | None = None):
         path = Path(path).expanduser()
         if not (path / "saved_model.pb").is_file():
             raise WeightsNotFoundError(f"no SavedModel at {path} (expected {path / 'saved_model.pb'})")
@@ -159,7 +270,7 @@ class SavedModelBackend:
                 f"SavedModel {path}: serving_default must take 'images' and return 'posmap', got inputs "
                 f"{sorted(inputs)} and outputs {sorted(fn.structured_outputs)}")
         self._loaded, self._fn = loaded, fn  # keep ``loaded`` alive: the signature refers to its variables
-        self.precision = saved_model_precision(path)
+        self.precision = check_precision(precision, auto=False) if precision else saved_model_precision(path)
         suffix = " (bfloat16)" if self.precision == "bfloat16" else ""
         self.source, self.random_weights = source or f"SavedModel {path}{suffix}", bool(random_weights)
 
@@ -300,8 +411,10 @@ class TFLiteBackend:
 def random_weights_backend(size: int = BASE_SIZE, seed: int = 0, precision: str = "float32"):
     """An UNTRAINED ResFCN256 (seeded with ``keras.utils.set_random_seed(seed)``), for smoke tests of
     the pipeline only: ``random_weights`` is True and the source says :data:`RANDOM_WEIGHTS_WARNING`.
-    ``precision="bfloat16"``: run as the bf16 :class:`FastGraphBackend` (else a :class:`KerasBackend`)."""
-    check_precision(precision)
+    ``precision="bfloat16"``: run as the bf16 :class:`FastGraphBackend` (else a :class:`KerasBackend`;
+    ``"auto"`` is float32 here: a smoke test checks the pipeline, not the speed, and random weights
+    amplify bf16 rounding without bound)."""
+    precision = "float32" if check_precision(precision) == "auto" else precision
     keras.utils.set_random_seed(seed)
     model = build_resfcn256(weight_decay=0.0, size=size)
     source = f"random weights (seed {seed}) - {RANDOM_WEIGHTS_WARNING}"

@@ -1,4 +1,4 @@
-"""Write a whole export set (SavedModel and TFLite variants) and measure it against Keras."""
+"""Write a whole export set (SavedModel, TFLite variants, ONNX) and measure it against Keras."""
 
 import os
 from pathlib import Path
@@ -12,6 +12,7 @@ from prnet.errors import ExportError, OutputExistsError, OutputFolderError
 from prnet.model.fast import build_inference_model
 from prnet.model.resfcn256 import to_posmap
 from prnet.serving.calibration import representative_crops
+from prnet.serving.onnx import convert_onnx, import_tf2onnx
 from prnet.serving.saved_model import (
     DEFAULT_MAX_FACES,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -27,15 +28,18 @@ from prnet.serving.tflite import QUANTIZATIONS, convert_tflite, tflite_predict
 #: ``saved_model_bf16`` is the BN-folded graph in bfloat16 (float32 output layer), same signatures and
 #: float32 inputs / outputs as ``saved_model``.
 SAVED_MODEL_FORMATS = {"saved_model": "float32", "saved_model_bf16": "bfloat16"}
-#: Every format an export set can hold, in writing order.
-FORMATS = ("saved_model", "saved_model_bf16") + QUANTIZATIONS
-#: What :func:`export_all` (and export.py) write unless told otherwise: ``saved_model_bf16`` is opt-in.
+#: Every format an export set can hold, in writing order (``onnx``: ``prnet.onnx``, :mod:`prnet.serving.onnx`).
+FORMATS = ("saved_model", "saved_model_bf16") + QUANTIZATIONS + ("onnx",)
+#: What :func:`export_all` (and export.py) write unless told otherwise: ``saved_model_bf16`` and ``onnx``
+#: (an optional extra) are opt-in.
 DEFAULT_FORMATS = ("saved_model",) + QUANTIZATIONS
 
 
 def entry_name(fmt: str) -> str:
     """The name of a format's output inside the export folder (``saved_model/``, ``saved_model_bf16/``,
-    ``prnet_<q>.tflite``)."""
+    ``prnet_<q>.tflite``, ``prnet.onnx``)."""
+    if fmt == "onnx":
+        return "prnet.onnx"
     return fmt if fmt in SAVED_MODEL_FORMATS else f"prnet_{fmt}.tflite"
 
 
@@ -101,6 +105,8 @@ def export_all(model, output_dir, *, formats=DEFAULT_FORMATS, calibration=None, 
     if saved_models:
         detector = make_detector_graph(detector)  # DetectorUnavailableError before anything is written
     output_dir = check_output_dir(output_dir, overwrite)
+    if "onnx" in formats:
+        import_tf2onnx()  # ONNXRuntimeNotInstalledError before anything is written
     crops = None
     if "int8" in formats:
         crops = calibration if isinstance(calibration, list) else (
@@ -123,6 +129,8 @@ def export_all(model, output_dir, *, formats=DEFAULT_FORMATS, calibration=None, 
                     export_saved_model(nets[fmt], tmp / entry_name(fmt), kpt_ind=kpt_ind,
                                        max_image_pixels=max_image_pixels, detector=detector, max_faces=max_faces,
                                        template=template)
+                elif fmt == "onnx":
+                    convert_onnx(net, tmp / entry_name(fmt))
                 else:
                     convert_tflite(net, tmp / entry_name(fmt), quantization=fmt, representative=crops)
             check_output_dir(output_dir, overwrite)  # nobody wrote there meanwhile
@@ -154,6 +162,10 @@ def measure_exports(model, written: dict, crops) -> list:
             fn = tf.saved_model.load(str(path)).signatures["serving_default"]
             pred = np.concatenate([fn(images=tf.constant(crops[i:i + 4]))["posmap"].numpy()
                                    for i in range(0, len(crops), 4)])
+        elif fmt == "onnx":
+            from prnet.model.onnx_runtime import ONNXRuntimeBackend
+
+            pred = ONNXRuntimeBackend(path)(crops)
         else:
             pred = np.concatenate([tflite_predict(path, crops[i:i + 1]) for i in range(len(crops))])
         err = np.abs(pred - reference)

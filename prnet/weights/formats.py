@@ -10,7 +10,8 @@
 * ``TF1_CHECKPOINT``: the official name-based TF1 checkpoint: its prefix
   ``.../256_256_resfcn256_weight``, its ``.index`` / ``.data-*`` file, or a folder holding only it;
 * ``SAVED_MODEL``: an exported SavedModel folder (``saved_model.pb``);
-* ``TFLITE``: a ``.tflite`` file.
+* ``TFLITE``: a ``.tflite`` file;
+* ``ONNX``: a ``.onnx`` file (``export.py --formats=onnx``).
 
 :func:`load_keras_model` builds a Keras ResFCN256 from the Keras-loadable kinds (base width read
 from the weights), :func:`load_weights_into` fills an existing model (``train.py --init_from``) and
@@ -30,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from prnet.errors import WeightsFolderError, WeightsFormatError, WeightsNotFoundError
+from prnet.model.onnx_runtime import ONNXRuntimeBackend
 from prnet.model.openvino_runtime import OpenVINOBackend
 from prnet.model.resfcn256 import build_resfcn256
 from prnet.model.runtime import (
@@ -37,6 +39,7 @@ from prnet.model.runtime import (
     KerasBackend,
     SavedModelBackend,
     TFLiteBackend,
+    auto_choice,
     check_precision,
     saved_model_precision,
 )
@@ -53,9 +56,11 @@ from prnet.weights.convert import (
 logger = logging.getLogger(__name__)
 
 #: Values of ``backend`` for :func:`load_backend` (and ``prnet-demo --backend``): ``auto`` runs each
-#: format in its own runtime; ``keras`` / ``saved_model`` require that runtime; ``openvino`` runs any
-#: format in OpenVINO (optional package: ``pip install -e ".[openvino]"``).
-BACKENDS = ("auto", "keras", "saved_model", "openvino")
+#: format in its own runtime (the official weights: the fastest accurate path for the machine,
+#: :func:`prnet.model.runtime.auto_choice`); ``keras`` / ``saved_model`` / ``tflite`` / ``onnxruntime``
+#: require that runtime; ``openvino`` runs any format in OpenVINO (optional package: ``pip install -e ".[openvino]"``;
+#: ``onnxruntime``: ``pip install -e ".[onnx]"``).
+BACKENDS = ("auto", "keras", "saved_model", "tflite", "openvino", "onnxruntime")
 
 
 class WeightsKind(enum.Enum):
@@ -67,6 +72,7 @@ class WeightsKind(enum.Enum):
     TF1_CHECKPOINT = "TF1 checkpoint"
     SAVED_MODEL = "SavedModel"
     TFLITE = "TFLite"
+    ONNX = "ONNX"
 
 
 _KERAS_KINDS = (WeightsKind.KERAS_WEIGHTS, WeightsKind.KERAS_MODEL, WeightsKind.TF2_CHECKPOINT,
@@ -83,7 +89,7 @@ class WeightsFormat:
 
     @property
     def runtime(self) -> str:
-        """``"Keras"``, ``"SavedModel"`` or ``"TFLite"``: what runs it (see :mod:`prnet.model.runtime`)."""
+        """``"Keras"``, ``"SavedModel"``, ``"TFLite"`` or ``"ONNX"``: what runs it (see :mod:`prnet.model.runtime`)."""
         return "Keras" if self.kind in _KERAS_KINDS else self.kind.value
 
     @property
@@ -140,6 +146,8 @@ def detect_format(path) -> WeightsFormat:
     if p.is_file():
         if p.suffix == ".tflite":
             return WeightsFormat(WeightsKind.TFLITE, p)
+        if p.suffix == ".onnx":
+            return WeightsFormat(WeightsKind.ONNX, p)
         if p.suffix == ".keras":
             return WeightsFormat(WeightsKind.KERAS_MODEL, p)
         if p.suffix == ".h5":
@@ -356,43 +364,74 @@ def check_file_precision(fmt: WeightsFormat, file_precision: str, precision: str
                              f"asked for: {how}")
 
 
-def load_backend(path, backend: str = "auto", *, num_threads=None, precision: str = "float32"):
+def load_backend(path, backend: str = "auto", *, num_threads=None, precision: str = "auto"):
     """The inference backend (:mod:`prnet.model.runtime`) for the weights at ``path``.
 
-    ``backend``: ``"auto"`` runs each kind in its own runtime (SavedModel, TFLite, else Keras);
-    ``"keras"`` / ``"saved_model"`` require that runtime and raise WeightsFormatError otherwise.
-    ``num_threads``: TFLite interpreter threads.
-    ``precision`` (:data:`prnet.model.fast.PRECISIONS`): for Keras weights and checkpoints,
+    ``backend``: ``"auto"`` runs each kind in its own runtime (SavedModel, TFLite, ONNX Runtime for a
+    ``.onnx``, else Keras); ``"keras"`` / ``"saved_model"`` / ``"tflite"`` / ``"onnxruntime"`` require
+    that runtime and raise WeightsFormatError otherwise. ``num_threads``: TFLite interpreter (ONNX
+    Runtime, OpenVINO) threads.
+    ``precision`` (:data:`prnet.model.runtime.PRECISION_CHOICES`): for Keras weights and checkpoints,
     ``"float32"`` runs the Keras model and ``"bfloat16"`` their BN-folded bf16 graph in-process
-    (:class:`prnet.model.runtime.FastGraphBackend`). An exported file runs at its own precision
-    (a SavedModel: ``"bfloat16"`` for ``saved_model_bf16``, else ``"float32"``; a ``.tflite``:
-    ``"float32"``, whatever it was quantised to) and asking for another one raises
-    :class:`WeightsFormatError` saying what to pass instead: the precision in use is always the
-    one asked for, so results recorded with it (``evaluate.py``) are never mislabelled.
-    ``backend="openvino"``: :class:`prnet.model.openvino_runtime.OpenVINOBackend` reads a SavedModel,
+    (:class:`prnet.model.runtime.FastGraphBackend`); ``"auto"`` (the default) is bfloat16 where
+    :func:`prnet.model.runtime.auto_choice` picks it (CPUs with bf16 units, bf16 GPUs) under
+    ``backend="auto"``, else float32 (``backend="keras"``: always float32). An exported file runs at
+    its own precision (a SavedModel: ``"bfloat16"`` for ``saved_model_bf16``, else ``"float32"``; a
+    ``.tflite`` / ``.onnx``: ``"float32"``, whatever it was quantised to); ``"auto"`` takes it, and
+    asking for another one raises :class:`WeightsFormatError` saying what to pass instead: the
+    precision in use is always the one asked for, so results recorded with it (``evaluate.py``) are
+    never mislabelled. ``backend="openvino"``:
+    :class:`prnet.model.openvino_runtime.OpenVINOBackend` reads a SavedModel,
     a ``.tflite`` (an int8 file keeps its int8 ops) or Keras weights (their BN-folded graph) and
-    runs it at ``precision`` (OpenVINO's inference precision, set explicitly; ``num_threads``: its
-    threads). Raises :class:`prnet.errors.OpenVINONotInstalledError` without the package.
+    runs it at ``precision`` (OpenVINO's inference precision, set explicitly; ``"auto"`` as for Keras
+    weights; ``num_threads``: its threads). Raises :class:`prnet.errors.OpenVINONotInstalledError` /
+    :class:`prnet.errors.ONNXRuntimeNotInstalledError` without the package.
     """
     check_backend(backend)
     check_precision(precision)
     fmt = detect_format(path)
+    choice = None
+    if precision == "auto" and backend in ("auto", "openvino") and fmt.runtime in ("Keras", "SavedModel") \
+            and not (fmt.kind is WeightsKind.SAVED_MODEL and backend == "auto"):
+        choice = auto_choice()
+        precision = choice.precision
     if backend == "openvino":  # OpenVINO's own inference precision, whatever the file's (see the docstring)
+        if fmt.kind is WeightsKind.ONNX:
+            raise WeightsFormatError(f"backend 'openvino' runs SavedModels, .tflite files and Keras weights, not "
+                                     f"{fmt.description}: use --backend onnxruntime (or auto)")
         if fmt.runtime == "Keras":
-            return OpenVINOBackend(_load_keras(fmt, None), precision=precision, num_threads=num_threads,
-                                   name=f"{fmt.description} (BN-folded graph converted in memory)")
-        return OpenVINOBackend(fmt.path, precision=precision, num_threads=num_threads)
-    if backend == "keras" and fmt.runtime != "Keras" or backend == "saved_model" and fmt.runtime != "SavedModel":
-        raise WeightsFormatError(
-            f"backend {backend!r} cannot run {path} ({fmt.runtime}): "
-            + ("pass Keras weights (.weights.h5), a .keras file or a checkpoint" if backend == "keras" else
-               "pass a SavedModel folder (export one with export.py), or omit the path for the official weights"))
+            runner = OpenVINOBackend(_load_keras(fmt, None), precision=precision, num_threads=num_threads,
+                                     name=f"{fmt.description} (BN-folded graph converted in memory)")
+        else:
+            runner = OpenVINOBackend(fmt.path, precision=precision, num_threads=num_threads)
+        return _with_choice(runner, choice)
+    required = {"keras": "Keras", "saved_model": "SavedModel", "tflite": "TFLite", "onnxruntime": "ONNX"}.get(backend)
+    if required and fmt.runtime != required:
+        hints = {"keras": "pass Keras weights (.weights.h5), a .keras file or a checkpoint",
+                 "saved_model": "pass a SavedModel folder (export one with export.py), or omit the path for the "
+                                "official weights",
+                 "tflite": "pass a .tflite file (export.py --formats=float32), or omit the path for the official "
+                           "weights",
+                 "onnxruntime": "pass a .onnx file (export.py --formats=onnx), or omit the path for the official "
+                                "weights"}
+        raise WeightsFormatError(f"backend {backend!r} cannot run {path} ({fmt.runtime}): {hints[backend]}")
     if fmt.kind is WeightsKind.SAVED_MODEL:
-        check_file_precision(fmt, saved_model_precision(fmt.path), precision)  # before the (slow) loading
+        own = saved_model_precision(fmt.path)
+        check_file_precision(fmt, own, own if precision == "auto" else precision)  # before the (slow) loading
         return SavedModelBackend(fmt.path)
     if fmt.kind is WeightsKind.TFLITE:
-        check_file_precision(fmt, "float32", precision)
+        check_file_precision(fmt, "float32", "float32" if precision == "auto" else precision)
         return TFLiteBackend(fmt.path, num_threads=num_threads)
-    if precision != "float32":
-        return FastGraphBackend(_load_keras(fmt, None), precision, source=fmt.description)
-    return KerasBackend(_load_keras(fmt, None), source=fmt.description)
+    if fmt.kind is WeightsKind.ONNX:
+        check_file_precision(fmt, "float32", "float32" if precision == "auto" else precision)
+        return ONNXRuntimeBackend(fmt.path, num_threads=num_threads)
+    if precision == "bfloat16":
+        return _with_choice(FastGraphBackend(_load_keras(fmt, None), precision, source=fmt.description), choice)
+    return _with_choice(KerasBackend(_load_keras(fmt, None), source=fmt.description), choice)
+
+
+def _with_choice(runner, choice):
+    """``runner`` with ``choice`` (why ``precision="auto"`` resolved as it did) as its ``choice`` attribute."""
+    if choice is not None:
+        runner.choice = f"precision auto: {choice.precision} on a {choice.hardware}"
+    return runner
