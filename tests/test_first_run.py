@@ -5,6 +5,8 @@ it); a failed download leaves no empty cache folders; every message about a miss
 ``PRNET_ASSETS_DIR``; ``prnet-swap --output`` naming a folder is refused before any work, the folder kept.
 """
 
+from pathlib import Path
+
 import pytest
 
 from prnet.errors import AssetsNotFoundError, DownloadError, WeightsNotFoundError
@@ -78,3 +80,44 @@ def test_swap_output_naming_a_folder_is_refused_and_the_folder_kept(tmp_path, sa
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{folder} is a folder, not a file" in lines[0] and "choose another" in lines[0]
     assert (folder / "holiday1.jpg").read_bytes() == b"precious"
+
+
+def test_prnet_convert_stamps_only_the_official_checkpoint(tmp_path, monkeypatch):
+    """Battery row 20: the stamp is written when the converted checkpoint is the official one (its files'
+    pinned SHA-256), so the tools call the result official; a conversion of any other checkpoint is not
+    stamped. (Stand-ins: two small files pinned as "official", and a converter that copies bytes.)"""
+    import hashlib
+    import types
+
+    import prnet.weights.convert as convert_module
+    from prnet.cli import convert as convert_cli
+    from prnet.weights import official
+    from prnet.weights.download import RemoteFile
+
+    monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path / "cache"))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    prefix = ckpt / official.CHECKPOINT_PREFIX_NAME
+    for suffix, payload in ((".index", b"index"), (".data-00000-of-00001", b"data")):
+        (ckpt / (prefix.name + suffix)).write_bytes(payload)
+    monkeypatch.setattr(official, "WEIGHTS_INDEX", RemoteFile(official.WEIGHTS_INDEX_NAME, 5,
+                                                              hashlib.sha256(b"index").hexdigest()))
+    monkeypatch.setattr(official, "WEIGHTS_DATA", RemoteFile(official.WEIGHTS_DATA_NAME, 4,
+                                                             hashlib.sha256(b"data").hexdigest()))
+
+    def fake_convert(prefix, output):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(b"converted " + Path(f"{prefix}.index").read_bytes())
+        return output
+
+    monkeypatch.setattr(official, "convert_checkpoint", fake_convert)
+    monkeypatch.setattr(convert_module, "convert_checkpoint", fake_convert)
+    monkeypatch.setattr(convert_cli, "import_tensorflow_quietly", lambda *a: None)
+    flags_for = lambda **kw: types.SimpleNamespace(**{"checkpoint": None, "output": None, "download": False,  # noqa: E731
+                                                      "verify": False, "force": True, **kw})
+    assert convert_cli.execute(flags_for(checkpoint=str(prefix))) == 0
+    assert official.describe_cached_weights(official.weights_path())[0] is True
+    (ckpt / (prefix.name + ".index")).write_bytes(b"another")  # not the official checkpoint any more
+    other = tmp_path / "other.weights.h5"
+    assert convert_cli.execute(flags_for(checkpoint=str(prefix), output=str(other))) == 0
+    assert other.is_file() and not official.stamp_path(other).exists()
