@@ -73,6 +73,32 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def small_model():
+    """The suite's one small network: a size-4 ResFCN256 (random weights, seed 0) with trained-like
+    BatchNorm statistics (``randomize_batchnorm``), so that its outputs vary like a trained network's.
+    Read-only: tests must not train or modify it."""
+    import keras
+
+    from prnet.model.resfcn256 import build_resfcn256, randomize_batchnorm
+
+    keras.utils.set_random_seed(0)
+    return randomize_batchnorm(build_resfcn256(weight_decay=0, size=4), seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_export(small_model, samples_dir, uv_template, tmp_path_factory) -> dict:
+    """``small_model`` exported once per session (once per xdist worker that needs it): ``{format: path}``
+    for ``saved_model`` (default caps, BlazeFace detection signature, landmark indices) and the float32,
+    float16 and int8 TFLite files (int8 calibrated on 12 real sample crops). Read-only."""
+    from prnet.serving.calibration import representative_crops
+    from prnet.serving.export import export_all
+
+    out = tmp_path_factory.mktemp("small_export") / "export"
+    return export_all(small_model, out, calibration=representative_crops(samples_dir, limit=12),
+                      kpt_ind=uv_template.kpt_ind, progress=False)
+
+
+@pytest.fixture(scope="session")
 def bfm_files(shared_dir, tmp_path_factory) -> Path:
     """A folder with ``BFM.mat`` (face3d format: the REAL mean face + REAL 68-landmark bases spread to
     all vertices -- not the real BFM) and the real ``BFM_UV.mat`` (53,215-vertex topology)."""
@@ -114,6 +140,7 @@ def _uses_overfit_run(item) -> bool:
 #: through another fixture, is marked ``slow`` (deselected by the fast lane ``pytest -m "not slow"``).
 SLOW_FIXTURES = frozenset({
     "overfit_run",       # train.py's overfit run (tests/trained.py)
+    "small_export",      # the session's export set of small_model (test_export, test_openvino)
     "exported",          # export sets: test_export, test_openvino, test_precision_accuracy
     "export_set",        # test_bf16
     "saved_model",       # test_serving_detect, test_serving_failures
@@ -140,6 +167,15 @@ def pytest_collection_modifyitems(config, items):
         items[:] = [i for i in items if _uses_overfit_run(i)] + [i for i in items if not _uses_overfit_run(i)]
     else:
         items[:] = [i for i in items if i.module not in late] + [i for i in items if i.module in late]
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
+def pytest_runtest_setup(item):
+    """Tell ``helpers`` whether the test about to run is marked ``slow``: one that is not may not start a
+    subprocess (``helpers.run_cli`` refuses), so the fast lane stays free of TensorFlow start-ups."""
+    import helpers
+
+    helpers.FAST_TEST = None if item.get_closest_marker("slow") else item.nodeid
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -30,26 +30,18 @@ INT8_MEAN_PX, INT8_MAX_PX = 1.5, 6.0
 
 
 @pytest.fixture(scope="module")
-def small_model():
-    keras.utils.set_random_seed(0)
-    return randomize_batchnorm(build_resfcn256(weight_decay=0, size=4), seed=0)
-
-
-@pytest.fixture(scope="module")
 def crops(samples_dir):
     return np.stack(representative_crops(samples_dir / "faces", limit=4))
 
 
 @pytest.fixture(scope="module")
-def exported(small_model, crops, samples_dir, uv_template, tmp_path_factory):
-    """One export per session: saved_model + float32/float16/int8 TFLite of the size-4 model."""
-    calibration = representative_crops(samples_dir, limit=12)
-    out = tmp_path_factory.mktemp("export")
-    written = export_all(small_model, out, calibration=calibration, kpt_ind=uv_template.kpt_ind, progress=False)
-    assert set(written) == {"saved_model", "float32", "float16", "int8"}
-    assert sorted(p.name for p in out.iterdir()) == ["prnet_float16.tflite", "prnet_float32.tflite",
-                                                     "prnet_int8.tflite", "saved_model"]
-    return written
+def exported(small_export):
+    """The session's export set of ``small_model`` (conftest): saved_model + float32/float16/int8 TFLite."""
+    assert set(small_export) == {"saved_model", "float32", "float16", "int8"}
+    folder = Path(small_export["saved_model"]).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["prnet_float16.tflite", "prnet_float32.tflite",
+                                                        "prnet_int8.tflite", "saved_model"]
+    return small_export
 
 
 @pytest.fixture(scope="module")

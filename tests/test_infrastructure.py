@@ -30,8 +30,16 @@ def test_run_cli_targets_and_environment(tmp_path):
     assert out == ["['a',", "'1']", "2", "None", "x", str(tmp_path)]
     mod = run_cli("json.tool", "--help")   # dotted name: python -m
     assert mod.returncode == 0 and "json.tool" in mod.stdout
-    code = run_cli(["-c", "import sys; print(sys.path[1] if sys.path[0] == '' else sys.path[0])"])
+    code = run_cli(["-c", "import sys; print([p for p in sys.path if p and not p.endswith('fastlane')][0])"])
     assert code.stdout.strip() == str(REPO)                 # the working tree first on the path
+
+
+def test_fast_lane_subprocess_may_not_import_tensorflow():
+    """A test not marked slow (this one) gets a child where ``import tensorflow`` fails, and run_cli fails
+    the test even when the child swallowed the ImportError; a light child runs normally."""
+    with pytest.raises(RuntimeError, match="not marked slow but its subprocess imported TensorFlow"):
+        run_cli(["-c", "try:\n    import tensorflow\nexcept ImportError as e:\n    print(e)"])
+    assert run_cli(["-c", "import numpy; print(1)"]).stdout.strip() == "1"
     exe = run_cli("python3" if sys.platform != "win32" else "python", "-c", "print(7)")
     assert exe.stdout.strip() == "7"
     with pytest.raises(FileNotFoundError, match="not on PATH"):

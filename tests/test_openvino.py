@@ -1,20 +1,18 @@
 """The optional OpenVINO backend (prnet.model.openvino_runtime): the project's own files, explicit precision.
 
-A size-4 ResFCN256 with trained-like BatchNorm statistics is exported once (SavedModel, float32 and
-int8 TFLite) and run by OpenVINO; every result is checked against an independent reference: the
-Keras model (float32, bfloat16) or TFLite's own interpreter on the same int8 file.
+The session's size-4 ResFCN256 with trained-like BatchNorm statistics, exported once (conftest
+``small_export``: SavedModel, float32 and int8 TFLite), is run by OpenVINO; every result is checked
+against an independent reference: the Keras model (float32, bfloat16) or TFLite's own interpreter on the same int8 file.
 """
 
 import sys
 
-import keras
 import numpy as np
 import pytest
 
 from prnet.errors import BackendUnavailableError, OpenVINONotInstalledError, PRNetError
-from prnet.model.resfcn256 import POSMAP_SCALE, build_resfcn256, randomize_batchnorm
+from prnet.model.resfcn256 import POSMAP_SCALE
 from prnet.serving.calibration import representative_crops
-from prnet.serving.export import export_all
 from prnet.serving.tflite import tflite_predict
 
 from helpers import run_cli
@@ -53,9 +51,9 @@ def _has_bf16() -> bool:
 
 
 @pytest.fixture(scope="module")
-def model():
-    keras.utils.set_random_seed(3)
-    return randomize_batchnorm(build_resfcn256(weight_decay=0.0, size=4), seed=3)
+def model(small_model):
+    """The session's small network (conftest ``small_model``)."""
+    return small_model
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +69,9 @@ def reference(model, crops):
 
 
 @pytest.fixture(scope="module")
-def exported(model, samples_dir, uv_template, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ov") / "export"
-    return export_all(model, out, formats=("saved_model", "float32", "int8"),
-                      calibration=representative_crops(samples_dir, limit=6), kpt_ind=uv_template.kpt_ind,
-                      progress=False, detector=None)  # serving_default is all OpenVINO reads
+def exported(small_export):
+    """The session's export set of ``small_model`` (SavedModel, float32/float16/int8 TFLite)."""
+    return small_export
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ class PendingOverfitRun:
                                                   assets_dir=str(assets_dir)).download_and_prepare()
         self.args, env = cli_command(REPO_ROOT / "train.py", f"--model_dir={self.workdir / 'run'}",
                                      f"--data_dir={self.workdir / 'tfds'}", f"--assets_dir={assets_dir}",
-                                     *OVERFIT_FLAGS, env={"TF_ENABLE_ONEDNN_OPTS": None})
+                                     *OVERFIT_FLAGS, env={"TF_ENABLE_ONEDNN_OPTS": None}, background=True)
         with open(self.workdir / "train.out", "w") as out, open(self.workdir / "train.err", "w") as err:
             self._proc = subprocess.Popen(self.args, stdout=out, stderr=err, text=True, env=env, cwd=str(REPO_ROOT))
         self._result = None
