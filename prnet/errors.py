@@ -50,6 +50,10 @@ class TrainingConfigError(PRNetError, ValueError):
     """Inconsistent training settings (unknown strategy, batch not divisible by replicas, ...)."""
 
 
+class TrainingDivergedError(TrainingConfigError):
+    """Training produced a non-finite loss or non-finite weights (nothing non-finite is saved)."""
+
+
 class AugmentConfigError(PRNetError, ValueError):
     """Augmentation ranges that make no sense (e.g. a scale <= 0)."""
 
@@ -80,6 +84,11 @@ class WeightsFolderError(WeightsFormatError, WeightsNotFoundError):
 
 class OutputFolderError(PRNetError, OSError):
     """An output folder cannot be created or written to (not a folder, read-only, disk full, no permission)."""
+
+
+class VideoWriteError(PRNetError, ValueError):
+    """The annotated video cannot be encoded: frames too large or too small, or a frame rate out of
+    the encoder's range (the output folder is fine)."""
 
 
 class UVInputError(PRNetError, ValueError):

@@ -225,7 +225,7 @@ def process_video_input(predictor, source, out_dir: Path, *, detect_every: int, 
     prints a summary and returns the exit status (0 done, 1 failed, 2 output folder unwritable, 130 Ctrl-C)."""
     from tqdm import tqdm
 
-    from prnet.errors import OutputFolderError, PRNetError
+    from prnet.errors import OutputFolderError, PRNetError, VideoWriteError
     from prnet.outputs.video import output_paths, process_video
 
     name = Path(source.name).stem if Path(source.name).is_file() else Path(source.name).expanduser().resolve().name
@@ -242,11 +242,13 @@ def process_video_input(predictor, source, out_dir: Path, *, detect_every: int, 
     except (PRNetError, OSError, ValueError) as e:
         bar.close()
         print(f"prnet-demo: {source.name}: {e}; nothing written", file=sys.stderr)
-        return 2 if isinstance(e, OutputFolderError) else 1
+        return 2 if isinstance(e, (OutputFolderError, VideoWriteError)) else 1
     bar.close()
     print(f"prnet-demo: {source.name}: {run.frames} frames, {run.faces} faces ({run.face_ids} face ids), detector "
           f"on {len(run.detector_frames)} frames; wrote {', '.join(p.name for p in run.paths)} to {out_dir}",
           file=sys.stderr)
+    for line in run.warnings:  # e.g. a damaged video's decode errors (FFmpeg concealed them)
+        print(f"prnet-demo: {source.name}: warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -406,6 +408,12 @@ def _run(argv):
         if width * height > FLAGS.max_pixels:
             _fail(f"{FLAGS.input}: its frames are {width}x{height} pixels ({width * height:,}), more than --max_pixels "
                   f"{FLAGS.max_pixels:,}; downscale the video, or raise --max_pixels")
+        from prnet.outputs.video import check_video_encodable
+
+        try:  # frame size and rate within the video encoder's limits, before the weights
+            check_video_encodable(video.size, video.fps)
+        except PRNetError as e:
+            _fail(f"{FLAGS.input}: {e}")
     jobs = make_jobs(FLAGS.input, FLAGS.max_pixels) if video is None else [video]
     if boxes is not None and (video is not None or FLAGS.input is None or len(jobs) != 1
                               or Path(FLAGS.input).expanduser().is_dir()):

@@ -37,6 +37,10 @@ reused. A detected face whose landmarks give no sound crop is reported for its f
 (the detector looks for it again on the next frame).
 """
 
+import os
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +100,10 @@ class VideoFileSource:
         self.size = (first.shape[1], first.shape[0])  # (width, height)
         cap.release()
 
+    def check_decoding(self) -> "DecodeCheck":
+        """Start counting the file's decode errors (:class:`DecodeCheck`) beside the caller's reading."""
+        return DecodeCheck(self.path)
+
     def __iter__(self):
         cap = cv2.VideoCapture(str(self.path))
         try:
@@ -106,6 +114,98 @@ class VideoFileSource:
                 yield as_rgb(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame, self.name)
         finally:
             cap.release()
+
+
+#: The decoding pass of :class:`DecodeCheck` (a separate process, so that FFmpeg's log level, which
+#: OpenCV sets once per process, can be "errors" there whatever this process uses): one FFmpeg
+#: thread, so that each frame's errors are logged while that frame is decoded, and a marker line
+#: after each frame.
+_DECODE_CHECK = """
+import os, sys, cv2
+cap = cv2.VideoCapture(sys.argv[1], cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+os.write(2, b"\\n@@prnet-opened\\n")
+n = 0
+while cap.grab():
+    os.write(2, b"\\n@@prnet-frame %d\\n" % n)
+    n += 1
+"""
+
+
+@dataclass
+class DecodeErrors:
+    """What FFmpeg reported while decoding a video: ``frames`` (0-based indices of the frames with
+    decode errors; FFmpeg conceals them, and frames predicted from them may be damaged too),
+    ``opening`` (errors while opening the file), ``decoded`` (frames decoded), ``messages``
+    (the first few of FFmpeg's lines)."""
+
+    frames: list
+    opening: int
+    decoded: int
+    messages: list
+
+    def __bool__(self):
+        return bool(self.frames or self.opening)
+
+    def summary(self) -> str:
+        """One line for the user, e.g. ``FFmpeg reported decode errors in 1 of 12 frames (frame 0) ...``."""
+        shown = ", ".join(str(f) for f in self.frames[:5]) + (", ..." if len(self.frames) > 5 else "")
+        where = f"in {len(self.frames)} of {self.decoded} frames (frame {shown})" if self.frames else \
+            "while opening it"
+        first = f": {self.messages[0]}" if self.messages else ""
+        return (f"the video is damaged: FFmpeg reported decode errors {where}{first}; it concealed them, so "
+                "those frames (and the frames predicted from them) may be wrong")
+
+
+class DecodeCheck:
+    """FFmpeg's decode errors of a video file, counted by decoding it once more in a separate
+    process (started at once, running beside the caller's own reading): OpenCV's reader conceals
+    damaged frames and gives no sign of it. :meth:`result` waits for it."""
+
+    def __init__(self, path):
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_FFMPEG_DEBUG")}
+        self._log = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-c", _DECODE_CHECK, str(path)], stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=self._log, env=env)
+        except OSError:
+            self._proc = None
+
+    def result(self, timeout: float = 300.0):
+        """:class:`DecodeErrors`, or None when the check could not run (or took over ``timeout`` s)."""
+        if self._proc is None:
+            return None
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.cancel()
+            return None
+        self._log.seek(0)
+        text = self._log.read().decode("utf-8", "replace")
+        self._log.close()
+        if "@@prnet-opened" not in text:
+            return None
+        frames, opening, decoded, messages, block = [], 0, 0, [], []
+        for line in text.splitlines():
+            line = line.strip()
+            if line == "@@prnet-opened":
+                opening, block = len(block), []
+            elif line.startswith("@@prnet-frame "):
+                decoded = int(line.split()[1]) + 1
+                if block:
+                    frames.append(decoded - 1)
+                block = []
+            elif line.startswith("[") and " @ " in line:  # FFmpeg's "[codec @ 0x...] message"
+                block.append(line)
+                if len(messages) < 3:
+                    messages.append(line.split("] ", 1)[-1])
+        return DecodeErrors(frames, opening, decoded, messages)
+
+    def cancel(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if not self._log.closed:
+            self._log.close()
 
 
 class FrameFolderSource:
