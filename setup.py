@@ -78,6 +78,8 @@ setup(
             "prnet-train=prnet.cli.train:run",
             "prnet-evaluate=prnet.cli.evaluate:run",
             "prnet-export=prnet.cli.export:run",
+            "prnet-prepare-bfm=prnet.cli.prepare_bfm:run",
+            "prnet-reproduce=prnet.cli.reproduce:run",
         ],
     },
 )

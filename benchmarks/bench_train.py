@@ -35,7 +35,64 @@ flags.DEFINE_bool("augment", True, "Augment in the pipeline benchmark.")
 flags.DEFINE_string("dataset", None, "TFDS dataset for the pipeline benchmark (default: in-memory examples).")
 flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 flags.DEFINE_string("split", "train", "Split for the pipeline benchmark.")
+flags.DEFINE_integer("estimate_examples", 116_300, "Training examples per epoch for the recipe estimate (300W-LP "
+                     "with its _Flip folders: 122,450 samples, about 95 % of them in the train split).")
+flags.DEFINE_integer("estimate_epochs", 30, "Epochs of the recipe estimate (prnet-train's default).")
+flags.DEFINE_float("estimate_examples_per_s", None, "Skip the measurements and estimate the recipe from this "
+                   "float32 model_size=16 training figure (examples/s) of this machine.")
+flags.DEFINE_float("gpu_utilisation", 0.10, "Fraction of a GPU's mixed-precision dense peak assumed for the recipe "
+                   "estimate (ResNet-50 trains at about 2,700 images/s on an A100, about 11 % of its 312 TFLOP/s).")
 FLAGS = flags.FLAGS
+
+#: ResFCN256 (model_size 16) forward pass, FLOPs per 256x256 image (2 x multiply-adds); a training step
+#: costs about 3x the forward pass (forward + gradients w.r.t. activations and weights).
+FORWARD_FLOPS = 8.26e9
+TRAIN_FLOPS = 3 * FORWARD_FLOPS
+#: Dense fp16/bf16 tensor peak of modern data-centre GPUs (vendor figures), TFLOP/s.
+GPU_PEAK_TFLOPS = {"NVIDIA A100 (bf16/fp16 dense)": 312.0, "NVIDIA H100 SXM (bf16/fp16 dense)": 989.0}
+
+
+def cpu_peak_flops() -> float | None:
+    """fp32 peak of this CPU: logical CPUs x clock x 32 FLOP/cycle (two AVX2 FMA units: 2 x 8 lanes x 2),
+    64 with AVX-512; None when the clock is unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return None
+    mhz = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    if not mhz:
+        return None
+    per_cycle = 64 if " avx512f" in info else 32 if " avx2" in info else 8
+    return len(mhz) * mhz[0] * 1e6 * per_cycle
+
+
+def recipe_estimate(cpu_examples_per_s: float, examples: int, epochs: int, utilisation: float = 0.10) -> str:
+    """ESTIMATED wall time of the recipe (``examples`` per epoch x ``epochs``) on one and on 8 GPUs, next to
+    this machine's measured float32 rate: a GPU is assumed to sustain ``utilisation`` of its mixed-precision
+    peak on 3 x 8.26 GFLOP per training image; 8 GPUs scale linearly (an upper bound: at the paper's global
+    batch 16 each of 8 replicas gets 2 images). Returns a markdown table with its assumptions."""
+    achieved = cpu_examples_per_s * TRAIN_FLOPS
+    peak = cpu_peak_flops()
+    lines = ["ESTIMATE, not a measurement: GPU rows assume "
+             f"{100 * utilisation:.0f} % of the GPU's bf16/fp16 dense peak on 3 x 8.26 GFLOP per training image; "
+             f"this machine's row is measured ({achieved / 1e9:.1f} GFLOP/s"
+             + (f", {100 * achieved / peak:.0f} % of its fp32 peak {peak / 1e9:.0f} GFLOP/s" if peak else "") + ").",
+             "", f"| machine | examples/s | epoch ({examples:,} examples) | {epochs} epochs |", "|---|---|---|---|"]
+
+    def duration(seconds):
+        return f"{seconds / 3600:,.1f} h" if seconds >= 7200 else f"{seconds / 60:,.1f} min"
+
+    def row(name, rate):
+        epoch_s = examples / rate
+        lines.append(f"| {name} | {rate:,.1f} | {duration(epoch_s)} | {duration(epochs * epoch_s)} |")
+
+    row("this machine, measured (float32)", cpu_examples_per_s)
+    for gpu, tflops in GPU_PEAK_TFLOPS.items():
+        rate = utilisation * tflops * 1e12 / TRAIN_FLOPS
+        row(f"1 x {gpu}, estimated", rate)
+        row(f"8 x {gpu}, estimated (linear scaling, upper bound)", 8 * rate)
+    return "\n".join(lines)
 
 
 def _machine() -> str:
@@ -135,7 +192,12 @@ def main(argv):
     unknown = set(FLAGS.xla_modes) - {"off", "on"}
     if unknown:
         raise app.UsageError(f"--xla_modes takes off and/or on, got {sorted(unknown)}")
+    if FLAGS.estimate_examples_per_s:
+        print(recipe_estimate(FLAGS.estimate_examples_per_s, FLAGS.estimate_examples, FLAGS.estimate_epochs,
+                              FLAGS.gpu_utilisation))
+        return
     pipeline_rate = bench_pipeline() if FLAGS.pipeline_batches else None
+    float32_16 = None
     for size in (int(s) for s in FLAGS.model_sizes):
         best = None
         for precision in FLAGS.precisions:
@@ -146,12 +208,18 @@ def main(argv):
                     print(f"train model_size={size} precision={precision} xla={xla == 'on'}: failed "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})", flush=True)
                     continue
+                if size == 16 and precision == "none" and xla == "off":
+                    float32_16 = rate
                 if best is None or rate > best[0]:
                     best = (rate, precision, xla)
         if best and pipeline_rate:
             bound = "INPUT-bound" if pipeline_rate < best[0] else "compute-bound"
             print(f"model_size={size}: fastest training {best[0]:.1f} examples/s (precision={best[1]}, "
                   f"xla={best[2] == 'on'}) vs input pipeline {pipeline_rate:.1f} examples/s: {bound}", flush=True)
+
+    if float32_16:
+        print(recipe_estimate(float32_16, FLAGS.estimate_examples, FLAGS.estimate_epochs, FLAGS.gpu_utilisation),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -73,3 +73,77 @@ def test_dummy_data_is_small_and_synthetic():
     assert mat["pt3d_68"].shape == (3, 68) and mat["Pose_Para"].shape == (1, 7)
     assert mat["Shape_Para"].shape == (199, 1) and mat["Exp_Para"].shape == (29, 1)
     assert np.all(np.isfinite(mat["pt3d_68"]))
+
+
+# ---------------------------------------------------------------- manual-folder layout, per-config builds (#22)
+
+DUMMY = Path(__file__).resolve().parents[1] / "tfds_builders"
+
+
+def _aflw_manual_without_bfm(tmp_path) -> Path:
+    import shutil
+
+    manual = tmp_path / "manual"
+    shutil.copytree(DUMMY / "prnet_aflw2000_3d" / "dummy_data" / "AFLW2000", manual / "AFLW2000")
+    return manual
+
+
+def test_missing_manual_files_are_named_with_the_command_that_makes_them(tmp_path):
+    """Before generating anything: the missing folder or file, and the download or command that makes it."""
+    from prnet.errors import DatasetError
+
+    manual = _aflw_manual_without_bfm(tmp_path)
+    config = tfds.download.DownloadConfig(manual_dir=str(manual))
+    with pytest.raises(DatasetError) as e:
+        PrnetAflw20003d(data_dir=tmp_path / "tfds", config="posmap").download_and_prepare(download_config=config)
+    message = str(e.value)
+    assert f"BFM.mat missing in {manual}" in message and "prnet-prepare-bfm --raw_dir" in message
+    assert f"--output_dir {manual / 'BFM'}" in message
+    with pytest.raises(DatasetError) as e:
+        Prnet300wLp(data_dir=tmp_path / "tfds", config="default").download_and_prepare(download_config=config)
+    assert "300W_LP/ missing" in str(e.value) and "300W-LP.zip" in str(e.value) and "BFM.mat missing" in str(e.value)
+    assert not Prnet300wLp(data_dir=tmp_path / "tfds", config="default").is_prepared()
+    (manual / "BFM").mkdir()
+    (manual / "BFM" / "BFM.mat").write_bytes(b"")
+    with pytest.raises(DatasetError, match="BFM_UV.mat missing beside"):
+        PrnetAflw20003d(data_dir=tmp_path / "tfds", config="posmap").download_and_prepare(download_config=config)
+
+
+def _as_tfds_build(monkeypatch, *argv):
+    """Make the builders see a `tfds build` process with this command line (the CLI module loaded)."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets.scripts.cli.build", types.ModuleType("build"))
+    monkeypatch.setattr(sys, "argv", ["tfds", "build", *argv])
+
+
+def test_tfds_build_without_config_builds_what_it_can_and_names_the_rest(tmp_path, monkeypatch, capsys):
+    """TFDS's `tfds build` loop (every config, in order): `default` is built, `posmap` is not, with one line
+    saying why; after the last config the summary and exit status 1 (some built), never a traceback."""
+    manual = _aflw_manual_without_bfm(tmp_path)
+    _as_tfds_build(monkeypatch, "tfds_builders/prnet_aflw2000_3d", "--manual_dir", str(manual))
+    config = tfds.download.DownloadConfig(manual_dir=str(manual))
+    PrnetAflw20003d(data_dir=tmp_path / "tfds", config="default").download_and_prepare(download_config=config)
+    with pytest.raises(SystemExit) as e:
+        PrnetAflw20003d(data_dir=tmp_path / "tfds", config="posmap").download_and_prepare(download_config=config)
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "tfds build: prnet_aflw2000_3d/posmap not built: BFM.mat missing" in err
+    assert "prnet_aflw2000_3d: built default; not built:" in err and "Traceback" not in err
+    assert PrnetAflw20003d(data_dir=tmp_path / "tfds", config="default").is_prepared()
+    assert not PrnetAflw20003d(data_dir=tmp_path / "tfds", config="posmap").is_prepared()
+
+
+def test_tfds_build_of_a_named_config_that_cannot_be_built_exits_2(tmp_path, monkeypatch, capsys):
+    manual = _aflw_manual_without_bfm(tmp_path)
+    _as_tfds_build(monkeypatch, "tfds_builders/prnet_aflw2000_3d", "--config", "posmap", "--manual_dir", str(manual))
+    config = tfds.download.DownloadConfig(manual_dir=str(manual))
+    with pytest.raises(SystemExit) as e:
+        PrnetAflw20003d(data_dir=tmp_path / "tfds", config="posmap").download_and_prepare(download_config=config)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.count("not built") == 1
+    # Named as name/config: the same.
+    _as_tfds_build(monkeypatch, "prnet_aflw2000_3d/posmap", "--manual_dir", str(manual))
+    with pytest.raises(SystemExit):
+        PrnetAflw20003d(data_dir=tmp_path / "tfds", config="posmap").download_and_prepare(download_config=config)

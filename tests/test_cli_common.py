@@ -58,7 +58,7 @@ def test_every_flag_has_help_and_shared_concepts_have_one_name(tool_flags):
     for tool in ("prnet-demo", "prnet-swap"):
         assert {"detector", "annotations", "refine"} <= set(tool_flags[tool]), tool
     for tool in TOOLS:
-        if tool != "prnet-convert":  # the one tool without a UV template
+        if tool not in ("prnet-convert", "prnet-prepare-bfm"):  # the tools without a UV template
             assert "assets_dir" in tool_flags[tool], tool
     assert {"dataset", "data_dir"} <= set(tool_flags["prnet-train"]) & set(tool_flags["prnet-build-data"])
     assert "model_size" in set(tool_flags["prnet-train"]) & set(tool_flags["prnet-export"])

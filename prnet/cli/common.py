@@ -43,6 +43,8 @@ TOOLS = {
     "prnet-train": "prnet.cli.train",
     "prnet-evaluate": "prnet.cli.evaluate",
     "prnet-export": "prnet.cli.export",
+    "prnet-prepare-bfm": "prnet.cli.prepare_bfm",
+    "prnet-reproduce": "prnet.cli.reproduce",
 }
 
 #: Deprecated flag name -> its name now, in every tool that has it. ``--config C`` appends ``/C``

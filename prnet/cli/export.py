@@ -64,8 +64,8 @@ common.define_assets_flags()
 flags.DEFINE_bool("optimize", True, "Export the BN-folded fast graph (numerically equal to the trained model); "
                   "--nooptimize exports the Keras training graph as is (saved_model_bf16 is always the BN-folded "
                   "graph).")
-flags.DEFINE_bool("overwrite", False, "Replace the export set in --output_dir (as a whole: files of the old set "
-                  "that are not exported again are removed too).")
+common.define_flag(flags.DEFINE_bool, "overwrite", False, "Replace the export set in --output_dir (as a whole: files "
+                   "of the old set that are not exported again are removed too).")
 flags.DEFINE_integer("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "SavedModel predict_images: the largest image "
                      "(width x height pixels) a request may send; larger ones are rejected from their header, "
                      "before decoding (INVALID_ARGUMENT).")

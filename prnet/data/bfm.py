@@ -2,7 +2,8 @@
 
 Files a user needs (not redistributable, so never bundled):
 
-* ``BFM.mat`` -- made by face3d's ``examples/Data/BFM/generate.m`` from the Basel registration's
+* ``BFM.mat`` -- made by ``prnet-prepare-bfm`` (:mod:`prnet.data.bfm_prepare`, a Python replacement
+  of face3d's ``examples/Data/BFM/generate.m``) from the Basel registration's
   ``01_MorphableModel.mat`` (https://faces.dmi.unibas.ch/bfm/, 53,490 vertices, 199 shape PCs)
   and 3DDFA's ``model_info.mat`` / ``Model_Expression.mat`` / ``Model_tri_mouth.mat``
   (http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/main.htm), trimmed to the
@@ -50,10 +51,11 @@ from prnet.errors import DatasetError
 NUM_BFM_VERTICES = 53215
 
 OBTAIN_HELP = (
-    "Get BFM.mat by running face3d's examples/Data/BFM/generate.m (https://github.com/YadiraF/face3d) "
-    "on the Basel Face Model's 01_MorphableModel.mat (register at https://faces.dmi.unibas.ch/bfm/) "
-    "plus 3DDFA's model_info.mat, Model_Expression.mat and Model_tri_mouth.mat; BFM_UV.mat is "
-    "written by the same script (from 3DMMasSTN's util/BFM_UV.mat)."
+    "Make BFM.mat and BFM_UV.mat with `prnet-prepare-bfm --raw_dir DIR --output_dir OUT` (a Python "
+    "replacement of face3d's examples/Data/BFM/generate.m, no MATLAB needed) from the Basel Face Model's "
+    "01_MorphableModel.mat (register at https://faces.dmi.unibas.ch/bfm/), 3DDFA's model_info.mat, "
+    "Model_Expression.mat, Model_tri_mouth.mat, Model_face_contour_trimed.mat, HPEN's Modelplus_*.mat and "
+    "3DMMasSTN's util/BFM_UV.mat; sources and layout in docs/datasets.md."
 )
 
 

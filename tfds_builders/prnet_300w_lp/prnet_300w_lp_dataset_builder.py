@@ -34,6 +34,7 @@ from prnet.data.posmap import load_model_files, make_example
 from prnet.data.posmap_feature import COMPACT_POSMAP_NOTE, CompactPosmap
 from prnet.errors import DatasetError, ImageReadError
 from tfds_builders.beam_support import DetectsBeam, dofn_base
+from tfds_builders.manual_layout import PerConfigBuild, bfm_problems, folder_problems
 
 SUBSETS = ("AFW", "HELEN", "IBUG", "LFPW")
 FOLDERS = SUBSETS + tuple(f"{s}_Flip" for s in SUBSETS)
@@ -50,14 +51,16 @@ _MANUAL = """\
                       IBUG_Flip/, LFPW/, LFPW_Flip/ with <name>.jpg + <name>.mat pairs. Get it from
                       http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/main.htm
                       (mirror: https://drive.google.com/file/d/0B7OEHD3T4eCkVGs0TkhUWFN6N1k).
-  BFM.mat             the Basel Face Model in face3d's form: register and download
-                      01_MorphableModel.mat from https://faces.dmi.unibas.ch/bfm/ (Basel
-                      registration), get 3DDFA's model_info.mat, Model_Expression.mat and
-                      Model_tri_mouth.mat (3DDFA / HPEN project pages above), then run face3d's
-                      examples/Data/BFM/generate.m (https://github.com/YadiraF/face3d): it trims
-                      the model to the neck-less 53,215-vertex topology the fits use and adds the
-                      29 expression bases. Copy Out/BFM.mat here.
-  BFM_UV.mat          written by the same script (Out/BFM_UV.mat; 3DMMasSTN's UV coordinates).
+  BFM.mat             the Basel Face Model in face3d's form, made by
+                        prnet-prepare-bfm --raw_dir DIR --output_dir PATH/BFM
+                      (a Python replacement of face3d's examples/Data/BFM/generate.m, no MATLAB) from
+                      the Basel Face Model's 01_MorphableModel.mat (register at
+                      https://faces.dmi.unibas.ch/bfm/), 3DDFA's model_info.mat, Model_Expression.mat,
+                      Model_tri_mouth.mat, Model_face_contour_trimed.mat, HPEN's Modelplus_*.mat and
+                      3DMMasSTN's BFM_UV.mat (docs/datasets.md lists the sources and the layout). It
+                      trims the model to the neck-less 53,215-vertex topology the fits use and adds
+                      the 29 expression bases.
+  BFM_UV.mat          written by the same command.
 
 (`BFM.mat` / `BFM_UV.mat` may also sit in a `BFM/` subfolder.) Then run:
   tfds build tfds_builders/prnet_300w_lp --manual_dir=PATH
@@ -123,7 +126,7 @@ class SkipsBadSamples:
         self.skipped.append((str(path), message))
 
 
-class Builder(SkipsBadSamples, DetectsBeam, tfds.core.GeneratorBasedBuilder):
+class Builder(PerConfigBuild, SkipsBadSamples, DetectsBeam, tfds.core.GeneratorBasedBuilder):
     """300W-LP (with _Flip folders) as PRNet training pairs: crop, UV position map, landmarks, pose."""
 
     VERSION = tfds.core.Version("1.1.0")
@@ -147,6 +150,11 @@ class Builder(SkipsBadSamples, DetectsBeam, tfds.core.GeneratorBasedBuilder):
         self._model = None
         super().__init__(**kwargs)
 
+    def manual_problems(self, manual: Path) -> list:
+        """300W_LP/ with at least one of its folders, and BFM.mat + BFM_UV.mat
+        (:mod:`tfds_builders.manual_layout`)."""
+        return folder_problems(manual, "300W_LP", "300W-LP, Zhu et al.", "300W-LP.zip", FOLDERS) + bfm_problems(manual)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
@@ -164,7 +172,7 @@ class Builder(SkipsBadSamples, DetectsBeam, tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        manual = Path(dl_manager.manual_dir)
+        manual = self.checked_manual_dir(dl_manager)   # names each missing input and its command
         root = manual / "300W_LP" if (manual / "300W_LP").is_dir() else manual
         found = [f for f in FOLDERS if (root / f).is_dir()]
         if not found:

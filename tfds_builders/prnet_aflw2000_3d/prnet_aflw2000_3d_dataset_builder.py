@@ -34,6 +34,7 @@ from prnet.data.annotations import load_fit, pose_degrees
 from prnet.data.posmap import load_model_files, make_example, vertices_to_crop
 from prnet.data.posmap_feature import COMPACT_POSMAP_NOTE, CompactPosmap
 from prnet.errors import DatasetError, ImageReadError
+from tfds_builders.manual_layout import PerConfigBuild, bfm_problems, folder_problems
 from tfds_builders.prnet_300w_lp.prnet_300w_lp_dataset_builder import SkipsBadSamples, scan_folder, strict_from_env
 
 _MANUAL = """\
@@ -44,13 +45,16 @@ AFLW2000-3D cannot be downloaded automatically here. Put into the manual dir (de
                 image00002.mat ... (2,000 pairs), from
                 http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/main.htm
                 (the same archive TFDS's `aflw2k3d` builder downloads).
-  BFM.mat, BFM_UV.mat   only for the `posmap` config: see prnet_300w_lp's instructions.
+  BFM.mat, BFM_UV.mat   only for the `posmap` config (here or in BFM/): made by
+                `prnet-prepare-bfm --raw_dir DIR --output_dir PATH/BFM` (see prnet_300w_lp's
+                instructions and docs/datasets.md).
 
-Then: tfds build tfds_builders/prnet_aflw2000_3d --manual_dir=PATH [--config=posmap]
+Then: tfds build tfds_builders/prnet_aflw2000_3d --manual_dir=PATH --config=default (or posmap).
+Without --config every config is built that can be; each one that cannot is named with the reason.
 """
 
 
-class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
+class Builder(PerConfigBuild, SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
     """AFLW2000-3D for evaluation: full image, GT landmarks and pose, protocol crop (+ posmap)."""
 
     VERSION = tfds.core.Version("1.1.0")
@@ -74,6 +78,11 @@ class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
     def _with_posmap(self) -> bool:
         return self.builder_config.name == "posmap"
 
+    def manual_problems(self, manual: Path) -> list:
+        """AFLW2000/ with its pairs; BFM.mat + BFM_UV.mat for ``posmap`` (:mod:`tfds_builders.manual_layout`)."""
+        problems = folder_problems(manual, "AFLW2000", "AFLW2000-3D, Zhu et al.", "AFLW2000-3D.zip")
+        return problems + (bfm_problems(manual) if self._with_posmap else [])
+
     def _info(self) -> tfds.core.DatasetInfo:
         features = {
             "image": tfds.features.Image(shape=(256, 256, 3), encoding_format="jpeg"),
@@ -94,7 +103,7 @@ class Builder(SkipsBadSamples, tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        manual = Path(dl_manager.manual_dir)
+        manual = self.checked_manual_dir(dl_manager)   # names each missing input and its command
         root = manual / "AFLW2000" if (manual / "AFLW2000").is_dir() else manual
         pairs, orphans = scan_folder(root)
         if not pairs:
