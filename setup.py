@@ -68,6 +68,9 @@ setup(
         # ONNX: `export.py --formats=onnx` (tf2onnx converts the BN-folded graph; 1.17.0 works with TF 2.21,
         # numpy 2 and protobuf 6) and `--backend onnxruntime` (ONNX Runtime runs prnet.onnx).
         "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.17"],
+        # prnet-app, the web page (NiceGUI rather than Gradio: Gradio 6 pins pillow<13, which would
+        # downgrade the core install's Pillow; NiceGUI changes no core version and bundles three.js).
+        "app": ["nicegui>=3.0"],
     },
     entry_points={
         "console_scripts": [
@@ -80,6 +83,7 @@ setup(
             "prnet-export=prnet.cli.export:run",
             "prnet-prepare-bfm=prnet.cli.prepare_bfm:run",
             "prnet-reproduce=prnet.cli.reproduce:run",
+            "prnet-app=prnet.cli.app:run",
         ],
     },
 )

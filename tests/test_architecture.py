@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: The one definition of the layer order (the README mirrors it).
 LAYERS = ("core", "model", "mesh", "data", "weights", "serving", "inference", "outputs", "evaluation", "training",
-          "cli")
+          "app", "cli")
 #: Layer index of ``prnet`` itself and ``prnet.errors``: below ``core``.
 BOTTOM = -1
 #: ``tfds_builders`` may import ``prnet`` up to this layer.

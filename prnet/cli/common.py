@@ -45,6 +45,7 @@ TOOLS = {
     "prnet-export": "prnet.cli.export",
     "prnet-prepare-bfm": "prnet.cli.prepare_bfm",
     "prnet-reproduce": "prnet.cli.reproduce",
+    "prnet-app": "prnet.cli.app",
 }
 
 #: Deprecated flag name -> its name now, in every tool that has it. ``--config C`` appends ``/C``

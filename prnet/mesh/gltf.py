@@ -60,6 +60,16 @@ def glb_bytes(vertices, triangles, colors=None, texture=None, uv_coords=None, *,
         asset["generator"] = "prnet-tf2 (PRNet face mesh; x right, y up, z toward the viewer; image pixels)"
         if comment:
             asset["extras"] = {"comment": str(comment)}
+        # a matte, non-metallic surface (glTF's default metallicFactor 1 renders black without an environment map)
+        materials = tree.setdefault("materials", [])
+        if not materials:
+            materials.append({"name": "face"})
+            for mesh_ in tree.get("meshes", []):
+                for primitive in mesh_["primitives"]:
+                    primitive["material"] = 0
+        for material in materials:
+            pbr = material.setdefault("pbrMetallicRoughness", {})
+            pbr["metallicFactor"], pbr["roughnessFactor"] = 0.0, 1.0
 
     return trimesh.exchange.gltf.export_glb(mesh, include_normals=False, tree_postprocessor=describe)
 
