@@ -274,6 +274,8 @@ def _write_mat73(h5py, path, variables):
     ("Model_tri_mouth.mat", "tri_mouth", "zero", "tri_mouth must hold whole numbers in 1..10950"),
     ("BFM_UV.mat", "UV", "trimmed", "already trimmed"),
     ("Modelplus_parallel.mat", "parallel", None, "no variable parallel"),
+    ("model_info.mat", "keypoints", "reshape", "keypoints has shape (2, 34)"),
+    ("Model_Expression.mat", "mu_exp", "nan", "mu_exp holds non-finite values"),
 ])
 def test_a_wrong_input_names_its_file_and_variable(small, tmp_path, name, variable, value, words):
     inputs = {k: dict(v) for k, v in small[0].items()}
@@ -287,6 +289,11 @@ def test_a_wrong_input_names_its_file_and_variable(small, tmp_path, name, variab
     elif value == "zero":
         v[variable] = v[variable].copy()
         v[variable][0, 0] = 0
+    elif value == "reshape":
+        v[variable] = v[variable].reshape(2, 34)
+    elif value == "nan":
+        v[variable] = v[variable].copy()
+        v[variable][5, 0] = np.nan
     elif value == "trimmed":
         v[variable] = v[variable][small[0]["model_info.mat"]["trimIndex"][:, 0].astype(int) - 1]
     raw = write_standin(tmp_path / "raw", inputs, pncc=False)
@@ -294,6 +301,17 @@ def test_a_wrong_input_names_its_file_and_variable(small, tmp_path, name, variab
         prepare_bfm(raw, tmp_path / "out")
     assert name in str(e.value) and variable in str(e.value) and words in str(e.value)
     assert not (tmp_path / "out" / "BFM.mat").exists()
+
+
+def test_vectors_are_read_in_either_orientation(small, tmp_path):
+    """MATLAB vectors (keypoints, the EV columns) are accepted as (n, 1) or (1, n) and copied as they are."""
+    inputs = {k: dict(v) for k, v in small[0].items()}
+    inputs["model_info.mat"]["keypoints"] = inputs["model_info.mat"]["keypoints"].T
+    raw = write_standin(tmp_path / "raw", inputs, pncc=False)
+    prepare_bfm(raw, tmp_path / "out")
+    model = _struct(tmp_path / "out" / "BFM.mat", "model")
+    assert model["kpt_ind"].shape == (68, 1)
+    assert not (tmp_path / "out" / "pncc_code.mat").exists()
 
 
 def test_missing_files_are_listed_and_outputs_not_overwritten(small, tmp_path):

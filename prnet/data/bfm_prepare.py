@@ -244,6 +244,14 @@ def _shape(mat, path, name, shape, what="") -> np.ndarray:
     return a
 
 
+def _vector(mat, path, name, length, what="") -> np.ndarray:
+    """Check ``mat[name]`` is a numeric vector of ``length`` stored as MATLAB does, (length, 1) or (1, length)."""
+    a = mat[name]
+    if isinstance(a, np.ndarray) and a.ndim == 2 and a.shape in ((length, 1), (1, length)):
+        return _shape(mat, path, name, a.shape)
+    return _shape(mat, path, name, (length, 1), what + f" (or (1, {length}))")
+
+
 def _indices(mat, path, name, low, high, what) -> np.ndarray:
     a = mat[name]
     if a.size and (np.any(a != np.round(a)) or a.min() < low or a.max() > high):
@@ -277,7 +285,7 @@ def check_inputs(mats: dict, paths: dict) -> tuple:
     n_full = mu.shape[0] // 3
     for kind in ("shape", "tex"):
         pc = _shape(bfm, p["01_MorphableModel.mat"], f"{kind}PC", (3 * n_full, None))
-        _shape(bfm, p["01_MorphableModel.mat"], f"{kind}EV", (pc.shape[1], 1))
+        _vector(bfm, p["01_MorphableModel.mat"], f"{kind}EV", pc.shape[1])
     _shape(bfm, p["01_MorphableModel.mat"], "texMU", (3 * n_full, 1))
 
     info = mats["model_info.mat"]
@@ -291,7 +299,7 @@ def check_inputs(mats: dict, paths: dict) -> tuple:
     n_trim = trim.shape[0]
     _shape(info, ip, "tri", (3, None))
     _indices(info, ip, "tri", 1, n_trim, f"1-based vertices of the {n_trim}-vertex trimmed model")
-    _shape(info, ip, "keypoints", (1, 68))
+    _vector(info, ip, "keypoints", 68)
     _indices(info, ip, "keypoints", 1, n_trim, "1-based trimmed vertices")
     if "segbin" in info:
         _shape(info, ip, "segbin", (n_full, None), " (one row per vertex of the full BFM)")
@@ -306,7 +314,7 @@ def check_inputs(mats: dict, paths: dict) -> tuple:
     _need(exp, ep, ("mu_exp", "w_exp", "sigma_exp"))
     _shape(exp, ep, "mu_exp", (3 * n_trim, 1), f" (3 x the {n_trim} trimmed vertices)")
     w = _shape(exp, ep, "w_exp", (3 * n_trim, None), f" (3 x the {n_trim} trimmed vertices)")
-    _shape(exp, ep, "sigma_exp", (w.shape[1], 1))
+    _vector(exp, ep, "sigma_exp", w.shape[1])
 
     mp = p["Model_tri_mouth.mat"]
     mouth = mats["Model_tri_mouth.mat"]
