@@ -279,7 +279,9 @@ def test_overwrite_replaces_the_whole_set(small_model, uv_template, tmp_path, mo
     from prnet.errors import OutputExistsError
 
     out = tmp_path / "out"
-    export_all(small_model, out, formats=("saved_model", "float32"), kpt_ind=uv_template.kpt_ind, progress=False)
+    # detector=None: the detection signature is not what this test is about (and it is the slow part of a save)
+    export_all(small_model, out, formats=("saved_model", "float32"), kpt_ind=uv_template.kpt_ind, progress=False,
+               detector=None)
     old = _tree(out)
     keras.utils.set_random_seed(7)
     other = randomize_batchnorm(build_resfcn256(weight_decay=0, size=2), seed=7)  # other weights, other size
@@ -295,7 +297,7 @@ def test_overwrite_replaces_the_whole_set(small_model, uv_template, tmp_path, mo
     monkeypatch.setattr(export_module, "convert_tflite", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         export_all(other, out, formats=("saved_model", "float32"), kpt_ind=uv_template.kpt_ind, overwrite=True,
-                   progress=False)
+                   progress=False, detector=None)
     monkeypatch.undo()
     assert _tree(out) == old  # the old complete set, untouched
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporaries left beside it
@@ -320,7 +322,7 @@ def test_exports_get_normal_permissions(small_model, uv_template, tmp_path, umas
     previous = os.umask(umask)
     try:
         export_all(small_model, tmp_path / "out", formats=("saved_model", "float32"), kpt_ind=uv_template.kpt_ind,
-                   progress=False)
+                   progress=False, detector=None)  # no detection signature: a quicker save, the same files' modes
     finally:
         os.umask(previous)
     tree = _tree(tmp_path / "out")
