@@ -264,15 +264,28 @@ def _error_lines(proc):
 
 
 @pytest.mark.slow
-def test_no_face_in_the_reference_is_a_clear_error(tmp_path, samples_dir, assets_dir):
+@pytest.mark.parametrize("case", ["no_face", "nothing_painted"])
+def test_no_face_in_the_reference_is_a_clear_error(tmp_path, samples_dir, assets_dir, case):
+    """exit 1, one line, nothing written: a reference without a face, or (random weights on einstein,
+    cropped from einstein.pts: a mesh with no visible pixel) nothing painted, which used to be
+    "0 pixels painted" and exit 0."""
     grey = tmp_path / "wall.png"
     cv2.imwrite(str(grey), np.full((240, 320, 3), 128, np.uint8))
     out = tmp_path / "out" / "swapped.png"
-    proc = run_cli("prnet.cli.swap", "--input", samples_dir / "faces" / "prnet_test_0.jpg", "--reference", grey,
-                   "--output", out, "--smoke_test_random_weights", "--uv_dir", assets_dir, "--detector", "opencv")
+    if case == "no_face":
+        args = ["--input", samples_dir / "faces" / "prnet_test_0.jpg", "--reference", grey, "--detector", "opencv"]
+        expect = ("--reference", "no face found")
+    else:
+        folder = tmp_path / "in"
+        folder.mkdir()
+        for name in ("einstein.jpg", "einstein.pts"):
+            (folder / name).symlink_to(samples_dir / "faces" / name)
+        args = ["--input", folder / "einstein.jpg", "--reference_texture", assets_dir / "uv_face.png"]
+        expect = ("--input", "nothing painted: no part of the reconstructed face is visible")
+    proc = run_cli("prnet.cli.swap", *args, "--output", out, "--smoke_test_random_weights", "--uv_dir", assets_dir)
     assert proc.returncode == 1, proc.stderr
     lines = _error_lines(proc)
-    assert len(lines) == 1 and "--reference" in lines[0] and "no face found" in lines[0], proc.stderr
+    assert len(lines) == 1 and all(word in lines[0] for word in expect), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.parent.exists() or not any(out.parent.iterdir())
 
