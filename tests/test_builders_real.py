@@ -148,6 +148,82 @@ def test_300wlp_corrupt_sample_skipped_or_strict(samples_dir, bfm_files, tmp_pat
         _build(Builder, manual, tmp_path / "data_strict", validation_percent=0.0, strict=True)
 
 
+def _kpt68(fit, bases):
+    """The fit's 68 landmark vertices from the real 68-point BFM bases (independent of the builder's dense model)."""
+    return (bases["mean"] + bases["shape_basis"] @ fit.shape_para[:40]
+            + bases["exp_basis"] @ fit.exp_para[:10]).reshape(68, 3)
+
+
+#: Pose_Para edits of the reliability review (row 10) and the reason each must be skipped for.
+IMPLAUSIBLE_EDITS = {
+    "face outside the photo": lambda p: p + np.array([0, 0, 0, 1e5, 0, 0, 0]),
+    "non-positive scale": lambda p: p * np.array([1, 1, 1, 1, 1, 1, -1]),
+    "implausible face size": lambda p: p * np.array([1, 1, 1, 1, 1, 1, 1e4]),
+    "upside-down face": lambda p: p + np.array([0, 0, np.pi, 0, 0, 0, 0]),
+}
+
+
+def test_fit_checks_pass_real_fits_and_name_implausible_ones(samples_dir, shared_dir):
+    """Every real 300W-LP and AFLW2000-3D sample passes; each edit of the review is named by its reason."""
+    import cv2
+
+    from prnet.data.fit_checks import REASONS, fit_problem
+
+    bases = np.load(shared_dir / "reference" / "bfm-mean" / "bfm_kpt68_bases.npz")
+    mats = sorted((samples_dir / "300w-lp").rglob("*.mat")) + sorted((samples_dir / "aflw2000-3d").glob("*.mat"))
+    assert len(mats) == 16
+    for mat in mats:
+        fit = load_fit(mat)
+        shape = cv2.imread(str(mat.with_suffix(".jpg"))).shape
+        assert fit_problem(fit.pose_para, transform(_kpt68(fit, bases), fit.pose_para, shape[0]), shape) is None, mat
+        for reason, edit in IMPLAUSIBLE_EDITS.items():
+            pose = edit(fit.pose_para)
+            problem = fit_problem(pose, transform(_kpt68(fit, bases), pose, shape[0]), shape)
+            assert problem is not None and problem[0] == reason, (mat.name, reason, problem)
+    assert set(IMPLAUSIBLE_EDITS) == set(REASONS)
+
+
+class _Kpt68Model:
+    """Stand-in for the builder's (BFM, UV rasteriser): the real 68-point BFM bases as the whole mesh
+    (kpt_ind = 0..67) and a rasteriser that returns an empty map, so that ``batch_examples`` runs in
+    milliseconds (the dense path is ``lp_built``'s)."""
+
+    def __init__(self, bases):
+        self.bases, self.kpt_ind = bases, np.arange(68)
+
+    def vertices_batch(self, shape_para, exp_para):
+        return np.stack([_kpt68(type("Fit", (), {"shape_para": s, "exp_para": e}), self.bases)
+                         for s, e in zip(shape_para, exp_para)])
+
+    @staticmethod
+    def rasterize(vertices):
+        return np.zeros((256, 256, 3), np.float32)
+
+
+def test_300wlp_implausible_fits_are_skipped_with_counted_reasons(samples_dir, shared_dir, tmp_path):
+    """Before: written as normal training pairs (an all-black crop with a normal map; an upside-down map).
+    Real samples, the .mat edited as in the review; skipped through the builder's bad-sample handler."""
+    import scipy.io
+
+    from prnet.data.fit_checks import reason_of
+    from tfds_builders.prnet_300w_lp.prnet_300w_lp_dataset_builder import batch_examples
+
+    src = samples_dir / "300w-lp" / "AFW"
+    mat = {k: v for k, v in scipy.io.loadmat(src / "AFW_134212_1_1.mat").items() if not k.startswith("__")}
+    batch = [(src / "AFW_134212_1_0.jpg", src / "AFW_134212_1_0.mat")]
+    for i, edit in enumerate(IMPLAUSIBLE_EDITS.values()):
+        path = tmp_path / f"AFW_9{i}_1_1.mat"
+        scipy.io.savemat(path, {**mat, "Pose_Para": edit(mat["Pose_Para"].astype(np.float64))})
+        batch.append((src / "AFW_134212_1_1.jpg", path))
+    model = _Kpt68Model(np.load(shared_dir / "reference" / "bfm-mean" / "bfm_kpt68_bases.npz"))
+    skipped = []
+    examples = list(batch_examples(batch, samples_dir / "300w-lp", (model, model.rasterize), False,
+                                   lambda path, why: skipped.append((path, why))))
+    assert [key for key, _ in examples] == ["AFW/AFW_134212_1_0"]
+    assert {p.name: reason_of(why) for p, why in skipped} == \
+        {f"AFW_9{i}_1_1.mat": reason for i, reason in enumerate(IMPLAUSIBLE_EDITS)}
+
+
 def test_300wlp_missing_manual_files(tmp_path, bfm_files, samples_dir):
     from tfds_builders.prnet_300w_lp import Builder
 

@@ -19,16 +19,21 @@ Re-running with the same --output_dir (the run folder; --model_dir is its deprec
 from the newest intact checkpoint (same step, learning rate and data position): an unreadable
 checkpoint index or a truncated newest checkpoint falls back to the previous one; when checkpoints
 exist but none can be resumed from, training stops and says so (--restart starts over after moving
-the old checkpoints aside; nothing is ever deleted). TensorBoard logs go to <output_dir>/train and
+the old checkpoints aside; --keep_checkpoints counts the previous runs' checkpoints too).
+TensorBoard logs go to <output_dir>/train and
 <output_dir>/validation (validation NME there as a fraction of the face size; the log prints
 percent); the final weights to <output_dir>/final.weights.h5 (loadable by
 prnet.inference.predictor.Predictor when --model_size=16).
 
 The dataset must be built first (training never builds or downloads one; the message gives the
 command, e.g. `prnet-build-data --dataset prnet_synthetic/small --data_dir DIR`).
-Ctrl-C saves a checkpoint of the steps done, prints the step reached and exits with 130.
-Exit codes: 0 done, 2 a setup problem (one line on stderr: dataset, --output_dir, checkpoints,
-flags), 130 interrupted.
+Ctrl-C or SIGTERM (what schedulers and `docker stop` send) saves a checkpoint of the steps done,
+prints the step reached and exits with 130. One run at a time per --output_dir: a second one stops
+with a message naming the first (<output_dir>/train.lock; a lock left by a run that died on this
+host is taken over). Exit codes: 0 done; 1 training diverged (a non-finite loss, validation or
+weights: nothing non-finite is saved, the last checkpoint stays intact); 2 a setup problem (one
+line on stderr: flags, dataset, --output_dir or its lock, checkpoints, workers of TF_CONFIG that
+never came up); 130 interrupted.
 """
 
 from absl import flags
@@ -91,6 +96,9 @@ flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
 flags.DEFINE_integer("shuffle_buffer", 512, "Shuffle buffer, examples (~1 MB of RAM each).")
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the shuffle and the augmentation.")
 flags.DEFINE_integer("image_summaries", 3, "Validation examples shown in TensorBoard image summaries (0 = none).")
+flags.DEFINE_float("worker_timeout", 600.0,
+                   "--strategy=multi_worker: seconds to wait for every other worker of TF_CONFIG to start "
+                   "(the wait says whom it waits for; Ctrl-C or SIGTERM stops it).")
 flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (slower; bitwise-reproducible runs).")
 common.define_flag(flags.DEFINE_bool, "progress", True, "Show a progress bar (on stderr).")
 FLAGS = flags.FLAGS
@@ -104,20 +112,65 @@ def _pair(values, name):
     return lo, hi
 
 
+#: Ranges of the float flags that are not TrainConfig fields (those are checked by
+#: prnet.training.config.FLOAT_RANGES): name -> (low, high, low inclusive, high inclusive).
+AUGMENT_RANGES = {
+    "max_rotation": (0.0, 180.0, True, True),
+    "max_translation": (0.0, 1.0, True, True),
+    "occluder_prob": (0.0, 1.0, True, True),
+}
+#: The pairs: name -> (low bound of min, low inclusive).
+PAIR_RANGES = {"scale_range": (0.0, False), "color_range": (0.0, True)}
+
+
+def check_flags():
+    """Every float flag finite and in range, before TensorFlow loads (:class:`common.ToolError`, exit 2)."""
+    import math
+    from types import SimpleNamespace
+
+    from prnet.training.guards import FLOAT_RANGES, float_problems, range_text
+
+    values = SimpleNamespace(**{name: FLAGS[name].value for name in FLOAT_RANGES if name in FLAGS})
+    problems = [(f"--{name}", why) for name, why in float_problems(values)]
+    for name, bounds in AUGMENT_RANGES.items():
+        value = FLAGS[name].value
+        low, high, low_in, high_in = bounds
+        if not (math.isfinite(value) and (value >= low if low_in else value > low)
+                and (value <= high if high_in else value < high)):
+            problems.append((f"--{name}", f"must be a finite number {range_text(*bounds)}, got {value}"))
+    for name, (low, low_in) in PAIR_RANGES.items():
+        lo, hi = _pair(FLAGS[name].value, name)
+        if not (math.isfinite(lo) and math.isfinite(hi) and (lo >= low if low_in else lo > low) and lo <= hi):
+            problems.append((f"--{name}", f"must be finite min,max with {'0 <=' if low_in else '0 <'} min <= max, "
+                                          f"got {','.join(FLAGS[name].value)}"))
+    if problems:
+        common.fail("; ".join(f"{name} {why}" for name, why in problems))
+
+
 def main(argv):
     if len(argv) > 1:
         common.fail(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.output_dir:
         common.fail("--output_dir (the run folder) is required")
-    return _train()
+    check_flags()
+    if FLAGS.strategy == "multi_worker":
+        return _train()  # only the chief locks the folder, known once the workers have met
+    from prnet.core.files import ensure_writable_folder
+    from prnet.training.guards import RunLock
+
+    ensure_writable_folder(FLAGS.output_dir)
+    with RunLock(FLAGS.output_dir) as lock:  # before TensorFlow loads: a second run stops at once
+        if lock.note:
+            common.say(f"note: {lock.note}")
+        return _train()
 
 
 def _train():
     import_tensorflow_quietly("tfds_builders")  # no start-up banners; registers the project's TFDS builders
     from prnet.data.augment import NO_AUGMENTATION, AugmentConfig
-    from prnet.errors import PRNetError
+    from prnet.errors import PRNetError, TrainingDivergedError
     from prnet.training import config as train_config
-    from prnet.training import trainer
+    from prnet.training import guards, trainer
 
     try:
         if FLAGS.cpu_devices:
@@ -142,10 +195,17 @@ def _train():
             log_every=FLAGS.log_every, val_every=FLAGS.val_every, val_examples=FLAGS.val_examples,
             checkpoint_every=FLAGS.checkpoint_every, keep_checkpoints=FLAGS.keep_checkpoints,
             shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed, image_summaries=FLAGS.image_summaries,
-            deterministic=FLAGS.deterministic, progress=FLAGS.progress)
+            deterministic=FLAGS.deterministic, progress=FLAGS.progress, worker_timeout=FLAGS.worker_timeout)
         summary = trainer.train(config)
+    except TrainingDivergedError as e:  # the run went, but produced nothing worth saving
+        common.fail(e, common.EXIT_PARTIAL)
     except PRNetError as e:
         common.fail(e)
+    except KeyboardInterrupt:
+        if guards.last_stop_signal[0] != "SIGTERM":
+            raise  # Ctrl-C: run_tool's summary line
+        common.say("interrupted (SIGTERM); the step reached and the checkpoint saved are printed above")
+        return common.EXIT_INTERRUPTED
     if summary["losses"]:
         print(f"final training loss {summary['losses'][-1]['loss']:.6f}")
     return 0

@@ -12,6 +12,7 @@ from prnet.data.augment import AugmentConfig
 from prnet.errors import TrainingConfigError
 from prnet.model.resfcn256 import WEIGHT_DECAY
 from prnet.training import losses
+from prnet.training.guards import DEFAULT_WORKER_TIMEOUT_S, float_problems, wait_for_peers
 
 STRATEGIES = ("default", "mirrored", "one_device", "multi_worker")
 
@@ -56,6 +57,7 @@ class TrainConfig:
     image_summaries: int = 3
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
     progress: bool = True
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT_S  # multi_worker: seconds to wait for the other workers
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -70,8 +72,9 @@ class TrainConfig:
                 raise TrainingConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise TrainingConfigError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
-        if self.learning_rate <= 0 or self.lr_decay_epochs <= 0 or not 0 < self.lr_decay_factor <= 1:
-            raise TrainingConfigError("need learning_rate > 0, lr_decay_epochs > 0, 0 < lr_decay_factor <= 1")
+        problems = float_problems(self)
+        if problems:
+            raise TrainingConfigError("; ".join(f"{name} {why}" for name, why in problems))
 
 
 def configure_cpu_devices(count: int):
@@ -93,12 +96,14 @@ def configure_cpu_devices(count: int):
                                   f"initialised ({e}); configure them first thing in the process") from e
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
+def make_strategy(name: str, worker_timeout: float = DEFAULT_WORKER_TIMEOUT_S, log=print) -> tf.distribute.Strategy:
     """``default`` (no distribution), ``mirrored`` (all GPUs, else all logical CPUs), ``one_device``,
     ``multi_worker`` (``MultiWorkerMirroredStrategy`` over the cluster of ``TF_CONFIG``: all GPUs of
-    every worker, or its CPU; must be made before any other TensorFlow op of the process)."""
+    every worker, or its CPU; must be made before any other TensorFlow op of the process). Before
+    that one starts, :func:`prnet.training.guards.wait_for_peers` waits up to ``worker_timeout`` s
+    for the other workers (``log`` says whom it waits for; Ctrl-C / SIGTERM stop the wait)."""
     if name == "multi_worker":
-        return _multi_worker_strategy()
+        return _multi_worker_strategy(worker_timeout, log)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "default":
         return tf.distribute.get_strategy()
@@ -112,7 +117,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise TrainingConfigError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
 
 
-def _multi_worker_strategy() -> tf.distribute.Strategy:
+def _multi_worker_strategy(worker_timeout: float = DEFAULT_WORKER_TIMEOUT_S, log=print) -> tf.distribute.Strategy:
     raw = os.environ.get("TF_CONFIG", "")
     try:
         tf_config = json.loads(raw) if raw.strip() else None
@@ -125,6 +130,7 @@ def _multi_worker_strategy() -> tf.distribute.Strategy:
             "--strategy=multi_worker needs TF_CONFIG with the cluster and this process's task, e.g. "
             'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
             '"index": 0}}\' on the first machine and "index": 1 on the second (README, train.py)')
+    wait_for_peers(tf_config, worker_timeout, log)
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except (RuntimeError, ValueError) as e:

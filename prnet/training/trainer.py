@@ -22,14 +22,22 @@ per-example augmentation seeds ``(seed, example index)``), and a resumed run ski
 examples before decoding/augmenting them, so it continues with exactly the batches the
 uninterrupted run would have seen.
 
-Checkpoints are never destroyed by a resume: :meth:`Trainer.restore_or_initialize` resumes from
+Resuming destroys no checkpoint: :meth:`Trainer.restore_or_initialize` resumes from
 the newest *intact* ``ckpt-<step>`` (found by scanning the folder, so an unreadable or missing
 ``checkpoint`` index file does not matter; a truncated or missing newest data file falls back to
 the previous checkpoint) and stops with :class:`prnet.errors.WeightsFormatError` when checkpoints
 exist but none can be resumed from. ``config.restart`` starts over instead, after moving the old
-``checkpoints`` folder aside (``checkpoints.old-<time>``). A ``KeyboardInterrupt`` (Ctrl-C) during
+``checkpoints`` folder aside (``checkpoints.old-<time>``). Later saves rotate ``keep_checkpoints``
+over the folder's checkpoints, the previous runs' included (after a resume that repaired the index
+too: it lists the older checkpoints with their times); a damaged checkpoint skipped on resume is not
+listed, so it is never rotated away. The chief holds ``<model_dir>/train.lock``
+(:class:`prnet.training.guards.RunLock`) from :meth:`Trainer.restore_or_initialize` to the end of
+:meth:`Trainer.fit`, and removes the ``ckpt-<step>_temp`` folders of failed saves when it starts.
+A ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM: :func:`prnet.training.guards.sigterm_as_interrupt`) during
 :meth:`Trainer.fit` saves a checkpoint of the steps done (every step is one atomic graph
-execution, so the state is consistent), logs what was finished and is re-raised.
+execution, so the state is consistent), logs what was finished and is re-raised. Non-finite model
+variables are never saved (:class:`prnet.errors.TrainingDivergedError` names the first one); a
+non-finite training loss or validation stops the run the same way.
 
 Multi-worker (``strategy="multi_worker"``, ``MultiWorkerMirroredStrategy`` over ``TF_CONFIG``): every
 worker runs the same program. Only the chief (:func:`prnet.training.config.is_chief`) writes into
@@ -56,10 +64,17 @@ import tensorflow as tf
 
 from prnet.core.files import atomic_write, ensure_writable_folder, interrupts_deferred
 from prnet.data.pipeline import count_examples, eval_pipeline, load_split, train_pipeline
-from prnet.errors import DatasetError, OutputFolderError, TrainingConfigError, WeightsFormatError
+from prnet.errors import (
+    DatasetError,
+    OutputFolderError,
+    TrainingConfigError,
+    TrainingDivergedError,
+    WeightsFormatError,
+)
 from prnet.model.resfcn256 import build_resfcn256, from_posmap, save_weights_atomic, to_posmap
 from prnet.training import losses
 from prnet.training.config import TrainConfig, is_chief, learning_rate_schedule, make_strategy
+from prnet.training.guards import RunLock, last_stop_signal, sigterm_as_interrupt
 from prnet.training.summaries import _draw_landmarks, write_images, write_scalar
 from prnet.weights.formats import load_weights_into
 
@@ -69,6 +84,9 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "ckpt"  # tf.train.CheckpointManager's default prefix: <model_dir>/checkpoints/ckpt-<step>
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_NAME}-(\d+)\.index$")
+#: TensorFlow writes a checkpoint's shards into ``ckpt-<step>_temp/`` and merges them; a failed save
+#: (full disk, kill) leaves that folder behind.
+_TEMP_RE = re.compile(rf"^{CHECKPOINT_NAME}-\d+_temp$")
 
 
 def checkpoint_dir(model_dir) -> str:
@@ -94,6 +112,12 @@ def _read_index(ckpt_dir: str):
     if state is None or not state.model_checkpoint_path:
         return None, "not a checkpoint index"
     return state, None
+
+
+def _step_of(prefix: str):
+    """``ckpt-<step>`` prefix -> step (None for another name)."""
+    match = _CHECKPOINT_RE.match(os.path.basename(prefix) + ".index")
+    return int(match.group(1)) if match else None
 
 
 def find_checkpoints(ckpt_dir: str) -> list:
@@ -124,6 +148,35 @@ def checkpoint_problem(prefix: str):
     return None
 
 
+def remove_half_written(ckpt_dir: str) -> list:
+    """Delete the ``ckpt-<step>_temp`` folders a failed save left in ``ckpt_dir`` (call it only while
+    holding the run's lock: a running save owns its folder); returns their names."""
+    removed = []
+    try:
+        names = sorted(os.listdir(ckpt_dir))
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(ckpt_dir, name)
+        if _TEMP_RE.match(name) and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.exists(path):
+                removed.append(name)
+                logger.warning("removed %s, left half-written by a checkpoint save that failed", path)
+    return removed
+
+
+def first_non_finite(variables):
+    """Path (or name) of the first of ``variables`` holding a NaN or infinity, with what it holds;
+    None when all are finite."""
+    for v in variables:
+        values = np.asarray(v.numpy())
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            what = "NaN" if np.isnan(values).any() else "infinity"
+            return f"{getattr(v, 'path', None) or v.name} ({what})"
+    return None
+
+
 def _move_aside(ckpt_dir: str):
     """Rename a non-empty ``ckpt_dir`` to ``<ckpt_dir>.old-<time>``; returns the new path (None if nothing to move)."""
     if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
@@ -138,6 +191,12 @@ def _move_aside(ckpt_dir: str):
 
 
 # ----------------------------------------------------------------------------- trainer
+
+#: What to try after a divergence. The flags were checked for finite, in-range values before training
+#: (prnet.training.config.FLOAT_RANGES), so a NaN flag cannot be the cause.
+DIVERGENCE_ADVICE = ("The settings are finite and in range, so the cause is the optimisation or the data: try a "
+                     "lower --learning_rate or --bn_momentum, --mixed_precision=none, or check the dataset for "
+                     "non-finite values; the same command resumes from the last checkpoint")
 
 
 class Trainer:
@@ -156,8 +215,9 @@ class Trainer:
         self._template = template
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
-        self.strategy = strategy or make_strategy(config.strategy)
+        self.strategy = strategy or make_strategy(config.strategy, config.worker_timeout)
         self.is_chief = is_chief(self.strategy)
+        self.lock = RunLock(config.model_dir)  # taken by restore_or_initialize (chief), released by fit
         self._temp_dirs = []  # a non-chief worker's throw-away output folders
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
@@ -268,6 +328,13 @@ class Trainer:
         self._restored = True
         self._manager = None
         ckpt_dir, notes = self.checkpoint_dir, []
+        if self.is_chief:
+            self.lock.acquire()  # TrainingConfigError naming the holder when another run uses the folder
+            if self.lock.note:
+                notes.append(self.lock.note)
+            removed = remove_half_written(ckpt_dir)
+            if removed:
+                notes.append(f"removed {', '.join(removed)} (half-written by a checkpoint save that failed)")
         if self.config.restart and not self.is_chief:
             pass  # the chief moves the old checkpoints aside; this worker starts fresh like it
         elif self.config.restart:
@@ -291,7 +358,7 @@ class Trainer:
                 how = f"resumed from {chosen}"
                 if skipped:
                     how += " (skipped: " + "; ".join(f"{os.path.basename(p)} {why}" for p, why in skipped) + ")"
-                return how
+                return "; ".join([how, *notes])
         how = "fresh"
         if self.config.init_from:
             load_weights_into(self.model, self.config.init_from)  # .weights.h5, .keras or a TF2/TF1 checkpoint
@@ -327,17 +394,27 @@ class Trainer:
                 "deleted. Restore the files, use another --model_dir, or pass --restart to start over (the old "
                 "checkpoints are moved aside, not deleted)")
         if (index_problem or listed != prefix) and self.is_chief:
-            # Name the resumed checkpoint in the index, without timestamps: the manager then never rotates
-            # it (or anything older) away; it rotates only the checkpoints this run writes.
-            atomic_write(index_path, f'model_checkpoint_path: "{os.path.basename(prefix)}"\n'
-                                     f'all_model_checkpoint_paths: "{os.path.basename(prefix)}"\n')
+            # Name the resumed checkpoint in the index, with the older ones and their times, so that
+            # --keep_checkpoints rotates them as after a normal resume; the skipped (damaged) newer
+            # ones are not listed, so they stay for inspection.
+            step = _step_of(prefix)
+            kept = [p for p in reversed(find_checkpoints(ckpt_dir)) if step is not None and _step_of(p) < step]
+            kept.append(prefix)
+            times = [os.path.getmtime(p + ".index") for p in kept]
+            text = f'model_checkpoint_path: "{os.path.basename(prefix)}"\n'
+            text += "".join(f'all_model_checkpoint_paths: "{os.path.basename(p)}"\n' for p in kept)
+            text += "".join(f"all_model_checkpoint_timestamps: {t!r}\n" for t in times)
+            text += f"last_preserved_timestamp: {min(times) - 1.0!r}\n"
+            atomic_write(index_path, text)
             logger.warning("checkpoint index %s %s; rewritten to name %s", index_path,
                            f"was unreadable ({index_problem})" if index_problem else
                            f"named {listed or 'nothing'}", prefix)
         return prefix, skipped
 
     def save_checkpoint(self) -> str:
-        """Save ``ckpt-<step>`` (rotating old ones); :class:`OutputFolderError` when it cannot be written."""
+        """Save ``ckpt-<step>`` (rotating old ones); :class:`OutputFolderError` when it cannot be written,
+        :class:`TrainingDivergedError` (nothing written) when a model variable is not finite."""
+        self.check_finite(f"checkpoint {CHECKPOINT_NAME}-{self.step}")
         try:
             with interrupts_deferred():  # a Ctrl-C during the save is delivered once it is complete
                 path = self.manager.save(checkpoint_number=self.step)
@@ -351,6 +428,17 @@ class Trainer:
                 f"could not write checkpoint {CHECKPOINT_NAME}-{self.step} in {self.checkpoint_dir} "
                 f"({text[0] if text else type(e).__name__}); free disk space or fix the folder's permissions. "
                 f"The last checkpoint ({self.manager.latest_checkpoint or 'none'}) is intact") from e
+
+    def check_finite(self, what: str):
+        """Raise :class:`TrainingDivergedError` naming the first non-finite model variable (weights or
+        BatchNorm statistics), before ``what`` is written; the last checkpoint stays as it is."""
+        bad = first_non_finite(self.model.weights)
+        if bad:
+            latest = self._manager.latest_checkpoint if self._manager is not None else None
+            raise TrainingDivergedError(
+                f"refusing to save {what}: the model variable {bad} is not finite (training diverged at step "
+                f"{self.step}); nothing was written, the last checkpoint ({latest or 'none'}) is intact. "
+                f"{DIVERGENCE_ADVICE}")
 
     # -- steps
 
@@ -463,12 +551,14 @@ class Trainer:
         if not self._restored:
             log(self.restore_or_initialize())
         try:
-            return self._fit(train_source, val_source, total_steps, log, tqdm)
+            with sigterm_as_interrupt():  # SIGTERM (schedulers, docker stop) saves the steps done too
+                return self._fit(train_source, val_source, total_steps, log, tqdm)
         except KeyboardInterrupt:
             self._interrupted(log)
             raise
         finally:
             self._remove_temp_dirs()
+            self.lock.release()
 
     def _interrupted(self, log):
         """Save what was finished after a Ctrl-C (one graph execution per step: the state is consistent)."""
@@ -477,11 +567,12 @@ class Trainer:
         if step > 0 and not (latest and os.path.basename(latest) == f"{CHECKPOINT_NAME}-{step}"):
             try:
                 latest = self.save_checkpoint()
-            except OutputFolderError as e:
+            except (OutputFolderError, TrainingDivergedError) as e:
                 log(f"could not save a checkpoint on interrupt: {e}")
             except KeyboardInterrupt:  # a second Ctrl-C, held until the save was complete
                 latest = self.manager.latest_checkpoint
-        log(f"interrupted at step {step} ({step / self.steps_per_epoch:.2f} epochs, "
+        by = f" by {last_stop_signal[0]}" if last_stop_signal[0] else ""
+        log(f"interrupted{by} at step {step} ({step / self.steps_per_epoch:.2f} epochs, "
             f"{int(self.examples_seen.numpy())} examples); last checkpoint: {latest or 'none'}"
             + ("; run the same command to resume from it" if latest else ""))
 
@@ -504,6 +595,13 @@ class Trainer:
             if val_ds is None:
                 return
             last_val = self.evaluate(val_ds)
+            if not all(math.isfinite(v) for v in last_val.values()):
+                bad = first_non_finite(self.model.weights)
+                raise TrainingDivergedError(
+                    f"validation at step {step} is not finite ({', '.join(f'{k}={v}' for k, v in last_val.items())})"
+                    + (f": the model variable {bad} is not finite" if bad else "")
+                    + f"; nothing was saved after the last checkpoint ({self.manager.latest_checkpoint or 'none'}), "
+                    f"which is intact. {DIVERGENCE_ADVICE}")
             with val_writer.as_default():
                 for k, v in last_val.items():  # NME as a fraction of the face size (logs: percent)
                     write_scalar(k, v, step, "fraction of the face size (x100: %)" if k.startswith("nme") else "")
@@ -533,9 +631,12 @@ class Trainer:
                 lr = self.learning_rate(step)
                 mean_loss = float(np.mean([c["loss"] for c in chunk]))
                 if not math.isfinite(mean_loss):
-                    raise TrainingConfigError(
-                        f"training diverged at step {step}: loss {mean_loss}; lower --learning_rate (resuming "
-                        f"with it continues from the last checkpoint, {self.manager.latest_checkpoint or 'none'})")
+                    bad = first_non_finite(self.model.weights)
+                    raise TrainingDivergedError(
+                        f"training diverged at step {step}: the training loss is {mean_loss}"
+                        + (f" and the model variable {bad} is not finite" if bad else "")
+                        + f" (learning rate {lr:g}); nothing was saved after the last checkpoint "
+                        f"({self.manager.latest_checkpoint or 'none'}), which is intact. {DIVERGENCE_ADVICE}")
                 bar.set_postfix(loss=f"{mean_loss:.5f}", lr=f"{lr:.2e}", epoch=step // self.steps_per_epoch)
                 with train_writer.as_default():
                     write_scalar("loss", mean_loss, step)
@@ -554,6 +655,7 @@ class Trainer:
         validate(step)
         final = None
         if self.is_chief:
+            self.check_finite("final.weights.h5")
             final = save_weights_atomic(self.model, os.path.join(cfg.model_dir, "final.weights.h5"))
         log(f"done: {step} steps ({step / self.steps_per_epoch:.2f} epochs); weights: "
             f"{final or 'written by the chief worker'}")
@@ -576,21 +678,36 @@ def train(config: TrainConfig, train_source: tf.data.Dataset = None, val_source:
     datasets are given (never building them: :func:`load_split` says how), build the
     :class:`Trainer`, resume or initialise, :meth:`Trainer.fit`. Returns ``fit``'s summary."""
     check_model_dir(config.model_dir)
+    last_stop_signal[0] = None
+    with sigterm_as_interrupt():
+        return _train(config, train_source, val_source, log)
+
+
+def _train(config, train_source, val_source, log):
+    lock, trainer = RunLock(config.model_dir), None
     try:
         # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op of the process.
-        strategy = make_strategy(config.strategy)
+        strategy = make_strategy(config.strategy, config.worker_timeout, log)
+        if is_chief(strategy):
+            lock.acquire()  # before any data is read: a second run on the folder stops here
         if train_source is None:
             train_source = load_split(config.dataset, config.train_split, config.data_dir, config.assets_dir,
                                       shuffle_files=True, seed=config.seed)
             if config.val_split:
                 val_source = load_split(config.dataset, config.val_split, config.data_dir, config.assets_dir)
         trainer = Trainer(config, steps_per_epoch_for(config, train_source), strategy=strategy)
+        trainer.lock = lock  # the one taken above (and any note about a stale lock taken over)
         strategy_name = type(trainer.strategy).__name__  # tf.distribute's default one is a private class
         strategy_name = "default" if strategy_name.startswith("_") else strategy_name
         log(f"{trainer.restore_or_initialize()}; strategy {strategy_name} with "
             f"{trainer.strategy.num_replicas_in_sync} replica(s), global batch {config.batch_size}, "
             f"{trainer.steps_per_epoch} steps/epoch, step {trainer.step}")
+        return trainer.fit(train_source, val_source, log=log)
     except KeyboardInterrupt:
-        log("interrupted before training started: no step done, no checkpoint written")
+        if trainer is None or not trainer._restored:
+            log("interrupted before training started: no step done, no checkpoint written")
         raise
-    return trainer.fit(train_source, val_source, log=log)
+    finally:
+        if trainer is not None:
+            trainer.lock.release()
+        lock.release()

@@ -14,8 +14,10 @@ Splits: ``train`` and ``validation``, held out by SUBJECT (the source photo): ``
 and ``AFW_134212_1_3`` and ``AFW_Flip/AFW_134212_1_0`` all belong to subject ``AFW_134212_1``
 and always land in the same split (SHA-1 of the subject name, :func:`split_of`).
 
-Robustness: a sample whose image or ``.mat`` is missing, unreadable or malformed is skipped and
-reported with its path (warning per sample, a summary at the end, ``Builder.skipped``); with
+Robustness: a sample whose image or ``.mat`` is missing, unreadable or malformed, or whose fit is
+implausible in its photo (face outside it, non-positive or absurd scale, upside down:
+:mod:`prnet.data.fit_checks`) is skipped and reported with its path (warning per sample, a summary
+with the count of each reason at the end, ``Builder.skipped``); with
 ``strict=True`` (builder kwarg) or ``PRNET_STRICT=1`` the build stops at the first bad sample.
 """
 
@@ -30,6 +32,8 @@ from absl import logging
 
 from prnet.core.images import read_image
 from prnet.data.annotations import IMAGE_EXTENSIONS, load_fit, pose_degrees
+from prnet.data.bfm import transform
+from prnet.data.fit_checks import fit_problem, reason_of
 from prnet.data.posmap import load_model_files, make_example
 from prnet.data.posmap_feature import COMPACT_POSMAP_NOTE, CompactPosmap
 from prnet.errors import DatasetError, ImageReadError
@@ -214,7 +218,12 @@ class Builder(PerConfigBuild, SkipsBadSamples, DetectsBeam, tfds.core.GeneratorB
         for batch in batches:
             yield from batch_examples(batch, root, model, jitter, self._skip)
         if self.skipped:
-            logging.warning("prnet_300w_lp: %d sample(s) skipped so far:\n  %s", len(self.skipped),
+            counts = {}
+            for _, message in self.skipped:
+                reason = reason_of(message) or "unreadable or malformed"
+                counts[reason] = counts.get(reason, 0) + 1
+            logging.warning("prnet_300w_lp: %d sample(s) skipped so far (%s):\n  %s", len(self.skipped),
+                            ", ".join(f"{n} {reason}" for reason, n in counts.items()),
                             "\n  ".join(r for _, r in self.skipped))
 
 
@@ -244,6 +253,10 @@ def batch_examples(batch, root, model, jitter: bool, skip):
     for (image_path, mat_path, fit, image), mesh in zip(loaded, meshes):
         rel = image_path.relative_to(root).with_suffix("").as_posix()
         rng = np.random.default_rng(int(hashlib.sha1(rel.encode()).hexdigest()[:12], 16)) if jitter else None
+        problem = fit_problem(fit.pose_para, transform(mesh[bfm.kpt_ind], fit.pose_para, image.shape[0]), image.shape)
+        if problem:
+            skip(mat_path, f"implausible fit ({problem[0]}): {problem[1]}")
+            continue
         try:
             ex = make_example(image, fit, bfm, rasterizer, jitter=jitter, rng=rng, model_vertices=mesh)
         except DatasetError as e:
