@@ -6,7 +6,8 @@ an H.264 video and the tracks; random weights put the banner on every result.
 The network is a stand-in whose output is a real face shape: the template's mean face framed in every
 crop as the x1.6 landmark rule frames a face (``oracle.mean_face_crop_posmap``), NOT a face model, behind
 the default detector (BlazeFace). ``python tests/test_app.py PORT WORK_DIR`` serves
-the page on that stand-in (tests/test_browser.py and the README screenshot use it)."""
+the page on that stand-in, photos up to 4 MP, clips up to 40 frames (tests/test_browser.py and the README
+screenshot use it)."""
 
 import sys
 import zipfile
@@ -135,7 +136,7 @@ def serve(port: int, work_dir: str) -> None:
     from prnet.core.uv import load_uv_template
 
     template = load_uv_template(SHARED / "prnet-assets" / "uv-data")
-    service = AppService(test_predictor(template), work_dir, max_frames=40)
+    service = AppService(test_predictor(template, max_pixels=4_000_000), work_dir, max_frames=40)
     serve_page(service, port=port, title="PRNet: 3D face reconstruction (TEST MODEL: mean face, not a face model)")
 
 
