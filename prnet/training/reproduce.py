@@ -307,7 +307,7 @@ def plan(config: ReproduceConfig) -> list:
 
         make(found["bfm"], out, overwrite=True)
 
-    def build(name, link):
+    def build(link):
         def run(stage):
             link()
             dataset, _, cfg = stage.params["dataset"].partition("/")
@@ -359,9 +359,9 @@ def plan(config: ReproduceConfig) -> list:
         Stage("prepare_bfm", "BFM.mat, BFM_UV.mat from the BFM downloads (prnet-prepare-bfm)",
               {"bfm": str(found["bfm"])}, [manual / "BFM" / "BFM.mat", manual / "BFM" / "BFM_UV.mat"], prepare_bfm),
         Stage("build_300w_lp", f"building {TRAIN_DATASET} (prnet-build-data)", {**common, "dataset": TRAIN_DATASET},
-              [tfds_dir / "prnet_300w_lp" / "default"], build("build_300w_lp", link_300w_lp)),
+              [tfds_dir / "prnet_300w_lp" / "default"], build(link_300w_lp)),
         Stage("build_aflw2000_3d", f"building {EVAL_DATASET} (prnet-build-data)", {**common, "dataset": EVAL_DATASET},
-              [tfds_dir / "prnet_aflw2000_3d" / "posmap"], build("build_aflw2000_3d", link_aflw)),
+              [tfds_dir / "prnet_aflw2000_3d" / "posmap"], build(link_aflw)),
         Stage("train", f"training ({strategy} strategy, {precision} precision; prnet-train)",
               {"model_size": config.model_size, "epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch,
                "batch_size": config.batch_size, "strategy": strategy, "mixed_precision": precision},
