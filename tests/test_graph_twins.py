@@ -9,6 +9,9 @@ rotations), in this process (ops with while loops traced once by ``tf.function``
 exported. Bounds name what differs between the two sides (another JPEG decoder, OpenCV's 1/32 px
 warp grid, float32 tforms); where both sides compute the same float64 formula, the bound is a few ulps.
 
+The header check with its limits (``checked_header``) is pinned to its plain-Python twin
+:func:`prnet.serving.limits.read_request_header` on crafted and mutated files.
+
 Not pinned (the NumPy side has no graph twin): WebP and TIFF orientation (the graph accepts JPEG,
 PNG, GIF and BMP only).
 """
@@ -26,6 +29,7 @@ from test_serving_failures import _picture, _png, _stored, _tiff, _with_jpeg_exi
 
 from prnet.core.crop import BoxCalibration, box_from_bbox, crop_transform, warp_crop
 from prnet.core.images import apply_orientation, decode_image, exif_orientation, read_image
+from prnet.serving.limits import REFUSALS, RequestImageError, read_request_header
 from prnet.serving.ops import blazeface as graph_blazeface
 from prnet.serving.ops.crop import crop_encoded, crop_square, landmark_square
 from prnet.serving.ops.image_bytes import checked_header, decode_oriented, orient_image
@@ -59,8 +63,8 @@ STRING = tf.TensorSpec([], tf.string)
 def _read(data):
     """One encoded image through the graph's header checks and decode, as the SavedModel runs them (traced
     once: the header parsers' while loops run as a graph, not in Python)."""
-    data, stored_h, stored_w, orientation, h, w = checked_header(data)
-    return stored_h, stored_w, orientation, h, w, decode_oriented(data, stored_h, stored_w, orientation)
+    header = checked_header(data)
+    return header.stored_h, header.stored_w, header.orientation, header.h, header.w, decode_oriented(header)
 
 
 _crop_encoded = tf.function(crop_encoded, input_signature=[STRING, tf.TensorSpec([4], tf.float32)])
@@ -169,6 +173,80 @@ def test_header_sizes_match_the_decoders():
         decoded = tf.io.decode_image(data, channels=3, expand_animations=False)
         assert (h, w) == tuple(decoded.shape[:2]) == decode_image(data).shape[:2], name
         assert orientation == exif_orientation(data) == 1
+
+
+TWIN_CAP = 1_000_000
+
+
+@tf.function(input_signature=[STRING])
+def _checked(data):
+    header = checked_header(data, TWIN_CAP)
+    return header.stored_h, header.stored_w, header.orientation, header.h, header.w, header.top, header.left, \
+        header.data
+
+
+def _graph_verdict(data):
+    """The graph's header check as (stored, displayed, orientation, top, left, cut) or the refusal's key."""
+    try:
+        sh, sw, orientation, h, w, top, left, cut = (x.numpy() for x in _checked(tf.constant(data)))
+    except tf.errors.InvalidArgumentError as err:
+        keys = [key for key, phrase in REFUSALS.items() if phrase in str(err)]
+        assert len(keys) == 1, str(err)
+        return keys[0]
+    return (int(sh), int(sw)), (int(h), int(w)), int(orientation), int(top), int(left), bytes(cut)
+
+
+def _python_verdict(data):
+    try:
+        r = read_request_header(data, TWIN_CAP)
+    except RequestImageError as err:
+        return err.reason
+    return r["stored"], r["displayed"], r["orientation"], r["top"], r["left"], r["cut"]
+
+
+def _header_cases():
+    import serving_bombs as bombs
+
+    picture = _picture(40, 60)
+    jpeg = cv2.imencode(".jpg", picture[..., ::-1])[1].tobytes()
+    png = _png(picture)
+    bmp = cv2.imencode(".bmp", picture)[1].tobytes()
+    cases = {"jpeg": jpeg, "png": png, "bmp": bmp, "gif": bombs.gif(3, 60, 40),
+             "jpeg exif 6": jpeg_with_orientation(picture[..., ::-1], 6), "png exif 8": _with_png_exif(png, 8),
+             "progressive": bombs.progressive_jpeg(60, 40), "scans": bombs.progressive_jpeg(60, 40, 70),
+             "fill": bombs.jpeg_fill_bytes(jpeg, 3000), "fill ok": bombs.jpeg_fill_bytes(jpeg, 50),
+             "app": bombs.jpeg_app_segments(jpeg, 2100), "chunks": bombs.png(40, 30, 2100),
+             "chunks ok": bombs.png(40, 30, 40), "gif screen": bombs.gif(1, 40, 30, screen=(50, 45)),
+             "gif outside": bombs.gif(1, 40, 30, screen=(30, 45)), "gif big": bombs.gif(1, 16, 16, screen=(2000, 600)),
+             "gif comment": bombs.gif(1, 40, 30, extension=bombs.gif_comment(3000, 255)),
+             "gif short blocks": bombs.gif(1, 40, 30, extension=bombs.gif_comment(2100, 2)),
+             "png huge": bombs.png(1500, 1000), "tiny": _png(_picture(10, 60)), "junk": b"junk",
+             "empty": b"", "jpeg + junk": jpeg + b"junk"}
+    for name, data in list(cases.items())[:6]:
+        for cut in (2, 11, 30, len(data) // 2, len(data) - 1):
+            cases[f"{name} cut {cut}"] = data[:cut]
+    rng = np.random.default_rng(0)
+    for name in ("jpeg", "png", "bmp", "gif", "jpeg exif 6"):  # header bytes changed at random
+        for k in range(12):
+            data = bytearray(cases[name])
+            for pos in rng.integers(0, min(len(data), 64), 2):
+                data[pos] = rng.integers(0, 256)
+            cases[f"{name} mutated {k}"] = bytes(data)
+    return cases
+
+
+def test_header_check_equals_its_python_twin():
+    """The graph's header check and :func:`read_request_header`: the same sizes, orientation, GIF cut, or the
+    same refusal, on valid, costly, truncated and mutated files of every format."""
+    verdicts = {}
+    for name, data in _header_cases().items():
+        graph, python = _graph_verdict(data), _python_verdict(data)
+        assert graph == python, (name, graph if isinstance(graph, str) else graph[:5],
+                                 python if isinstance(python, str) else python[:5])
+        verdicts[name] = graph if isinstance(graph, str) else "ok"
+    assert {"ok", "steps", "scans", "truncated", "outside", "too_large", "too_small", "not_image"} <= set(
+        verdicts.values())
+    assert verdicts["fill ok"] == verdicts["chunks ok"] == verdicts["gif comment"] == "ok"
 
 
 # ----------------------------------------------------------------------------- crop <-> core.crop

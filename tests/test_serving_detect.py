@@ -186,13 +186,13 @@ def test_no_face_gives_zero_rows(detect_fn):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case,message", [
-    ("not an image", "predict_images_detect: an element of `images` is not an encoded JPEG, PNG"),
+    ("not an image", r"predict_images_detect: images\[1\] is not an encoded JPEG, PNG"),
     ("empty", "predict_images_detect: empty batch"),
     ("tiny", "smaller than 16x16"),
     ("huge", "limit on pixels per image"),
 ])
 def test_bad_requests_fail_with_invalid_argument(detect_fn, case, message):
-    images = {"not an image": [b"definitely not an image"], "empty": [],
+    images = {"not an image": [_png(np.zeros((40, 40, 3), np.uint8)), b"definitely not an image"], "empty": [],
               "tiny": [_png(np.zeros((8, 40, 3), np.uint8))],
               "huge": [_png(np.zeros((1500, 1401, 3), np.uint8))]}[case]
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):

@@ -104,10 +104,24 @@ def test_boxes_within_the_limits_work(loaded, box):
 @pytest.mark.parametrize("h,w", [(1, 1), (15, 300), (300, 15), (0, 0)])
 def test_tiny_images_are_rejected(loaded, h, w):
     data = _png(_picture(max(h, 1), max(w, 1))) if h else b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"  # truncated header
-    with pytest.raises(tf.errors.InvalidArgumentError, match="smaller than 16x16"):
+    message = "smaller than 16x16" if h else "truncated or damaged"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         _call(loaded, [data])
-    with pytest.raises(tf.errors.InvalidArgumentError, match="smaller than 16x16"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         _call(loaded, [data], [[0, 0, 0, 0]])
+
+
+def test_mixed_batch_names_the_bad_element(loaded):
+    """Review row 23: in a batch of valid and invalid images the message says which element is bad."""
+    good = _png(_picture(40, 40))
+    jpeg = cv2.imencode(".jpg", _picture(60, 80))[1].tobytes()
+    cases = [([good, good, b"junk"], None, r"predict_images: images\[2\] is not an encoded"),
+             ([good, jpeg[:len(jpeg) // 2], good], None, r"predict_images: images\[1\]: the file is truncated"),
+             ([good, good], [[0, 0, 0, 0], [50, 50, 10, 80]], r"predict_images: boxes\[1\]: a box must be"),
+             ([good, _black_png(1001, 1000)], [[0, 0, 0, 0], [0, 0, 0, 0]], r"images\[1\] is larger than")]
+    for images, boxes, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            _call(loaded, images, boxes)
 
 
 def test_smallest_image_works(loaded):

@@ -120,7 +120,8 @@ class ServingModule(tf.Module):
                         "predict_images: `boxes` must have shape [N, 4] (x0, y0, x1, y1), one row per image")
         boxes = tf.reshape(boxes, [n, 4])
         crops, tforms = tf.map_fn(
-            lambda args: crop_encoded(*args, max_image_pixels=self.max_image_pixels), (images, boxes),
+            lambda args: crop_encoded(*args[:2], max_image_pixels=self.max_image_pixels, index=args[2]),
+            (images, boxes, tf.range(n)),
             fn_output_signature=(tf.TensorSpec([CROP_SIZE, CROP_SIZE, 3], tf.float32),
                                  tf.TensorSpec([3, 3], tf.float32)))
         posmap = self.net(crops)
@@ -135,11 +136,12 @@ class ServingModule(tf.Module):
                          (kpt[..., 1] - tforms[:, 1, 2][:, None]) / s,
                          kpt[..., 2] / s], axis=-1)
 
-    def _detect_one(self, data):
-        """One encoded image -> its faces, padded to ``max_faces`` (see ``predict_images_detect``)."""
+    def _detect_one(self, args):
+        """One encoded image and its index in the request -> its faces, padded to ``max_faces`` (see
+        ``predict_images_detect``)."""
+        data, index = args
         name = "predict_images_detect"
-        data, stored_h, stored_w, orientation, _, _ = checked_header(data, self.max_image_pixels, name)
-        image = decode_oriented(data, stored_h, stored_w, orientation, name)
+        image = decode_oriented(checked_header(data, self.max_image_pixels, name, index), name, index)
         boxes, scores, keypoints = self.detector(image)
         m = self._max_faces
         boxes, scores, keypoints = boxes[:m], scores[:m], keypoints[:m]
@@ -182,7 +184,7 @@ class ServingModule(tf.Module):
                 "tform": tf.TensorSpec([m, 3, 3], tf.float32), "num_faces": tf.TensorSpec([], tf.int32)}
         if self._pose:
             spec["pose"] = tf.TensorSpec([m, 3], tf.float32)
-        return tf.map_fn(self._detect_one, images, fn_output_signature=spec)
+        return tf.map_fn(self._detect_one, (images, tf.range(n)), fn_output_signature=spec)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images"),
                                   tf.TensorSpec([None, 4], tf.float32, name="boxes")])

@@ -59,7 +59,7 @@ def crop_square(image, cx, cy, size):
     return crop, tf.cast(tform, tf.float32)
 
 
-def crop_encoded(data, box, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+def crop_encoded(data, box, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, index=None):
     """Check, decode, turn upright (EXIF) and crop one image (tf.string) for the network, in TensorFlow ops.
 
     ``box`` float32 ``(4,)`` ``(x0, y0, x1, y1)`` image px, or zeros for the whole image.
@@ -67,15 +67,19 @@ def crop_encoded(data, box, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     the same crop as ``prnet.core.crop.warp_crop(image, crop_transform(*box_from_bbox(box)))``
     (bilinear, black outside the image). Requests outside the limits (the image's: :func:`checked_header`;
     the box's: :mod:`prnet.serving.limits`, overlapping the image) fail with
-    ``InvalidArgumentError`` before the image is decoded.
+    ``InvalidArgumentError`` before the image is decoded; ``index`` (int tensor), the element's place in the
+    request, is named in the messages.
     """
-    data, stored_h, stored_w, orientation, hi, wi = checked_header(data, max_image_pixels)
+    header = checked_header(data, max_image_pixels, index=index)
+    hi, wi = header.h, header.w
     h = tf.cast(hi, tf.float64)
     w = tf.cast(wi, tf.float64)
     b = tf.cast(box, tf.float64)
-    b = checked(b, tf.reduce_all(tf.math.is_finite(b)),
-                "predict_images: a box has a NaN or infinite coordinate; send (x0, y0, x1, y1) image pixels, "
-                "or four zeros for the whole image. Box:", box)
+    where = "predict_images: boxes" if index is None else tf.strings.join(
+        ["predict_images: boxes[", tf.strings.as_string(index), "]"])
+    b = checked(b, tf.reduce_all(tf.math.is_finite(b)), tf.strings.join(
+        [where, " has a NaN or infinite coordinate; send (x0, y0, x1, y1) image pixels, or four zeros for the "
+         "whole image. Box:"]), box)
     has_box = tf.reduce_any(tf.not_equal(b, 0.0))
     bw, bh = b[2] - b[0], b[3] - b[1]
     rules = [
@@ -93,8 +97,8 @@ def crop_encoded(data, box, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     ]
     for ok, message in rules:
         b = checked(b, tf.logical_or(tf.logical_not(has_box), ok),
-                    f"predict_images: {message}. Box, image width, height:", box, wi, hi)
-    image = decode_oriented(data, stored_h, stored_w, orientation)
+                    tf.strings.join([where, f": {message}. Box, image width, height:"]), box, wi, hi)
+    image = decode_oriented(header, index=index)
     cx, cy, size = landmark_square(b)
     whole = tf.maximum(tf.minimum(w, h) - 1.0, 1.0)  # no box: the centred square of the whole image
     return crop_square(image, tf.where(has_box, cx, (w - 1.0) / 2.0), tf.where(has_box, cy, (h - 1.0) / 2.0),
