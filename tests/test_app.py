@@ -56,15 +56,22 @@ def service(uv_template, tmp_path_factory):
 def test_photo_writes_the_demo_files_a_zip_and_a_glb(service, samples_dir):
     photo = samples_dir / "faces" / "einstein.jpg"
     result = service.photo(photo, "einstein", outputs=["obj", "ply"])
+    face_glb = result.faces[0].glb  # the 3D view's mesh (not one of the demo's files)
     assert len(result.faces) >= 1 and not result.random_weights
-    names = sorted(p.name for p in result.files)
-    kinds = ["_0.obj", "_0.ply", "_0.glb", "_0_overlay.png", "_0_depth.png", "_0_landmarks.txt", "_0_pose.txt"]
-    assert all(f"einstein{k}" in names for k in kinds), names
-    with zipfile.ZipFile(result.zip_path) as z:
-        assert sorted(z.namelist()) == names
+    shown = ["_0.glb", "_0_overlay.png", "_0_depth.png", "_0_landmarks.txt", "_0_pose.txt"]
+    assert all(f"einstein{k}" in [p.name for p in result.files] for k in shown)
+    with zipfile.ZipFile(service.zip(result.run_id)) as z:  # the other kinds asked for, written on demand
+        names = sorted(z.namelist())
+    assert names == sorted(p.name for p in result.folder.iterdir() if p.suffix != ".zip" and p != face_glb)
+    assert all(f"einstein{k}" in names for k in shown + ["_0.obj", "_0.ply"]), names
+    assert service.zip(result.run_id).name == result.zip_name  # made once
+    with pytest.raises(AppError, match="expired"):
+        service.zip("0123456789ab")
     face = result.faces[0]
     vertices, faces, colors, _, _ = read_glb(face.glb)
-    assert len(vertices) > 40000 and colors is not None
+    full, _, _, _, _ = read_glb(result.folder / "einstein_0.glb")
+    assert 10000 < len(vertices) < len(full) / 3 and colors is not None  # every 2nd UV pixel
+    assert np.isin(vertices, full).all(axis=1).all()  # ... of the same mesh
     np.testing.assert_allclose(face.centre, (vertices.min(0) + vertices.max(0)) / 2, atol=1e-2)
     assert abs(face.extent - (vertices.max(0) - vertices.min(0)).max()) < 1e-2
     x0, y0, x1, y1 = face.box  # the mesh lies on the detected face
@@ -72,6 +79,28 @@ def test_photo_writes_the_demo_files_a_zip_and_a_glb(service, samples_dir):
     assert lm.shape == (68, 3) and np.all(np.isfinite(face.pose))
     assert x0 - 20 < np.median(lm[:, 0]) < x1 + 20 and y0 - 20 < np.median(lm[:, 1]) < y1 + 20
     assert abs(face.pose[0]) < 30  # the mean face, frontal in its crop
+
+
+def test_view_mesh_is_the_face_subsampled_and_wound_alike(uv_template):
+    from prnet.app.service import view_mesh
+
+    from oracle import similarity_face
+
+    face, *_ = similarity_face(uv_template, yaw=20.0)
+    v, tris, colors = view_mesh(face, step=2)
+    full_v, full_t = np.asarray(face.vertices), np.asarray(face.triangles)
+    assert len(full_v) / 5 < len(v) < len(full_v) / 3 and len(tris) > len(full_t) / 5
+    assert {tuple(x) for x in v} <= {tuple(x) for x in full_v}
+    where = [np.flatnonzero((full_v == x).all(axis=1))[0] for x in v[::500]]
+    np.testing.assert_array_equal(colors[::500], np.asarray(face.colors)[where])
+
+    def facing(vertices, triangles):  # signed screen area (image px, y down): the same sign for both meshes
+        a, b, c = (vertices[triangles[:, i]] for i in range(3))
+        return np.cross(b - a, c - a)[:, 2]
+
+    assert np.sign(facing(full_v, full_t).sum()) == np.sign(facing(v, tris).sum()) != 0
+    front = np.sign(facing(full_v, full_t).sum())  # (a turned face has some triangles facing away)
+    assert np.mean(np.sign(facing(v, tris)) == front) > 0.7 < np.mean(np.sign(facing(full_v, full_t)) == front)
 
 
 def test_bad_inputs_are_messages_and_the_service_goes_on(service, samples_dir, tmp_path):
@@ -125,7 +154,7 @@ def test_video_h264_tracks_and_the_frame_limit(service, samples_dir, tmp_path):
 def test_random_weights_banner_on_every_result(uv_template, samples_dir, tmp_path):
     service = AppService(test_predictor(uv_template, random_weights=True), tmp_path)
     result = service.photo(samples_dir / "faces" / "einstein.jpg", "einstein")
-    assert result.random_weights and "RANDOM_WEIGHTS" in result.zip_path.name
+    assert result.random_weights and "RANDOM_WEIGHTS" in result.zip_name
     assert all("RANDOM_WEIGHTS" in p.name for p in result.files)
     assert banner(True).startswith("RANDOM WEIGHTS") and banner(False) == ""
 
@@ -137,6 +166,7 @@ def serve(port: int, work_dir: str) -> None:
 
     template = load_uv_template(SHARED / "prnet-assets" / "uv-data")
     service = AppService(test_predictor(template, max_pixels=4_000_000), work_dir, max_frames=40)
+    service.predictor.detector  # noqa: B018  (built before serving, as prnet-app does)
     serve_page(service, port=port, title="PRNet: 3D face reconstruction (TEST MODEL: mean face, not a face model)")
 
 

@@ -135,8 +135,9 @@ def test_photo_3d_view_overlay_download_and_bad_inputs(page, server, samples_dir
     overlay = page.locator("img.prnet-overlay, .prnet-overlay img").first
     page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=overlay.element_handle(), timeout=30_000)
     assert "pose: yaw" in page.locator(".prnet-pose").inner_text()
-    href = page.locator("a.prnet-download").first.get_attribute("href")
-    assert href.endswith(".zip")
+    link = page.locator("a.prnet-download").first
+    href = link.get_attribute("href")
+    assert link.get_attribute("download") == "einstein_prnet.zip" and href.startswith("/download/")
     with zipfile.ZipFile(io.BytesIO(urllib.request.urlopen(server.rstrip("/") + href, timeout=30).read())) as z:
         names = set(z.namelist())
     assert {"einstein_0.glb", "einstein_0.obj", "einstein_0_overlay.png", "einstein_0_pose.txt"} <= names, names

@@ -35,6 +35,16 @@ def build(service, *, title: str = "PRNet: 3D face reconstruction") -> None:
     from nicegui import app, run, ui
 
     app.add_media_files("/results", service.work_dir)
+
+    @app.get("/download/{run_id}")
+    async def download(run_id: str):
+        from fastapi.responses import FileResponse, PlainTextResponse
+
+        try:
+            path = await run.io_bound(service.zip, run_id)
+        except AppError as e:
+            return PlainTextResponse(str(e), status_code=404)
+        return FileResponse(path, filename=path.name, media_type="application/zip")
     uploads = Path(tempfile.mkdtemp(prefix="uploads-", dir=service.work_dir))
 
     def url(path: Path) -> str:
@@ -85,7 +95,7 @@ def build(service, *, title: str = "PRNet: 3D face reconstruction") -> None:
 
         async def reconstruct():
             if state["path"] is None:
-                error(results, "upload a photo first")
+                fail("upload a photo first")
                 return
             status.text = "reconstructing..."
             button.disable()
@@ -94,58 +104,66 @@ def build(service, *, title: str = "PRNet: 3D face reconstruction") -> None:
                                             detector=detector.value, refine=refine.value, texture=texture.value)
             except AppError as e:
                 status.text = ""
-                error(results, str(e))
+                fail(str(e))
                 return
             finally:
                 button.enable()
             if result is None:  # the server is shutting down
                 return
             status.text = f"{len(result.faces)} face(s) in {result.seconds:.1f} s"
-            show_photo(results, result)
+            show_photo(result)
+
+        def fail(message):
+            view.classes(add="invisible")
+            error(messages, message)
 
         button = ui.button("Reconstruct", on_click=reconstruct).classes("prnet-run")
         status = ui.label("").classes("prnet-status")
-        results = ui.column().classes("w-full prnet-photo-results")
-
-    def show_photo(box, result) -> None:
-        box.clear()
-        with box:
-            if result.random_weights:
-                ui.label(banner(True)).classes("prnet-banner text-white bg-red-7 q-pa-sm text-bold")
-            ui.link(f"Download all files ({result.zip_path.name})", url(result.zip_path)) \
-                .props(f"download={result.zip_path.name}").classes("prnet-download")
-            if len(result.faces) > 1:
-                ui.select({f.index: f"face {f.index}" for f in result.faces}, value=0, label="face",
-                          on_change=lambda e: show_face(face_box, result.faces[e.value])).classes("prnet-face-select")
-            face_box = ui.row().classes("w-full")
-            show_face(face_box, result.faces[0])
-
-    def show_face(box, face) -> None:
-        from nicegui import ui
-
-        box.clear()
-        with box:
+        messages = ui.column().classes("w-full prnet-photo-results")
+        # one view for every result (one WebGL context for the page's life): its parts are updated in place
+        with ui.row().classes("w-full") as view:
             with ui.column():
                 ui.label("overlay").classes("text-subtitle2")
-                ui.image(url(face.overlay)).classes("prnet-overlay").style(f"width: {VIEW_PX}px")
+                overlay = ui.image("").classes("prnet-overlay").style(f"width: {VIEW_PX}px")
             with ui.column():
                 ui.label("3D mesh (drag to rotate, wheel to zoom)").classes("text-subtitle2")
                 scene = ui.scene(width=VIEW_PX, height=VIEW_PX, grid=False, background_color="#f4f4f4") \
                     .classes("prnet-scene")
-                k = 2.0 / max(face.extent, 1e-6)
-                cx, cy, cz = face.centre
-                with scene:  # glTF is y up, the scene z up: turn +90 deg about x, then centre and scale to ~2
-                    scene.gltf(url(face.glb)).scale(k).rotate(math.pi / 2, 0, 0).move(-k * cx, k * cz, -k * cy)
-                scene.move_camera(x=0, y=-2.6, z=0, look_at_x=0, look_at_y=0, look_at_z=0, up_x=0, up_y=0, up_z=1,
-                                  duration=0)
             with ui.column():
-                yaw, pitch, roll = face.pose
-                ui.label(f"pose: yaw {yaw:.1f}°, pitch {pitch:.1f}°, roll {roll:.1f}°").classes("prnet-pose")
+                pose = ui.label("").classes("prnet-pose")
                 ui.label("depth").classes("text-subtitle2")
-                ui.image(url(face.depth)).classes("prnet-depth").style("width: 240px")
+                depth = ui.image("").classes("prnet-depth").style("width: 240px")
                 with ui.expansion("68 landmarks (x, y, z image px)").classes("prnet-landmarks"):
-                    ui.code("\n".join(f"{i:2d}: {x:8.2f} {y:8.2f} {z:8.2f}"
-                                      for i, (x, y, z) in enumerate(face.landmarks)), language="text")
+                    landmarks = ui.code("", language="text")
+        view.classes(add="invisible")  # hidden, but laid out: the 3D view's canvas keeps its size
+
+        def show_photo(result) -> None:
+            messages.clear()
+            with messages:
+                if result.random_weights:
+                    ui.label(banner(True)).classes("prnet-banner text-white bg-red-7 q-pa-sm text-bold")
+                ui.link(f"Download all files ({result.zip_name})", f"/download/{result.run_id}") \
+                    .props(f"download={result.zip_name}").classes("prnet-download")
+                if len(result.faces) > 1:
+                    ui.select({f.index: f"face {f.index}" for f in result.faces}, value=0, label="face",
+                              on_change=lambda e: show_face(result.faces[e.value])).classes("prnet-face-select")
+            show_face(result.faces[0])
+            view.classes(remove="invisible")
+
+        def show_face(face) -> None:
+            overlay.set_source(url(face.overlay))
+            depth.set_source(url(face.depth))
+            yaw, pitch, roll = face.pose
+            pose.text = f"pose: yaw {yaw:.1f}°, pitch {pitch:.1f}°, roll {roll:.1f}°"
+            landmarks.content = "\n".join(f"{i:2d}: {x:8.2f} {y:8.2f} {z:8.2f}"
+                                          for i, (x, y, z) in enumerate(face.landmarks))
+            scene.delete_objects()
+            k = 2.0 / max(face.extent, 1e-6)
+            cx, cy, cz = face.centre
+            with scene:  # glTF is y up, the scene z up: turn +90 deg about x, then centre and scale to ~2
+                scene.gltf(url(face.glb)).scale(k).rotate(math.pi / 2, 0, 0).move(-k * cx, k * cz, -k * cy)
+            scene.move_camera(x=0, y=-2.6, z=0, look_at_x=0, look_at_y=0, look_at_z=0, up_x=0, up_y=0, up_z=1,
+                              duration=0)
 
     def video_panel():
         results = ui.column().classes("w-full prnet-video-results")

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +21,17 @@ import numpy as np
 
 from prnet.errors import ImageReadError, NoFaceFoundError, PRNetError
 from prnet.inference.predictor import Predictor, read_image_within
+from prnet.mesh.gltf import write_glb
 from prnet.outputs.faces import OUTPUT_KINDS, TextureOptions, write_image_outputs
 from prnet.outputs.naming import face_stem, warning_text
 
 #: The kinds the page itself shows; always written (and so in the zip too).
 SHOWN_KINDS = ("glb", "overlay", "depth", "landmarks", "pose")
+#: The 3D view shows the mesh sampled every VIEW_UV_STEP pixels of the UV map (2: a quarter of the
+#: vertices, 4x cheaper to send and to draw in a browser without a GPU); the files keep every vertex.
+VIEW_UV_STEP = 2
+#: Photo requests whose zip can still be made (their reconstructions are kept in memory).
+PENDING_RUNS = 16
 #: The kinds written by default (the page's ``outputs`` control starts with these).
 DEFAULT_APP_OUTPUTS = ("obj", "landmarks", "pose", "depth", "overlay", "glb")
 
@@ -35,9 +42,10 @@ class AppError(Exception):
 
 @dataclass
 class FaceView:
-    """One reconstructed face as the page shows it: files (paths in the result folder), the 68
-    landmarks ``(68, 3)`` image px, the pose (yaw, pitch, roll) in degrees, the box (x0, y0, x1, y1) px,
-    and where the mesh lies in the ``.glb``'s frame: ``centre`` (3,) and ``extent`` (largest side)."""
+    """One reconstructed face as the page shows it: files (paths in the result folder; ``glb`` the
+    view's mesh, :func:`view_mesh`), the 68 landmarks ``(68, 3)`` image px, the pose (yaw, pitch,
+    roll) in degrees, the box (x0, y0, x1, y1) px, and where the mesh lies in the ``.glb``'s frame:
+    ``centre`` (3,) and ``extent`` (largest side)."""
 
     index: int
     stem: str
@@ -53,10 +61,13 @@ class FaceView:
 
 @dataclass
 class PhotoResult:
+    """``files``: what the request wrote (the :data:`SHOWN_KINDS`); ``zip_name``: the name of the zip
+    :meth:`AppService.zip` makes on demand (with the other kinds asked for)."""
+
     run_id: str
     folder: Path
     faces: list
-    zip_path: Path
+    zip_name: str
     random_weights: bool
     seconds: float
     files: list = field(default_factory=list)
@@ -73,6 +84,31 @@ class VideoResult:
     faces: int
     random_weights: bool
     seconds: float
+
+
+def view_mesh(face, step: int = VIEW_UV_STEP) -> tuple:
+    """The face's mesh sampled every ``step`` UV pixels, for the 3D view: ``(vertices (M, 3) image px,
+    triangles (K, 3), colors (M, 3) in [0, 1])``; two triangles per grid cell whose four corners are on
+    the face, wound as the template's triangles (so the ``.glb`` writer's front side is the same)."""
+    template = face.template
+    size = template.face_mask.shape[0]
+    index = np.full(size * size, -1, np.int64)
+    index[template.face_ind] = np.arange(len(template.face_ind))
+    index = index.reshape(size, size)
+    grid = index[::step, ::step]
+    keep = grid >= 0
+    sub = np.full(grid.shape, -1, np.int64)
+    sub[keep] = np.arange(keep.sum())
+    a, b, c, d = sub[:-1, :-1], sub[:-1, 1:], sub[1:, :-1], sub[1:, 1:]  # (r, c) (r, c+1) (r+1, c) (r+1, c+1)
+    cells = (a >= 0) & (b >= 0) & (c >= 0) & (d >= 0)
+    tris = np.concatenate([np.stack([a[cells], c[cells], b[cells]], 1), np.stack([b[cells], c[cells], d[cells]], 1)])
+    ref = np.asarray(face.triangles[0])  # the template's winding, by its signed area in UV (col, row)
+    rows, cols = np.divmod(np.asarray(template.face_ind)[ref], size)
+    uv_area = (cols[1] - cols[0]) * (rows[2] - rows[0]) - (cols[2] - cols[0]) * (rows[1] - rows[0])
+    if uv_area > 0:  # ours, (r, c) -> (r+1, c) -> (r, c+1), have negative area in (col, row)
+        tris = tris[:, ::-1]
+    chosen = grid[keep]
+    return (np.asarray(face.vertices)[chosen], tris.astype(np.int64), np.asarray(face.colors)[chosen])
 
 
 def banner(random_weights: bool) -> str:
@@ -93,6 +129,8 @@ class AppService:
         self.max_pixels = predictor.max_pixels if max_pixels is None else int(max_pixels)
         self._lock = threading.Lock()
         self._by_detector = {}
+        self._zip_lock = threading.Lock()
+        self._pending = OrderedDict()  # run id -> what its zip still needs (the last PENDING_RUNS photos)
 
     @property
     def random_weights(self) -> bool:
@@ -117,8 +155,9 @@ class AppService:
 
     def photo(self, path, name: str = "photo", *, outputs=DEFAULT_APP_OUTPUTS, detector=None, refine=True,
               max_faces=None, texture: bool = False) -> PhotoResult:
-        """Reconstruct every face of the image file ``path``; write the ``outputs`` kinds (plus
-        :data:`SHOWN_KINDS`) as ``prnet-demo`` names them (``<name>_<k>...``) and a zip of them all."""
+        """Reconstruct every face of the image file ``path`` and write what the page shows
+        (:data:`SHOWN_KINDS`, named as ``prnet-demo`` names them: ``<name>_<k>...``); the other
+        ``outputs`` kinds are written when the zip is asked for (:meth:`zip`): the 3D view comes first."""
         start = time.perf_counter()
         unknown = sorted(set(outputs) - set(OUTPUT_KINDS))
         if unknown:
@@ -127,7 +166,8 @@ class AppService:
             image = read_image_within(path, self.max_pixels)
         except ImageReadError as e:
             raise AppError(f"{name}: not a photo this app can read ({_short(e, path, name)})") from None
-        kinds = [k for k in OUTPUT_KINDS if k in set(outputs) | set(SHOWN_KINDS)]
+        shown = [k for k in OUTPUT_KINDS if k in SHOWN_KINDS]
+        later = [k for k in OUTPUT_KINDS if k in set(outputs) and k not in SHOWN_KINDS]
         run_id, folder = self._new_folder()
         try:
             with self._lock:
@@ -139,23 +179,48 @@ class AppService:
         if not faces:
             raise AppError(f"no face found in {name}: try another detector, or a photo where the face is larger "
                            "and turned less than 90 degrees")
-        written = write_image_outputs(faces, name, name, folder, kinds, TextureOptions(obj=bool(texture)))
-        zip_path = folder / f"{name}_prnet{'_RANDOM_WEIGHTS' if self.random_weights else ''}.zip"
-        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
-            for p in written:
-                z.write(p, p.name)
+        textures = TextureOptions(obj=bool(texture))
+        written = write_image_outputs(faces, name, name, folder, shown, textures)
+        zip_name = f"{name}_prnet{'_RANDOM_WEIGHTS' if self.random_weights else ''}.zip"
+        with self._lock:
+            self._pending[run_id] = (faces, name, later, textures, list(written), zip_name)
+            while len(self._pending) > PENDING_RUNS:
+                self._pending.popitem(last=False)
         views = []
         for k, face in enumerate(faces):
             stem = face_stem(name, k, face.random_weights)
-            v = np.asarray(face.vertices, np.float64).copy()
+            vertices, triangles, colors = view_mesh(face)
+            view = write_glb(folder / f"view_{k}.glb", vertices, triangles, colors, image_height=image.shape[0])
+            v = np.asarray(vertices, np.float64).copy()
             v[:, 1] = image.shape[0] - 1 - v[:, 1]  # the .glb's y-up frame (prnet.mesh.gltf)
             lo, hi = v.min(axis=0), v.max(axis=0)
-            views.append(FaceView(k, stem, folder / f"{stem}.glb", folder / f"{stem}_overlay.png",
+            views.append(FaceView(k, stem, view, folder / f"{stem}_overlay.png",
                                   folder / f"{stem}_depth.png", np.asarray(face.landmarks, np.float64),
                                   tuple(float(a) for a in face.pose[1]), tuple(float(b) for b in face.box),
                                   tuple(float(c) for c in (lo + hi) / 2), float(np.max(hi - lo))))
-        return PhotoResult(run_id, folder, views, zip_path, self.random_weights, time.perf_counter() - start,
+        return PhotoResult(run_id, folder, views, zip_name, self.random_weights, time.perf_counter() - start,
                            written)
+
+    def zip(self, run_id: str) -> Path:
+        """The zip of photo request ``run_id``: its files and the other kinds asked for (written now,
+        once); raises :class:`AppError` for an unknown or expired request."""
+        with self._lock:
+            pending = self._pending.get(run_id)
+        if pending is None:
+            raise AppError("this result has expired; reconstruct the photo again")
+        faces, name, later, textures, written, zip_name = pending
+        folder = self.work_dir / run_id
+        path = folder / zip_name
+        with self._zip_lock:
+            if not path.exists():
+                if later:
+                    written = written + write_image_outputs(faces, name, name, folder, later, textures)
+                tmp = path.with_suffix(".tmp")
+                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+                    for p in written:
+                        z.write(p, p.name)
+                tmp.replace(path)
+        return path
 
     def video(self, path, name: str = "clip", *, detect_every: int = 10, max_faces=None) -> VideoResult:
         """Track the faces of the clip at ``path`` (at most :attr:`max_frames` frames) and write the

@@ -48,6 +48,7 @@ def check_port(host: str, port: int) -> None:
 
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a closed port's TIME_WAIT is free
             s.bind((host, port))
     except OSError as e:
         common.fail(f"cannot serve on {host}:{port} ({e.strerror or e}); pick another --port")
