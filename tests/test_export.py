@@ -264,12 +264,12 @@ def test_cli_unknown_format_writes_nothing(small_model, assets_dir, tmp_path):
     small_model.save_weights(str(h5))
     out = tmp_path / "out"
     bad = run_cli(REPO / "export.py", f"--weights={h5}", f"--output_dir={out}", f"--assets_dir={assets_dir}",
-                  "--formats=saved_model,float32,onnx")
+                  "--formats=saved_model,float32,coreml")
     assert bad.returncode == 2, bad.stderr[-2000:]
-    assert "unknown format 'onnx'" in bad.stderr and "Traceback" not in bad.stderr
+    assert "unknown format 'coreml'" in bad.stderr and "Traceback" not in bad.stderr
     assert [line for line in bad.stderr.splitlines() if line.startswith("export.py")] == [
-        "export.py: error: unknown format 'onnx'; choose from saved_model, saved_model_bf16, float32, float16, int8 "
-        "(comma-separated)"]
+        "export.py: error: unknown format 'coreml'; choose from saved_model, saved_model_bf16, float32, float16, int8, "
+        "onnx (comma-separated)"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]  # checked before anything was written
 
 
