@@ -47,10 +47,12 @@ setup(
     ],
     extras_require={
         # dill: tfds.testing (DatasetBuilderTestCase) imports it; TFDS only declares it in its tests extra.
-        # playwright: tests/test_browser.py drives Debian's Chromium with it (no browser download).
+        # playwright: tests/test_browser.py drives Debian's Chromium with it (no browser download);
+        # nbclient, nbformat, ipykernel: tests/test_notebook.py runs notebooks/quickstart.ipynb.
         # pytest-xdist: CI runs the suite on both cores (-n 2 --dist loadgroup); most tests wait on a
         # single-threaded TensorFlow start-up in a subprocess, so two workers nearly halve the wall time.
-        "test": ["pytest>=7.4", "dill>=0.3", "pytest-xdist>=3.5", "playwright>=1.40"],
+        "test": ["pytest>=7.4", "dill>=0.3", "pytest-xdist>=3.5", "playwright>=1.40",
+                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.0"],
         # The linter CI runs before the tests (configuration in pyproject.toml).
         "lint": ["ruff>=0.6"],
         # `tfds build` (TFDS 4.9.10's CLI imports both at start-up) and Beam generation of large sets.
