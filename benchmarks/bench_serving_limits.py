@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     # name: Python expression over serving_bombs (as s) giving the request bytes
     "gif_40_frames_16MP": "s.gif(40, 4000, 4000)",
+    "gif_400_frames_1MP": "s.gif(400, 1000, 1000)",
     "gif_64MP_frame_after_1M_subblocks": "s.gif(1, 8000, 8000, extension=s.gif_comment(1_000_001))",
     "gif_600k_subblocks": "s.gif(1, 64, 64, extension=s.gif_comment(600_000))",
     "jpeg_progressive_36MP_300_scans": "s.progressive_jpeg(6000, 6000, 300)",

@@ -179,6 +179,24 @@ def test_huge_png_costs_no_memory(saved_model, tmp_path):
     assert float(lines["GROWTH_MB"]) < 100, run.stdout  # decoding alone would take 768 MB
 
 
+@pytest.mark.slow
+def test_animated_gif_costs_one_frame(saved_model, tmp_path):
+    """Issue 20: TensorFlow's GIF decoder reads every frame; the SavedModel decodes the first one only, so
+    400 frames of 1 MP (each under the cap, 0.8 MB on disk) cost one frame, not 400 MB."""
+    import serving_bombs
+
+    gif = tmp_path / "frames.gif"
+    gif.write_bytes(serving_bombs.gif(400, 1000, 1000))
+    assert gif.stat().st_size < 1_500_000
+    script = tmp_path / "client.py"
+    script.write_text(MEMORY_CLIENT)
+    run = run_cli(script, saved_model, gif)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in run.stdout.splitlines() if " " in line)
+    assert "ACCEPTED" in run.stdout, run.stdout
+    assert float(lines["GROWTH_MB"]) < 100, run.stdout  # all frames: 400 MB of indices + the RGB frame
+
+
 # ----------------------------------------------------------------------------- item 2: EXIF orientation
 
 
