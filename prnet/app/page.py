@@ -198,8 +198,18 @@ def build(service, *, title: str = "PRNet: 3D face reconstruction") -> None:
 
 def serve(service, *, host: str = "127.0.0.1", port: int = 7860, title: str = "PRNet: 3D face reconstruction") -> None:
     """Build the page and serve it until Ctrl-C (no browser opened, nothing sent elsewhere)."""
+    import logging
+
     from nicegui import ui
 
+    class _NoCtrlCTraceback(logging.Filter):
+        """uvicorn logs Ctrl-C's KeyboardInterrupt / CancelledError as a traceback; the tool says it in one line."""
+
+        def filter(self, record):
+            text = record.getMessage() + (str(record.exc_info[0]) if record.exc_info else "")
+            return not ("KeyboardInterrupt" in text or "CancelledError" in text)
+
+    logging.getLogger("uvicorn.error").addFilter(_NoCtrlCTraceback())
     build(service, title=title)
     ui.run(host=host, port=port, title=title, reload=False, show=False, show_welcome_message=True,
            uvicorn_logging_level="warning", reconnect_timeout=30)

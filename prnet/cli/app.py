@@ -14,7 +14,7 @@ request. The page is served on --host (127.0.0.1: this machine only) and loads n
 Weights, backend, precision, detector and UV template flags are prnet-demo's, resolved the same way.
 A bad upload (not an image, no face, over --max_pixels, a clip over --max_frames) shows its message in
 the page and the server keeps serving. Exit status: 2 setup error (weights, UV template, flags, port in
-use), 130 Ctrl-C; otherwise it serves until stopped (exit 0).
+use), 0 --help, 130 Ctrl-C (the way to stop it: one line, no traceback).
 """
 
 import sys
