@@ -172,3 +172,21 @@ def serve(port: int, work_dir: str) -> None:
 
 if __name__ == "__main__":
     serve(int(sys.argv[1]), sys.argv[2])
+
+
+def test_cli_port_in_use_is_one_setup_error_before_loading_anything():
+    """prnet-app on a port already listened on: exit 2, one ``prnet-app: error:`` line, before the weights
+    (no TensorFlow in the child: the fast lane checks it)."""
+    import socket
+
+    from helpers import run_cli
+
+    pytest.importorskip("nicegui")  # the app extra (CI installs it)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run_cli("prnet.cli.app", "--port", port, "--smoke_test_random_weights")
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("prnet-app: error: cannot serve on 127.0.0.1:"), lines

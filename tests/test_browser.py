@@ -13,6 +13,7 @@ Screenshots go to ``$PRNET_TEST_ARTIFACTS`` (default ``test-artifacts/``). Chrom
 missing: skipped here, a failure in CI (``CI`` or ``PRNET_REQUIRE_SHARED=1``: ``.ci/run`` installs both).
 """
 
+import importlib.util
 import io
 import json
 import os
@@ -60,6 +61,7 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="module")
 def server(assets_dir, tmp_path_factory):
+    _require(importlib.util.find_spec("nicegui") is not None, 'the app extra is missing (pip install -e ".[app]")')
     port, work = _free_port(), tmp_path_factory.mktemp("app-work")
     log = open(work.parent / "app-server.log", "w")
     proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "test_app.py"), str(port), str(work)],
