@@ -33,6 +33,7 @@ def _examples(builder):
     return out
 
 
+@pytest.mark.slow  # builds a TFDS dataset twice
 def test_beam_build_equals_plain_build(lp_manual_dir, tmp_path):
     plain = _build(lp_manual_dir, tmp_path / "plain")
     options = beam.options.pipeline_options.PipelineOptions(runner="DirectRunner")
@@ -49,6 +50,7 @@ def test_beam_build_equals_plain_build(lp_manual_dir, tmp_path):
     assert _records(plain) == _records(with_beam)   # the serialised records, byte for byte
 
 
+@pytest.mark.slow  # builds a TFDS dataset twice
 def test_synthetic_beam_build_equals_plain_build(assets_dir, tmp_path):
     from tfds_builders.prnet_synthetic import Builder, SyntheticBuilderConfig
 

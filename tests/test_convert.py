@@ -192,6 +192,7 @@ def test_is_tf1_checkpoint(fake_official, tmp_path):
     assert not is_tf1_checkpoint(tmp_path / "m.weights.h5")
 
 
+@pytest.mark.slow  # converts the full-size checkpoint
 def test_converted_model_equals_independent_tf1_graph(fake_official, tmp_path):
     from prnet.model.resfcn256 import build_resfcn256
 
@@ -366,6 +367,7 @@ def test_cached_checkpoint_that_is_not_the_official_one_is_not_converted(fake_of
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["official-checkpoint"]  # nothing converted
 
 
+@pytest.mark.slow  # converts the full-size checkpoint
 def test_truncated_converted_weights_are_rebuilt_from_the_checkpoint(fake_official, fake_pins, tmp_path,
                                                                      monkeypatch):
     """Issue 14 items 4 and 10: a cached resfcn256.weights.h5 cut short (disk full, copy interrupted) is

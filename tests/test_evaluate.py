@@ -240,6 +240,7 @@ def _key(image):
     return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
+@pytest.mark.slow  # runs a network over every sample photo
 def test_detector_crops_and_fallback(data, template):
     from prnet.core.crop import landmarks_bbox
 
@@ -283,6 +284,7 @@ def test_detector_crops_and_fallback(data, template):
                                  progress=False)
 
 
+@pytest.mark.slow  # runs a network over every sample photo
 def test_keras_weights_file_is_recorded_with_its_hash(data, tmp_path):
     from prnet.model.resfcn256 import build_resfcn256
 
@@ -298,6 +300,7 @@ def test_keras_weights_file_is_recorded_with_its_hash(data, tmp_path):
     assert saved["data"]["gt_arrays"] is None
 
 
+@pytest.mark.slow  # builds a TFDS dataset
 def test_tfds_dataset_gives_the_same_numbers_as_the_folder(data, standin_bfm, template, tmp_path):
     import tensorflow_datasets as tfds
 

@@ -170,6 +170,7 @@ def test_serving_signature_like_tf_serving(exported, small_model, samples_dir, u
     assert np.abs(out["landmarks"][0] - face.landmarks).max() < 0.5
 
 
+@pytest.mark.slow  # saves a SavedModel (an export)
 def test_load_keras_model_sources(small_model, tmp_path):
     h5 = tmp_path / "m.weights.h5"
     small_model.save_weights(str(h5))

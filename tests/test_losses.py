@@ -77,6 +77,7 @@ def test_total_loss_global_batch_and_weight_decay():
     assert float(losses.total_loss(per_example, 4, [tf.constant(0.5), tf.constant(0.25)])) == pytest.approx(3.75)
 
 
+@pytest.mark.slow  # the full-size network
 def test_model_weight_decay_is_tf1_l2_regularizer():
     """The trainer's weight decay is the model's own regularisation losses: TF1's
     ``l2_regularizer(2e-4)`` = 2e-4 * sum(w^2) / 2 over every conv kernel (nothing else)."""

@@ -160,6 +160,7 @@ def test_selected_everywhere(exported, model, crops, reference, uv_template, tmp
         load_backend(exported["saved_model"], "openvino", precision="f16")
 
 
+@pytest.mark.slow  # the full-size network
 def test_official_weights_in_openvino(model, crops, reference, uv_template, tmp_path, monkeypatch):
     """No weights path: the official (cached, converted) Keras weights, their BN-folded graph converted in memory."""
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path))

@@ -37,6 +37,7 @@ def test_every_rewrite_matches_training_graph_small(stride1, stride2, residual, 
     assert _relative_error(pred, ref) <= 1e-4
 
 
+@pytest.mark.slow  # the full-size network (8.26 GFLOP/image), built twice
 def test_full_size_default_matches_training_graph(sample_crops):
     keras.utils.set_random_seed(2)
     model = randomize_batchnorm(build_resfcn256(weight_decay=0), seed=2)

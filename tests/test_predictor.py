@@ -187,6 +187,7 @@ def test_batches_of_batch_size(uv_template):
 
 
 # ----------------------------------------------------------------------------- real network
+@pytest.mark.slow  # the full-size network
 def test_random_weights_full_size_model_shapes_and_consistency(uv_template):
     predictor = Predictor.from_weights(smoke_test_random_weights=True, template=uv_template, detector=None,
                                        batch_size=2)
@@ -219,6 +220,7 @@ def test_random_weights_full_size_model_shapes_and_consistency(uv_template):
 
 
 # ----------------------------------------------------------------------------- weights formats
+@pytest.mark.slow  # saves and reloads networks (an export-like round trip)
 def test_keras_weights_of_another_width_load_with_inferred_size(tmp_path):
     import keras
 
@@ -423,6 +425,7 @@ def test_default_weights_run_through_the_cached_saved_model(uv_template, tmp_pat
         Predictor.from_weights(None, backend="onnx")
 
 
+@pytest.mark.slow  # saves and reloads networks (an export-like round trip)
 def test_unwritable_cache_falls_back_to_the_keras_model(tmp_path, monkeypatch):
     import prnet.inference.backends
 

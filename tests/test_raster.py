@@ -1,6 +1,7 @@
 """The NumPy rasteriser: coverage, barycentrics, z-buffer, clipping."""
 
 import numpy as np
+import pytest
 
 from prnet.mesh import render
 from prnet.mesh.raster import interpolate, rasterize
@@ -79,6 +80,7 @@ def _peak_mb(fn):
         tracemalloc.stop()
 
 
+@pytest.mark.slow  # rasterises full meshes several times
 def test_chunking_gives_identical_results_on_a_real_face(uv_template, monkeypatch):
     """A face from the UV template (43,867 vertices, 86,907 triangles) rasterised in one chunk (the
     algorithm as it was) and in many small chunks, boxes split into bands of rows: bit-identical."""
@@ -113,6 +115,7 @@ def test_smooth_large_face_memory_is_bounded_by_the_image(uv_template):
     assert peak < 28 * size * size / 1e6 + 64, f"{peak:.0f} MB"
 
 
+@pytest.mark.slow  # rasterises full meshes several times
 def test_degenerate_mesh_memory_is_bounded_and_it_finishes():
     """An untrained network's mesh: random vertices all over a 450x450 photo, plus triangles spanning the
     whole image. Before: memory grew with the summed bounding-box area (~400 MB for the 20 large

@@ -129,6 +129,7 @@ def test_oracle_recovers_the_crop_and_gives_the_true_landmarks(cases, uv_templat
     np.testing.assert_allclose(face.landmarks[:, :2], lm, atol=0.1)
 
 
+@pytest.mark.slow  # trains a network toward a crop
 def test_refined_crop_is_the_ground_truth_landmark_crop(cases, uv_template):
     """One refinement pass turns every off-by-15 % detector crop into the x1.6 landmark crop."""
     worst_before = 0.0
@@ -149,6 +150,7 @@ def test_refined_crop_is_the_ground_truth_landmark_crop(cases, uv_template):
     assert worst_before > 0.1  # without refinement, crops stay off by up to 15 % of their side
 
 
+@pytest.mark.slow  # trains a network toward a crop
 def test_refinement_converges_with_a_network_pulled_toward_its_training_crop(cases, uv_template):
     """A network that answers half-way between the truth and "the face sits in the training crop":
     each extra pass halves the crop error (up to the rule's whole-pixel side); 4 passes bring an

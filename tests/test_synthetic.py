@@ -250,6 +250,7 @@ def _build(tmp_path, name, assets_dir, num_workers=1):
     return builder, records
 
 
+@pytest.mark.slow  # builds a TFDS dataset twice
 def test_builder_builds_reproducibly(tmp_path, assets_dir, uv_template, monkeypatch):
     from tfds_builders.prnet_synthetic.prnet_synthetic_dataset_builder import example_seed
 
