@@ -151,6 +151,21 @@ def test_video_h264_tracks_and_the_frame_limit(service, samples_dir, tmp_path):
         service.video(_clip(tmp_path / "long.mp4", [photo] * 13), "long")
 
 
+def test_swap_paints_the_reference_face_and_only_there(service, samples_dir):
+    from prnet.core.images import read_image
+
+    result = service.swap(samples_dir / "faces" / "takeo.ppm", samples_dir / "faces" / "einstein.jpg",
+                          target_name="takeo", reference_name="einstein", region="face", blend="none")
+    assert result.image.name == "takeo_swap.png" and result.painted > 1000
+    before, after = read_image(samples_dir / "faces" / "takeo.ppm"), read_image(result.image)
+    changed = (before != after).any(axis=-1)
+    assert 0 < changed.sum() <= result.painted
+    with pytest.raises(AppError, match="no face found in grey"):
+        grey = result.image.parent / "grey.png"
+        cv2.imwrite(str(grey), np.full((200, 200, 3), 128, np.uint8))
+        service.swap(grey, samples_dir / "faces" / "einstein.jpg", target_name="grey")
+
+
 def test_random_weights_banner_on_every_result(uv_template, samples_dir, tmp_path):
     service = AppService(test_predictor(uv_template, random_weights=True), tmp_path)
     result = service.photo(samples_dir / "faces" / "einstein.jpg", "einstein")

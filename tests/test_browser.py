@@ -7,7 +7,8 @@ page served on 127.0.0.1 with the tests' stand-in network (the mean face in ever
   to the face in the 3D view is printed;
 * bad inputs (not an image, no face, over the pixel cap) each show their message and the page goes on;
 * a clip: the annotated H.264 video plays (``readyState >= 2``, ``currentTime`` advances); a clip over the
-  frame limit shows its message.
+  frame limit shows its message;
+* the Swap tab: two photos in, the swapped photo shown.
 
 Screenshots go to ``$PRNET_TEST_ARTIFACTS`` (default ``test-artifacts/``). Chromium or Playwright
 missing: skipped here, a failure in CI (``CI`` or ``PRNET_REQUIRE_SHARED=1``: ``.ci/run`` installs both).
@@ -195,3 +196,16 @@ def test_video_plays_in_the_page_and_the_frame_limit(page, samples_dir, tmp_path
 def test_chromium_is_there_in_ci():
     """CI installs Chromium (.ci/run); a missing one there is a failure, never a silent skip."""
     _require(shutil.which("chromium") is not None or Path(CHROMIUM).exists(), "Chromium is not installed")
+
+
+def test_swap_tab_shows_the_result(page, samples_dir, artifacts):
+    page.click("text=Swap")
+    page.wait_for_selector(".prnet-swap-target", timeout=30_000)
+    page.set_input_files(".prnet-swap-target input[type=file]", str(samples_dir / "faces" / "takeo.ppm"))
+    page.set_input_files(".prnet-swap-reference input[type=file]", str(samples_dir / "faces" / "einstein.jpg"))
+    page.wait_for_selector("text=reference: einstein, target: takeo", timeout=30_000)
+    page.click(".prnet-swap-run")
+    page.wait_for_selector("text=pixels painted", timeout=120_000)
+    result = page.locator("img.prnet-swap-result, .prnet-swap-result img").first
+    page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=result.element_handle(), timeout=30_000)
+    page.screenshot(path=str(artifacts / "app_swap.png"), full_page=True)

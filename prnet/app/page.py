@@ -3,7 +3,8 @@ served from the installed package: the page loads nothing from the internet).
 
 Tabs: **Photo** (upload → overlay, an interactive 3D view of the vertex-coloured ``.glb`` mesh:
 drag to rotate, wheel to zoom; the 68 landmarks, the pose, the depth image, a face selector, and a
-zip of every file written) and **Video** (upload a short clip → the annotated H.264 video playing
+zip of every file written), **Swap** (two photos → the reference's face painted onto the target's) and
+**Video** (upload a short clip → the annotated H.264 video playing
 in the page, and the tracks ``.csv`` / ``.npz``). Errors show as a red line in the page (class
 ``prnet-error``); results of an untrained network carry a red banner (class ``prnet-banner``).
 Result files are served from the service's work folder at ``/results/<id>/<file>``.
@@ -66,11 +67,14 @@ def build(service, *, title: str = "PRNet: 3D face reconstruction") -> None:
         with ui.tabs() as tabs:
             photo_tab = ui.tab("Photo")
             video_tab = ui.tab("Video")
+            swap_tab = ui.tab("Swap")
         with ui.tab_panels(tabs, value=photo_tab).classes("w-full"):
             with ui.tab_panel(photo_tab):
                 photo_panel()
             with ui.tab_panel(video_tab):
                 video_panel()
+            with ui.tab_panel(swap_tab):
+                swap_panel()
 
     def error(box, message: str) -> None:
         box.clear()
@@ -164,6 +168,55 @@ def build(service, *, title: str = "PRNet: 3D face reconstruction") -> None:
                 scene.gltf(url(face.glb)).scale(k).rotate(math.pi / 2, 0, 0).move(-k * cx, k * cz, -k * cy)
             scene.move_camera(x=0, y=-2.6, z=0, look_at_x=0, look_at_y=0, look_at_z=0, up_x=0, up_y=0, up_z=1,
                               duration=0)
+
+    def swap_panel():
+        state = {}
+        ui.label("Paint the reference photo's face onto the target photo's face (the largest face of each).") \
+            .classes("text-caption")
+        with ui.row().classes("items-end"):
+            region = ui.select(["face", "eyes"], value="face", label="mode").classes("w-32")
+            blend = ui.select(["poisson", "alpha", "none"], value="poisson", label="blend").classes("w-32")
+
+        def uploader(key, label, css):
+            async def uploaded(e):
+                state[key] = await save_upload(e, key)
+                status.text = ", ".join(f"{k}: {v[1]}" for k, v in sorted(state.items()))
+
+            ui.upload(label=label, auto_upload=True, on_upload=uploaded, max_file_size=64 * 2 ** 20) \
+                .props("accept=image/*").classes(css)
+
+        with ui.row():
+            uploader("target", "Target photo (the face to edit)", "prnet-swap-target")
+            uploader("reference", "Reference photo (the face to paint)", "prnet-swap-reference")
+
+        async def do_swap():
+            if set(state) != {"target", "reference"}:
+                error(results, "upload a target and a reference photo first")
+                return
+            (tpath, tname), (rpath, rname) = state["target"], state["reference"]
+            button.disable()
+            try:
+                result = await run.io_bound(service.swap, tpath, rpath, target_name=tname, reference_name=rname,
+                                            region=region.value, blend=blend.value)
+            except AppError as e:
+                error(results, str(e))
+                return
+            finally:
+                button.enable()
+            if result is None:
+                return
+            results.clear()
+            with results:
+                if result.random_weights:
+                    ui.label(banner(True)).classes("prnet-banner text-white bg-red-7 q-pa-sm text-bold")
+                ui.label(f"{result.painted} pixels painted in {result.seconds:.1f} s")
+                ui.image(url(result.image)).classes("prnet-swap-result").style("max-width: 640px")
+                ui.link(f"Download {result.image.name}", url(result.image)).props(f"download={result.image.name}") \
+                    .classes("prnet-download")
+
+        button = ui.button("Swap", on_click=do_swap).classes("prnet-swap-run")
+        status = ui.label("").classes("prnet-status")
+        results = ui.column().classes("w-full prnet-swap-results")
 
     def video_panel():
         results = ui.column().classes("w-full prnet-video-results")

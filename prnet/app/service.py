@@ -258,6 +258,53 @@ class AppService:
                            time.perf_counter() - start)
 
 
+    def swap(self, target_path, reference_path, *, target_name: str = "target", reference_name: str = "reference",
+             region: str = "face", blend: str = "poisson") -> "SwapResult":
+        """Paint the largest face of the reference photo onto the largest face of the target photo
+        (:func:`prnet.inference.results.swap_faces`; ``region`` ``"face"`` or ``"eyes"``, ``blend``
+        ``"poisson"``, ``"alpha"`` or ``"none"``) and write ``<target>_swap.png`` (marked like the
+        demo's images with random weights)."""
+        from prnet.core.images import write_image
+        from prnet.inference.results import swap_faces
+        from prnet.outputs.faces import _mark_random
+        from prnet.outputs.naming import tagged_path
+
+        start = time.perf_counter()
+        if region not in ("face", "eyes") or blend not in ("poisson", "alpha", "none"):
+            raise AppError(f"unknown mode {region!r} / blend {blend!r}")
+        found = []
+        for path, name in ((target_path, target_name), (reference_path, reference_name)):
+            try:
+                image = read_image_within(path, self.max_pixels)
+            except ImageReadError as e:
+                raise AppError(f"{name}: not a photo this app can read ({_short(e, path, name)})") from None
+            try:
+                with self._lock:
+                    faces = self.predictor.reconstruct(image, max_faces=1)
+            except NoFaceFoundError:
+                faces = []
+            if not faces:
+                raise AppError(f"no face found in {name}")
+            found.append(faces[0])
+        target, reference = found
+        image, painted = swap_faces(target, reference, region=region, blend=blend)
+        if not painted.any():
+            raise AppError(f"nothing painted: no visible pixel of the {target_name} face in the {region} region")
+        run_id, folder = self._new_folder()
+        out = write_image(tagged_path(folder / f"{target_name}_swap.png", self.random_weights),
+                          _mark_random(image, target))
+        return SwapResult(run_id, Path(out), int(painted.sum()), self.random_weights, time.perf_counter() - start)
+
+
+@dataclass
+class SwapResult:
+    run_id: str
+    image: Path
+    painted: int
+    random_weights: bool
+    seconds: float
+
+
 class _TooLong(PRNetError):
     pass
 

@@ -7,7 +7,8 @@
 Photo tab: upload a photo, press Reconstruct: the overlay, the mesh in an interactive 3D view (drag to
 rotate, wheel to zoom), the pose, the depth image, the 68 landmarks, a selector for each face of the photo,
 and a zip of the files prnet-demo writes (the kinds chosen in the page; the .glb, overlay, depth, landmarks
-and pose always). Video tab: upload a short clip (at most --max_frames frames): the annotated H.264 video
+and pose always). Swap tab: a target and a reference photo (mode face or eyes) -> the swapped photo, as
+prnet-swap. Video tab: upload a short clip (at most --max_frames frames): the annotated H.264 video
 plays in the page, with the tracks .csv / .npz. The network is loaded once at start and shared by every
 request. The page is served on --host (127.0.0.1: this machine only) and loads nothing from the internet.
 
