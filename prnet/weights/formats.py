@@ -391,8 +391,7 @@ def load_backend(path, backend: str = "auto", *, num_threads=None, precision: st
     check_precision(precision)
     fmt = detect_format(path)
     choice = None
-    if precision == "auto" and backend in ("auto", "openvino") and fmt.runtime in ("Keras", "SavedModel") \
-            and not (fmt.kind is WeightsKind.SAVED_MODEL and backend == "auto"):
+    if precision == "auto" and (backend == "openvino" or backend == "auto" and fmt.runtime == "Keras"):
         choice = auto_choice()
         precision = choice.precision
     if backend == "openvino":  # OpenVINO's own inference precision, whatever the file's (see the docstring)
