@@ -245,3 +245,14 @@ def test_weights_files_take_their_own_precision_under_auto(small_model, tmp_path
         formats.load_backend(weights, "tflite")
     with pytest.raises(WeightsFormatError, match="backend 'onnxruntime' cannot run"):
         formats.load_backend(weights, "onnxruntime")
+
+
+def test_auto_cpu_flags_env_replaces_cpuinfo(monkeypatch):
+    """PRNET_AUTO_CPU_FLAGS (the suite sets it to this CPU's flags without bf16) is what the rule sees."""
+    from prnet.model.runtime import AUTO_CPU_FLAGS_ENV
+
+    monkeypatch.setenv(AUTO_CPU_FLAGS_ENV, "avx2,avx512f avx512_bf16")
+    assert auto_choice(gpus=[]) == auto_choice(flags={"avx2", "avx512f", "avx512_bf16"}, gpus=[])
+    assert auto_choice(gpus=[]).precision == "bfloat16"
+    monkeypatch.setenv(AUTO_CPU_FLAGS_ENV, "avx2")
+    assert auto_choice(gpus=[]).precision == "float32"

@@ -146,13 +146,13 @@ def test_selected_everywhere(exported, model, crops, reference, uv_template, tmp
     weights = tmp_path / "small.weights.h5"
     model.save_weights(str(weights))
     for path, kind in ((exported["float32"], "TFLite"), (weights, "Keras weights")):
-        backend = load_backend(path, "openvino", num_threads=1)
+        backend = load_backend(path, "openvino", precision="float32", num_threads=1)  # auto: bf16 on bf16 CPUs
         assert isinstance(backend, OpenVINOBackend) and kind in backend.source and str(path) in backend.source
         assert backend.compiled_model.get_property("INFERENCE_NUM_THREADS") == 1
         assert backend.compiled_model.get_property("ENABLE_CPU_PINNING") is False  # shared CPUs: see the module
         np.testing.assert_allclose(backend(crops[:1]), reference[:1], atol=FP32_MAX_PX)
-    predictor = Predictor.from_weights(exported["saved_model"], backend="openvino", detector=None,
-                                       template=uv_template)
+    predictor = Predictor.from_weights(exported["saved_model"], backend="openvino", precision="float32",
+                                       detector=None, template=uv_template)
     assert str(exported["saved_model"]) in predictor.source
     assert predictor.backend_name == "OpenVINO" and "float32" in predictor.source
     np.testing.assert_allclose(predictor.predict_posmaps(crops), reference, atol=FP32_MAX_PX)
@@ -166,7 +166,8 @@ def test_official_weights_in_openvino(model, crops, reference, uv_template, tmp_
     monkeypatch.setenv("PRNET_CACHE_DIR", str(tmp_path))
     model.save_weights(str(tmp_path / "resfcn256.weights.h5"))  # small weights stand in for the official ones
     write_official_stamp(tmp_path / "resfcn256.weights.h5", "stand-in")  # as a conversion would: called official
-    predictor = Predictor.from_weights(None, backend="openvino", download=False, detector=None, template=uv_template)
+    predictor = Predictor.from_weights(None, backend="openvino", precision="float32", download=False, detector=None,
+                                       template=uv_template)
     assert predictor.backend_name == "OpenVINO" and "official PRNet weights" in predictor.source
     np.testing.assert_allclose(predictor.predict_posmaps(crops), reference, atol=FP32_MAX_PX)
     assert not (tmp_path / "resfcn256_saved_model").exists()  # nothing exported for it
@@ -208,8 +209,9 @@ def test_demo_runs_openvino(exported, samples_dir, assets_dir, uv_template, tmp_
     """prnet-demo --backend openvino --weights <SavedModel>: the landmarks of the in-process SavedModel run."""
     photo = samples_dir / "faces" / "prnet_test_0.jpg"
     out = tmp_path / "out"
-    result = run_cli("prnet.cli.demo", "--backend=openvino", f"--weights={exported['saved_model']}",
-                     f"--input={photo}", f"--output={out}", f"--uv_dir={assets_dir}", "--max_faces=1",
+    result = run_cli("prnet.cli.demo", "--backend=openvino", "--precision=float32",
+                     f"--weights={exported['saved_model']}", f"--input={photo}", f"--output={out}",
+                     f"--uv_dir={assets_dir}", "--max_faces=1",
                      "--outputs=landmarks", "--nodownload")
     assert result.returncode == 0, result.stderr
     assert "(backend: OpenVINO)" in result.stderr and "float32" in result.stderr
