@@ -276,7 +276,8 @@ def test_train_py_unreadable_index_resumes(tmp_path, tiny_data, assets_dir):
 
 
 # Runs train.py in this process with SIGINT's default Python handler (an interactive shell's
-# Ctrl-C; a background job would inherit SIG_IGN) and sends SIGINT once a checkpoint exists.
+# Ctrl-C; a background job would inherit SIG_IGN) and sends SIGTERM (what schedulers and `docker stop`
+# send; handled as Ctrl-C) once a checkpoint exists.
 _SIGINT_LAUNCHER = r"""
 import os, runpy, signal, sys, threading, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -286,7 +287,7 @@ def interrupt():
     while not os.path.exists(index):
         time.sleep(0.05)
     time.sleep(1.0)
-    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 threading.Thread(target=interrupt, daemon=True).start()
 sys.argv = sys.argv[2:]
@@ -295,7 +296,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 @pytest.mark.slow
-def test_train_py_ctrl_c_saves_and_exits_130(tmp_path, tiny_data, assets_dir):
+def test_train_py_sigterm_saves_and_exits_130(tmp_path, tiny_data, assets_dir):
+    """Before (issue #20, reliability row 7): SIGTERM killed the run (exit 143) and lost the steps since the
+    last checkpoint; now it is Ctrl-C: a checkpoint of the steps done, exit 130, one summary line."""
     from prnet.training.trainer import checkpoint_problem
 
     model_dir = tmp_path / "run"
@@ -303,7 +306,7 @@ def test_train_py_ctrl_c_saves_and_exits_130(tmp_path, tiny_data, assets_dir):
                     f"--data_dir={tiny_data}", f"--assets_dir={assets_dir}", *TRAIN_FLAGS, "--epochs=100000",
                     "--checkpoint_every=3"])
     assert proc.returncode == 130, f"rc {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    assert "Traceback" not in proc.stderr and "train.py: interrupted" in proc.stderr, proc.stderr[-4000:]
-    match = re.search(r"interrupted at step (\d+) .*last checkpoint: (\S+ckpt-(\d+));", proc.stdout)
+    assert "Traceback" not in proc.stderr and "train.py: interrupted (SIGTERM)" in proc.stderr, proc.stderr[-4000:]
+    match = re.search(r"interrupted by SIGTERM at step (\d+) .*last checkpoint: (\S+ckpt-(\d+));", proc.stdout)
     assert match and match.group(1) == match.group(3), proc.stdout[-2000:]
     assert int(match.group(1)) >= 3 and checkpoint_problem(match.group(2)) is None
