@@ -38,7 +38,8 @@ SHAPE_K, EXP_K = 8, 4         # basis sizes of the stand-in model (fits store 19
 
 def stand_in_bfm(seed: int = 0) -> BFM:
     """A face-like height field on a UV grid: model units ~ the BFM's (width ~150,000; y up, z toward
-    the viewer), random smooth-ish bases, 68 landmark vertices spread over the face."""
+    the viewer), random smooth-ish bases, 68 landmark vertices spread over the face, numbered top to
+    bottom (so the eyes' indices lie above the mouth's, as in iBUG-68)."""
     rng = np.random.default_rng(seed)
     u, v = np.meshgrid(np.linspace(0.1, 0.9, GRID), np.linspace(0.1, 0.9, GRID))
     uv = np.stack([u.ravel(), v.ravel()], 1)
@@ -48,7 +49,10 @@ def stand_in_bfm(seed: int = 0) -> BFM:
     quads = np.stack([idx[:-1, :-1], idx[:-1, 1:], idx[1:, 1:], idx[1:, :-1]], -1).reshape(-1, 4)
     triangles = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
     inner = idx[1:-1, 1:-1].ravel()
-    kpt = np.sort(rng.choice(inner, 68, replace=False))
+    kpt = rng.choice(inner, 68, replace=False)
+    # Top to bottom (y up: decreasing b), so that the iBUG-68 roles hold where the fit checks look: the
+    # eyes (36-47) above the mouth (48-67), an upright face (prnet.data.fit_checks).
+    kpt = kpt[np.argsort(-b[kpt], kind="stable")]
     smooth = np.exp(-((a[:, None] - rng.uniform(-1, 1, SHAPE_K + EXP_K)) ** 2
                       + (b[:, None] - rng.uniform(-1, 1, SHAPE_K + EXP_K)) ** 2) * 2)   # (n, K) bumps
     direction = rng.normal(size=(1, 3, SHAPE_K + EXP_K))
