@@ -64,6 +64,7 @@ def _first_kernel_value(trainer):
 
 
 @pytest.mark.parametrize("junk", [b"model_checkpoint_path: ???\n", b"garbage \x00\xff{{"], ids=["text", "binary"])
+@pytest.mark.slow  # trains a small network in-process
 def test_unreadable_index_resumes_from_newest_checkpoint_and_deletes_nothing(tmp_path, junk):
     """Before: the unreadable index was "ignored", the run restarted at step 0 (or, for binary junk,
     died with a UnicodeDecodeError) and later saves replaced the old checkpoints."""
@@ -87,6 +88,7 @@ def test_unreadable_index_resumes_from_newest_checkpoint_and_deletes_nothing(tmp
 
 
 @pytest.mark.parametrize("damage", ["truncated data", "missing data", "truncated index", "index names missing"])
+@pytest.mark.slow  # trains a small network in-process
 def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, damage):
     """Before: a traceback (DataLossError / NotFoundError from ``checkpoint.restore``)."""
     first = _trainer(tmp_path)
@@ -113,6 +115,7 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, damage):
     assert _files(ckpt_dir) == before  # the damaged files are left for the user to inspect
 
 
+@pytest.mark.slow  # trains a small network in-process
 def test_no_intact_checkpoint_stops_and_restart_moves_them_aside(tmp_path):
     from prnet.errors import WeightsFormatError
 
@@ -135,6 +138,7 @@ def test_no_intact_checkpoint_stops_and_restart_moves_them_aside(tmp_path):
     assert _files(moved.group(1)) == before  # moved, not deleted
 
 
+@pytest.mark.slow  # trains a small network in-process
 def test_checkpoint_of_another_model_stops_with_message(tmp_path):
     from prnet.errors import WeightsFormatError
 

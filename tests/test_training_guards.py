@@ -68,6 +68,7 @@ def test_sigterm_inside_the_block_is_a_ctrl_c_and_is_held_during_a_save():
     last_stop_signal[0] = None
 
 
+@pytest.mark.slow  # trains a small network in-process
 def test_sigterm_during_fit_saves_the_steps_done(tmp_path):
     """Before: SIGTERM killed the run at once and the steps since the last checkpoint were lost."""
     from prnet.training.guards import last_stop_signal
@@ -163,6 +164,7 @@ def test_second_train_py_on_a_folder_refuses_naming_the_holder(tmp_path):
     assert "Traceback" not in proc.stderr and _names(tmp_path) == ["train.lock"]
 
 
+@pytest.mark.slow  # trains a small network in-process
 def test_trainer_takes_the_lock_and_fit_releases_it(tmp_path):
     from prnet.errors import TrainingConfigError
     from prnet.training.guards import LOCK_NAME, _process_start
@@ -215,6 +217,7 @@ def test_train_config_refuses_non_finite_and_out_of_range_values(tmp_path):
     TrainConfig(model_dir=str(tmp_path), bn_momentum=0.0, weight_decay=0.0)  # the edges that are allowed
 
 
+@pytest.mark.slow  # trains a small network in-process
 def test_non_finite_weights_are_never_saved(tmp_path):
     """Before: NaN BatchNorm statistics were saved into checkpoints and final.weights.h5 (exit 0)."""
     import keras
@@ -238,6 +241,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
         trainer.check_finite("final.weights.h5")
 
 
+@pytest.mark.slow  # trains a small network in-process
 def test_divergence_message_names_the_facts_not_a_flag(tmp_path):
     """Before: "training diverged at step 2: loss nan; lower --learning_rate" whatever the cause (row 15)."""
     import tensorflow as tf
@@ -268,6 +272,7 @@ def test_divergence_message_names_the_facts_not_a_flag(tmp_path):
 # ----------------------------------------------------------------------------- row 12: ckpt-N_temp
 
 
+@pytest.mark.slow  # trains a small network in-process
 def test_half_written_checkpoint_folder_is_removed_on_the_next_start(tmp_path):
     """Before: ``checkpoints/ckpt-3_temp/`` (TensorFlow's shard folder of a save that hit a full disk)
     stayed forever."""
@@ -363,6 +368,7 @@ def test_train_py_multi_worker_with_an_unreachable_peer_times_out(tmp_path):
 
 
 @pytest.mark.parametrize("index", ["intact", "unreadable"])
+@pytest.mark.slow  # trains a small network in-process
 def test_resume_rotates_the_previous_runs_checkpoints_alike(tmp_path, index):
     """docs/training.md: --keep_checkpoints counts every checkpoint of the folder, the previous run's
     included, after a normal resume and after a fallback one alike. Before: a normal resume rotated them
