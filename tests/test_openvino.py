@@ -222,10 +222,11 @@ def test_demo_runs_openvino(exported, samples_dir, assets_dir, uv_template, tmp_
 
 
 @pytest.mark.slow
-def test_demo_without_openvino_fails_with_the_install_command(exported, samples_dir, tmp_path):
+def test_demo_without_openvino_fails_with_the_install_command(exported, samples_dir, assets_dir, tmp_path):
     code = ("import sys; sys.modules['openvino'] = None; from prnet.cli.demo import run; "
             f"sys.argv = ['prnet-demo', '--backend=openvino', '--weights={exported['saved_model']}', "
-            f"'--input={samples_dir / 'faces' / 'prnet_test_0.jpg'}', '--output={tmp_path / 'out'}']; run()")
+            f"'--input={samples_dir / 'faces' / 'prnet_test_0.jpg'}', '--output_dir={tmp_path / 'out'}', "
+            f"'--assets_dir={assets_dir}', '--nodownload']; run()")
     result = run_cli(["-c", code])
     assert result.returncode == 2, result.stderr
     assert 'pip install -e ".[openvino]"' in result.stderr and "Traceback" not in result.stderr

@@ -80,11 +80,12 @@ def test_truncated_index_is_a_typed_error_naming_the_file(training_checkpoints, 
 @pytest.mark.slow
 @pytest.mark.parametrize("damaged", ["ckpt-2.data-00000-of-00001", "ckpt-2.index"])
 def test_demo_on_a_damaged_checkpoint_exits_2_with_one_message(training_checkpoints, tmp_path, samples_dir,
-                                                               damaged):
+                                                               assets_dir, damaged):
     folder = _copy_checkpoints(training_checkpoints, tmp_path)
     _truncate(folder / damaged)
+    # The UV template is given: what fails is the checkpoint (a missing template would be reported with it).
     result = run_cli("prnet.cli.demo", "--weights", folder, "--input", samples_dir / "faces" / "einstein.jpg",
-                     "--output", tmp_path / "out", "--nodownload")
+                     "--output_dir", tmp_path / "out", "--assets_dir", assets_dir, "--nodownload")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "prnet-demo: error: could not read the checkpoint" in result.stderr
