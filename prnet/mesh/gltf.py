@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from prnet.core.files import atomic_write
-from prnet.mesh.obj import _as_float_colors
+from prnet.mesh.obj import _as_float_colors, checked_mesh
 
 
 def glb_bytes(vertices, triangles, colors=None, texture=None, uv_coords=None, *, image_height=None,
@@ -27,14 +27,7 @@ def glb_bytes(vertices, triangles, colors=None, texture=None, uv_coords=None, *,
     """The ``.glb`` file of a mesh as bytes; arguments as :func:`write_glb`."""
     import trimesh  # a few hundred ms: only when a .glb is written
 
-    v = np.asarray(vertices, dtype=np.float64)
-    tris = np.asarray(triangles)
-    if v.ndim != 2 or v.shape[1] != 3 or not np.all(np.isfinite(v)):
-        raise ValueError(f"vertices must be a finite (N, 3) array, got {v.shape}")
-    if tris.ndim != 2 or tris.shape[1] != 3 or not np.issubdtype(tris.dtype, np.integer):
-        raise ValueError(f"triangles must be an integer array of shape (T, 3), got {tris.dtype} {tris.shape}")
-    if tris.size and (tris.min() < 0 or tris.max() >= len(v)):
-        raise ValueError(f"triangle indices must lie in [0, {len(v) - 1}]")
+    v, tris = checked_mesh(vertices, triangles)
     out = v.copy()
     out[:, 1] = (image_height - 1 - out[:, 1]) if image_height is not None else -out[:, 1]
     mesh = trimesh.Trimesh(out, tris[:, ::-1].astype(np.int64), process=False, validate=False)

@@ -24,6 +24,21 @@ from prnet.core.images import write_image
 MATERIAL_NAME = "face_texture"
 
 
+def checked_mesh(vertices, triangles):
+    """``(vertices as float64 (N, 3), triangles (T, 3) ints)`` of a mesh file writer (``.ply``, ``.glb``),
+    or ValueError naming what is wrong: vertices not finite (N, 3), triangles not integer (T, 3), or an
+    index outside [0, N)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    tris = np.asarray(triangles)
+    if v.ndim != 2 or v.shape[1] != 3 or not np.all(np.isfinite(v)):
+        raise ValueError(f"vertices must be a finite (N, 3) array, got {v.shape}")
+    if tris.ndim != 2 or tris.shape[1] != 3 or not np.issubdtype(tris.dtype, np.integer):
+        raise ValueError(f"triangles must be an integer array of shape (T, 3), got {tris.dtype} {tris.shape}")
+    if tris.size and (tris.min() < 0 or tris.max() >= len(v)):
+        raise ValueError(f"triangle indices must lie in [0, {len(v) - 1}]")
+    return v, tris
+
+
 def _as_float_colors(colors: np.ndarray, n: int) -> np.ndarray:
     colors = np.asarray(colors)
     if colors.shape != (n, 3):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from prnet.core.files import atomic_path
-from prnet.mesh.obj import _as_float_colors
+from prnet.mesh.obj import _as_float_colors, checked_mesh
 
 _VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
 _FACE = np.dtype([("n", "u1"), ("i", "<i4", (3,))])
@@ -23,14 +23,7 @@ def write_ply(path, vertices, triangles, colors, *, image_height=None, comment=N
     (``(N, 3)`` float in [0, 1] or uint8) to a binary ``.ply``, atomically; ``comment``: an extra
     one-line ASCII header comment. Returns the path."""
     path = Path(path)
-    v = np.asarray(vertices, dtype=np.float64)
-    tris = np.asarray(triangles)
-    if v.ndim != 2 or v.shape[1] != 3 or not np.all(np.isfinite(v)):
-        raise ValueError(f"vertices must be a finite (N, 3) array, got {v.shape}")
-    if tris.ndim != 2 or tris.shape[1] != 3 or not np.issubdtype(tris.dtype, np.integer):
-        raise ValueError(f"triangles must be an integer array of shape (T, 3), got {tris.dtype} {tris.shape}")
-    if tris.size and (tris.min() < 0 or tris.max() >= len(v)):
-        raise ValueError(f"triangle indices must lie in [0, {len(v) - 1}]")
+    v, tris = checked_mesh(vertices, triangles)
     rgb = np.round(_as_float_colors(colors, len(v)) * 255).astype(np.uint8)
     vert = np.empty(len(v), _VERTEX)
     vert["x"], vert["z"] = v[:, 0], v[:, 2]
